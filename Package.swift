@@ -1,0 +1,42 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "swift-mm",
+    products: [
+        .library(name: "MM", targets: ["MM"]),
+        .executable(name: "mmctl", targets: ["mmctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
+    ],
+    targets: [
+        // Only what Glibc hides: memfd_create, fallocate, _Thread_local slots, gettid.
+        .target(
+            name: "CMMShims",
+            cSettings: [.define("_GNU_SOURCE")]
+        ),
+        .target(
+            name: "MM",
+            dependencies: [
+                "CMMShims",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .executableTarget(
+            name: "mmctl",
+            dependencies: [
+                "MM",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .testTarget(
+            name: "MMTests",
+            dependencies: ["MM", "CMMShims"],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+    ]
+)

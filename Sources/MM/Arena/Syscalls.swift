@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: Apache-2.0
+import CMMShims
+import Glibc
+
+/// An `errno` value with its `strerror` text, as thrown by the syscall layer.
+public struct SystemError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The failing call, e.g. `"memfd_create"`.
+    public var call: String
+    /// The `errno` value the call left behind.
+    public var errno: Int32
+
+    public var description: String {
+        "\(call) failed: \(String(cString: strerror(errno))) (errno \(errno))"
+    }
+}
+
+/// The system calls the arena makes, as a table of functions so tests can make
+/// any of them fail (the approach of swift-system's `Mocking.swift`, without a
+/// build flag: the table is a value passed to the arena).
+///
+/// Every entry returns `Result` instead of the C convention of `-1` + `errno`.
+struct Syscalls: Sendable {
+    var memfdCreate: @Sendable (_ name: String) -> Result<Int32, SystemError>
+    var truncate: @Sendable (_ fd: Int32, _ length: Int) -> Result<Void, SystemError>
+    var mapShared: @Sendable (_ fd: Int32, _ length: Int) -> Result<UnsafeMutableRawPointer, SystemError>
+    var mapAnonymous: @Sendable (_ length: Int) -> Result<UnsafeMutableRawPointer, SystemError>
+    var advise: @Sendable (_ address: UnsafeMutableRawPointer, _ length: Int, _ advice: Int32) -> Result<Void, SystemError>
+    var punchHole: @Sendable (_ fd: Int32, _ offset: Int, _ length: Int) -> Result<Void, SystemError>
+
+    /// The real system calls.
+    static let live = Syscalls(
+        memfdCreate: { name in
+            let fd = cmm_memfd_create(name)
+            return fd >= 0 ? .success(fd) : .failure(SystemError(call: "memfd_create", errno: Glibc.errno))
+        },
+        truncate: { fd, length in
+            ftruncate(fd, off_t(length)) == 0
+                ? .success(()) : .failure(SystemError(call: "ftruncate", errno: Glibc.errno))
+        },
+        mapShared: { fd, length in
+            let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+            guard let p, p != MAP_FAILED else { return .failure(SystemError(call: "mmap", errno: Glibc.errno)) }
+            return .success(p)
+        },
+        mapAnonymous: { length in
+            let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            guard let p, p != MAP_FAILED else { return .failure(SystemError(call: "mmap", errno: Glibc.errno)) }
+            return .success(p)
+        },
+        advise: { address, length, advice in
+            madvise(address, length, advice) == 0
+                ? .success(()) : .failure(SystemError(call: "madvise", errno: Glibc.errno))
+        },
+        punchHole: { fd, offset, length in
+            cmm_punch_hole(fd, off_t(offset), off_t(length)) == 0
+                ? .success(()) : .failure(SystemError(call: "fallocate(PUNCH_HOLE)", errno: Glibc.errno))
+        }
+    )
+}

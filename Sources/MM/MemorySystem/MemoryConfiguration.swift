@@ -1,0 +1,102 @@
+// SPDX-License-Identifier: Apache-2.0
+
+/// What happens when the OOM handler finds no victim it may kill.
+public enum OOMPolicy: Sendable, Hashable {
+    /// Fallible requests fail; guaranteed requests keep waiting and reporting.
+    case failRequests
+    /// Stop the process with a full report. Kernel analogue: the "System is
+    /// deadlocked on memory" panic.
+    case abort
+}
+
+/// The configuration of a `MemorySystem`. Validated by `MemorySystem.init`,
+/// which throws a `ConfigurationError` naming the field and the rule.
+public struct MemoryConfiguration: Sendable {
+    /// Smallest arena: one max-order block.
+    public static let minimumCapacity = 4 << 20
+    /// Largest arena: page frame numbers are 32 bits.
+    public static let maximumCapacity = 1 << 44
+
+    /// Bytes of arena ("physical memory"). Rounded down to whole 4 MiB
+    /// max-order blocks; at least `minimumCapacity`.
+    public var capacity: Int
+    /// How often a guaranteed request that keeps retrying reports a stall.
+    public var stallReportInterval: Duration = .seconds(10)
+    /// What to do when no OOM victim is left.
+    public var oomPolicy: OOMPolicy = .failRequests
+    /// Run the background reclaimer thread. Kernel analogue: kswapd.
+    public var backgroundReclaim: Bool = true
+    /// Explicit watermarks; `nil` derives them from `capacity` (see `Watermarks.derived`).
+    public var watermarks: Watermarks?
+    /// `watermark_scale_factor` for derived watermarks, in 1/10000 of capacity (1...1000).
+    public var watermarkScaleFactor: Int = 10
+    /// Keep per-thread lists of order 0–3 blocks (the lock-free fast path).
+    public var perThreadPageLists: Bool = true
+    /// Free blocks of this order or more are returned to the OS
+    /// (`fallocate(PUNCH_HOLE)`) while free memory is above `high`;
+    /// `nil` turns automatic release off (`releaseFreeMemory()` still works).
+    public var releaseOrder: Int? = 9
+    /// How long a free block stays resident before it may be released;
+    /// `.zero` releases at once.
+    public var releaseDelay: Duration = .seconds(1)
+    /// What a hardening violation (double free, foreign pointer, …) does.
+    public var hardeningAction: HardeningAction = .trap
+    /// Log every event through swift-log (label `mm`) in addition to the added sinks.
+    public var logsEvents: Bool = true
+    /// Name of the memfd (visible in `/proc/self/maps`).
+    public var name: String = "swift-mm"
+
+    /// A configuration with `capacity` bytes and defaults for the rest.
+    public init(capacity: Int) {
+        self.capacity = capacity
+    }
+
+    /// The watermarks in force: explicit ones, or the derived ones.
+    public var effectiveWatermarks: Watermarks {
+        watermarks ?? .derived(capacity: roundedCapacity, scaleFactor: watermarkScaleFactor)
+    }
+
+    var roundedCapacity: Int { capacity & ~(MemoryConfiguration.minimumCapacity - 1) }
+
+    /// Checks every field; returns the configuration with `capacity` rounded.
+    func validated() throws(ConfigurationError) -> MemoryConfiguration {
+        guard capacity >= MemoryConfiguration.minimumCapacity else {
+            throw ConfigurationError(field: "capacity", message: "\(capacity) bytes is below the minimum of \(MemoryConfiguration.minimumCapacity) bytes (one 4 MiB max-order block)")
+        }
+        guard capacity <= MemoryConfiguration.maximumCapacity else {
+            throw ConfigurationError(field: "capacity", message: "\(capacity) bytes is above the maximum of \(MemoryConfiguration.maximumCapacity) bytes (2^32 pages)")
+        }
+        guard (1...1000).contains(watermarkScaleFactor) else {
+            throw ConfigurationError(field: "watermarkScaleFactor", message: "\(watermarkScaleFactor) is outside 1...1000")
+        }
+        var result = self
+        result.capacity = roundedCapacity
+        let w = result.effectiveWatermarks
+        guard w.min > 0, w.min < w.low, w.low < w.high, w.high < result.capacity else {
+            throw ConfigurationError(field: "watermarks", message: "need 0 < min < low < high < capacity; got \(w) with capacity \(result.capacity >> 10) kB")
+        }
+        guard PageWatermarks(w).min < PageWatermarks(w).low, PageWatermarks(w).low < PageWatermarks(w).high else {
+            throw ConfigurationError(field: "watermarks", message: "min, low and high must differ by at least one page; got \(w)")
+        }
+        if let order = releaseOrder, !(0...maxOrder).contains(order) {
+            throw ConfigurationError(field: "releaseOrder", message: "\(order) is outside 0...\(maxOrder)")
+        }
+        guard releaseDelay >= .zero else {
+            throw ConfigurationError(field: "releaseDelay", message: "\(releaseDelay) is negative")
+        }
+        guard stallReportInterval > .zero else {
+            throw ConfigurationError(field: "stallReportInterval", message: "\(stallReportInterval) must be positive")
+        }
+        return result
+    }
+}
+
+/// A configuration that `MemorySystem.init` refuses.
+public struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The offending field of `MemoryConfiguration`.
+    public var field: String
+    /// The rule it breaks, with the value.
+    public var message: String
+
+    public var description: String { "invalid MemoryConfiguration.\(field): \(message)" }
+}

@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: Apache-2.0
+
+/// A memory manager over one arena: the facade of swift-mm.
+///
+/// ```swift
+/// let mm = try MemorySystem(.init(capacity: 512 << 20))
+/// let page = mm.allocatePages(order: 0)     // one 4 KiB page
+/// mm.freePages(page!, order: 0)
+/// print(mm.statistics().meminfo)
+/// ```
+///
+/// Every method may be called from any thread. Dropping the last reference
+/// unmaps the arena: memory still allocated from it becomes invalid.
+public final class MemorySystem: Sendable {
+    /// The configuration in force (capacity rounded, watermarks resolved).
+    public let configuration: MemoryConfiguration
+    /// The inlinable fast path of the page allocator.
+    @usableFromInline let pages: PageAllocator
+    let core: PageAllocatorCore
+    let events: EventHub
+
+    /// Creates a system: maps the arena and sets up the allocators.
+    /// - Throws: `ConfigurationError` for an invalid configuration,
+    ///   `SystemError` when the OS refuses the memfd or a mapping.
+    public convenience init(_ configuration: MemoryConfiguration) throws {
+        try self.init(configuration, syscalls: .live)
+    }
+
+    init(_ configuration: MemoryConfiguration, syscalls: Syscalls) throws {
+        let config = try configuration.validated()
+        let arena = try Arena(capacity: config.capacity, name: config.name, syscalls: syscalls)
+        let events = EventHub()
+        if config.logsEvents { events.add(EventHub.loggingSink()) }
+        let core = PageAllocatorCore(
+            systemID: SystemRegistry.shared.makeID(), arena: arena, watermarks: config.effectiveWatermarks,
+            perThreadLists: config.perThreadPageLists, events: events, hardeningAction: config.hardeningAction,
+            releaseOrder: config.releaseOrder, releaseDelay: config.releaseDelay)
+        self.configuration = config
+        self.events = events
+        self.core = core
+        self.pages = PageAllocator(core: core)
+        SystemRegistry.shared.register(core)
+    }
+
+    deinit {
+        SystemRegistry.shared.remove(core.systemID)
+    }
+
+    // MARK: Pages
+
+    /// Allocates `2^order` contiguous pages (4 KiB … 4 MiB), aligned to their size.
+    ///
+    /// Returns `nil` when the request fails, and for an order outside
+    /// `0...maxOrder` (with an `invalidRequest` event).
+    /// Kernel analogue: `alloc_pages(gfp, order)`.
+    @inlinable
+    public func allocatePages(order: Int, policy: AllocationPolicy = .standard) -> UnsafeMutableRawPointer? {
+        pages.allocate(order: order, policy: policy)
+    }
+
+    /// Frees pages from `allocatePages` with the same `order`.
+    ///
+    /// A pointer outside the arena, misaligned for `order`, never allocated,
+    /// already free, or freed with another order is a `hardeningViolation`:
+    /// it traps by default (`HardeningAction.trap`), or is reported and ignored.
+    /// Kernel analogue: `__free_pages(page, order)`.
+    @inlinable
+    public func freePages(_ pointer: UnsafeMutableRawPointer, order: Int) {
+        pages.free(pointer, order: order)
+    }
+
+    /// Returns every block in per-thread lists to the buddy allocator: the
+    /// calling thread's at once, other threads' at their next slow path.
+    /// Kernel analogue: `drain_all_pages`.
+    public func drainPerThreadLists() {
+        core.drainAllLists()
+    }
+
+    /// Returns all free blocks of at least `releaseOrder` (9 if automatic
+    /// release is off) to the OS now, whatever their age and the watermarks.
+    /// Returns the bytes released. Kernel analogue: none; like `malloc_trim`.
+    @discardableResult
+    public func releaseFreeMemory() -> Int {
+        core.releasePass(minOrder: configuration.releaseOrder ?? 9, minimumAge: 0, limit: .max, now: core.tick) << pageShift
+    }
+
+    // MARK: Events and statistics
+
+    /// Adds a sink that receives every event of this system, on the thread
+    /// that caused it. Sinks must not block for long.
+    public func addEventSink(_ sink: @escaping @Sendable (MemoryEvent) -> Void) {
+        events.add(sink)
+    }
+
+    /// A snapshot of the system's state and counters.
+    public func statistics() -> MemoryStatistics {
+        let p = core.pageStatistics()
+        let c = p.counters
+        return MemoryStatistics(
+            capacity: configuration.capacity,
+            freeBytes: (p.buddyFreePages + p.cachedPages) << pageShift,
+            perThreadFreeBytes: p.cachedPages << pageShift,
+            releasedBytes: p.releasedPages << pageShift,
+            residentBytes: core.arena.residentBytes(),
+            metadataResidentBytes: core.arena.residentMetadataBytes(),
+            watermarks: configuration.effectiveWatermarks,
+            freeBlocksPerOrder: p.freeBlocks,
+            counters: [
+                .init(name: "nr_free_pages", value: p.buddyFreePages + p.cachedPages),
+                .init(name: "nr_free_pcp", value: p.cachedPages),
+                .init(name: "pgalloc", value: c.pgalloc),
+                .init(name: "pgfree", value: c.pgfree),
+                .init(name: "pgalloc_fail", value: c.pgallocFail),
+                .init(name: "pcp_refill", value: c.pcpRefill),
+                .init(name: "pcp_drain", value: c.pcpDrain),
+                .init(name: "low_watermark_wake", value: c.lowWatermarkWake),
+                .init(name: "pgrelease", value: c.pgrelease),
+                .init(name: "release_runs", value: c.releaseRuns),
+                .init(name: "invalid_request", value: core.invalidRequests.load(ordering: .relaxed)),
+                .init(name: "hardening_violation", value: core.hardeningViolations.load(ordering: .relaxed)),
+            ])
+    }
+
+    /// Checks the allocator's invariants (every page in exactly one free or
+    /// allocated block, free blocks maximally merged, lists and counters in
+    /// agreement) and traps with the list of problems if any is broken.
+    /// Call it only while no other thread uses the system.
+    public func _checkInvariants() {
+        let problems = core.invariantViolations()
+        precondition(problems.isEmpty, "swift-mm invariants broken:\n" + problems.joined(separator: "\n"))
+    }
+
+    /// The broken invariants in words (empty when all hold); see `_checkInvariants()`.
+    public func _invariantViolations() -> [String] {
+        core.invariantViolations()
+    }
+}

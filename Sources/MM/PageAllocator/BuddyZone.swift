@@ -1,0 +1,171 @@
+// SPDX-License-Identifier: Apache-2.0
+
+/// Highest buddy order: blocks of 2^10 pages = 4 MiB. Kernel analogue: `MAX_PAGE_ORDER`.
+public let maxOrder = 10
+
+/// Orders above this are "costly": guaranteed requests may not ask for them.
+/// Kernel analogue: `PAGE_ALLOC_COSTLY_ORDER`.
+public let costlyOrder = 3
+
+/// The buddy free lists of the arena and their counters; always accessed
+/// under the zone lock (`PageAllocatorCore.zone`).
+/// Kernel analogue: `struct zone`'s `free_area[]` and `rmqueue`/`__free_one_page`.
+///
+/// Free lists are intrusive doubly linked lists through the page-frame
+/// descriptors, so freeing never touches user memory. Blocks whose memory was
+/// returned to the OS go to the tail of their list and warm blocks to the
+/// head, so warm memory is reused first.
+struct BuddyZone: @unchecked Sendable {  // raw pointers into the arena; guarded by the zone Mutex
+    let frames: UnsafeMutablePointer<PageFrame>
+    let pageCount: Int
+    private(set) var heads: [UInt32]
+    private(set) var tails: [UInt32]
+    /// Free blocks per order (buddyinfo).
+    private(set) var blockCounts: [Int]
+    /// Pages in free blocks.
+    private(set) var freePages = 0
+    /// Pages in free blocks whose memory has been returned to the OS.
+    private(set) var releasedPages = 0
+
+    init(frames: UnsafeMutablePointer<PageFrame>, pageCount: Int, tick: UInt32) {
+        precondition(pageCount % (1 << maxOrder) == 0)
+        self.frames = frames
+        self.pageCount = pageCount
+        heads = Array(repeating: PageFrame.none, count: maxOrder + 1)
+        tails = heads
+        blockCounts = Array(repeating: 0, count: maxOrder + 1)
+        // A fresh memfd is all holes: the blocks start out "released".
+        var pfn = 0
+        while pfn < pageCount {
+            frames[pfn].flags = PageFrame.flagReleased
+            frames[pfn].freedTick = tick
+            link(pfn, order: maxOrder)
+            pfn += 1 << maxOrder
+        }
+    }
+
+    /// Whether taking a block of `order` leaves at least `floor` free pages.
+    /// Kernel analogue: `__zone_watermark_ok`.
+    @inline(__always)
+    func allows(order: Int, floor: Int) -> Bool {
+        freePages - (1 << order) >= floor
+    }
+
+    // MARK: Lists
+
+    private mutating func link(_ pfn: Int, order: Int) {
+        let f = frames + pfn
+        f.pointee.state = PageState.free.rawValue
+        f.pointee.order = UInt8(order)
+        let released = f.pointee.flags & PageFrame.flagReleased != 0
+        let p = UInt32(pfn)
+        if heads[order] == PageFrame.none {
+            f.pointee.next = PageFrame.none
+            f.pointee.prev = PageFrame.none
+            heads[order] = p
+            tails[order] = p
+        } else if released {
+            f.pointee.prev = tails[order]
+            f.pointee.next = PageFrame.none
+            frames[Int(tails[order])].next = p
+            tails[order] = p
+        } else {
+            f.pointee.next = heads[order]
+            f.pointee.prev = PageFrame.none
+            frames[Int(heads[order])].prev = p
+            heads[order] = p
+        }
+        blockCounts[order] += 1
+        freePages += 1 << order
+        if released { releasedPages += 1 << order }
+    }
+
+    private mutating func unlink(_ pfn: Int, order: Int) {
+        let f = frames + pfn
+        let next = f.pointee.next, prev = f.pointee.prev
+        if prev == PageFrame.none { heads[order] = next } else { frames[Int(prev)].next = next }
+        if next == PageFrame.none { tails[order] = prev } else { frames[Int(next)].prev = prev }
+        f.pointee.next = PageFrame.none
+        f.pointee.prev = PageFrame.none
+        blockCounts[order] -= 1
+        freePages -= 1 << order
+        if f.pointee.flags & PageFrame.flagReleased != 0 { releasedPages -= 1 << order }
+    }
+
+    // MARK: Allocation and free
+
+    /// Takes a free block of exactly `order`, splitting a larger one if
+    /// needed, and returns its first pfn; `nil` when no block is large
+    /// enough. The caller sets the head's state. Kernel analogue: `__rmqueue_smallest` + `expand`.
+    mutating func take(order: Int) -> Int? {
+        var current = order
+        while current <= maxOrder && heads[current] == PageFrame.none { current += 1 }
+        guard current <= maxOrder else { return nil }
+        let pfn = Int(heads[current])
+        unlink(pfn, order: current)
+        let released = frames[pfn].flags & PageFrame.flagReleased
+        while current > order {
+            current -= 1
+            let buddy = pfn + (1 << current)
+            frames[buddy].flags = released
+            frames[buddy].freedTick = frames[pfn].freedTick
+            link(buddy, order: current)
+        }
+        frames[pfn].order = UInt8(order)
+        frames[pfn].flags &= ~PageFrame.flagReleased
+        frames[pfn].state = PageState.tail.rawValue  // caller decides
+        return pfn
+    }
+
+    /// Returns a block to the free lists, merging it with its free buddies.
+    /// Returns the pfn and order of the resulting free block.
+    /// Kernel analogue: `__free_one_page`.
+    @discardableResult
+    mutating func put(_ pfn: Int, order: Int, tick: UInt32) -> (pfn: Int, order: Int) {
+        // A block coming back from its owner may hold data, so the merged
+        // block is never "released", whatever its buddies were.
+        var pfn = pfn, order = order
+        while order < maxOrder {
+            let buddy = pfn ^ (1 << order)
+            let b = frames[buddy]
+            guard b.state == PageState.free.rawValue, Int(b.order) == order else { break }
+            unlink(buddy, order: order)
+            // The higher of the two becomes a tail: clear its descriptor
+            // entirely, so every tail of a free block is all zeros (and its
+            // metadata page may be dropped when the block is released).
+            frames[max(pfn, buddy)] = PageFrame()
+            pfn = min(pfn, buddy)
+            order += 1
+        }
+        frames[pfn].flags &= PageFrame.flagEverAllocated  // not released; keeps double-free evidence
+        frames[pfn].freedTick = tick
+        frames[pfn].owner = 0
+        frames[pfn].group = 0
+        link(pfn, order: order)
+        return (pfn, order)
+    }
+
+    /// Free blocks of at least `minOrder` that still hold memory and have
+    /// been free for at least `minimumAge` ticks, largest first.
+    func releaseCandidates(minOrder: Int, minimumAge: UInt32, now: UInt32, limit: Int) -> [(pfn: Int, order: Int)] {
+        var result: [(pfn: Int, order: Int)] = []
+        for order in stride(from: maxOrder, through: minOrder, by: -1) {
+            var p = heads[order]
+            while p != PageFrame.none, result.count < limit {
+                let f = frames[Int(p)]
+                if f.flags & PageFrame.flagReleased != 0 { break }  // released blocks sit at the tail
+                if now &- f.freedTick >= minimumAge { result.append((Int(p), order)) }
+                p = f.next
+            }
+        }
+        return result
+    }
+
+    /// Marks a free block as released (its memory was punched out of the memfd).
+    mutating func markReleased(_ pfn: Int, order: Int) {
+        precondition(frames[pfn].state == PageState.free.rawValue && Int(frames[pfn].order) == order)
+        unlink(pfn, order: order)
+        frames[pfn].flags |= PageFrame.flagReleased
+        link(pfn, order: order)
+    }
+}

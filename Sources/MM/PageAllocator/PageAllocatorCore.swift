@@ -1,0 +1,380 @@
+// SPDX-License-Identifier: Apache-2.0
+import Glibc
+import Synchronization
+
+/// Counters of the page allocator that change under the zone lock.
+/// Kernel analogue: the page-allocator lines of `/proc/vmstat`.
+struct ZoneCounters: Sendable {
+    var pgalloc = 0, pgfree = 0, pgallocFail = 0
+    var pcpRefill = 0, pcpDrain = 0
+    var lowWatermarkWake = 0
+    var pgrelease = 0, releaseRuns = 0
+}
+
+/// The zone lock's contents: the buddy lists and their counters.
+struct ZoneState: Sendable {
+    var buddy: BuddyZone
+    var counters = ZoneCounters()
+    /// Allocation and free counts of per-thread lists that have been detached.
+    var foldedAllocated = 0, foldedFreed = 0
+}
+
+/// A per-thread list set attached to a system, as a hashable handle.
+struct ListsHandle: Hashable, @unchecked Sendable {  // the raw pointer is only dereferenced under the lists lock
+    let base: UnsafeMutableRawPointer
+}
+
+/// How the allocator responds to a hardening violation.
+public enum HardeningAction: Sendable, Hashable {
+    /// Report the event, then stop the process with a message naming the
+    /// pointer and the problem (the default, like `slab_debug` panics).
+    case trap
+    /// Report the event and ignore the operation; nothing is freed or lost.
+    case report
+}
+
+/// The slow paths of the page allocator: everything that takes the zone lock.
+/// Kernel analogue: `mm/page_alloc.c` below the pcp fast path.
+@usableFromInline
+final class PageAllocatorCore: @unchecked Sendable {  // immutable after init except through Locked/Atomic members
+    let systemID: UInt64
+    let arena: Arena
+    let watermarks: PageWatermarks
+    let zone: Locked<ZoneState>
+    /// Free pages in the buddy lists, published for the lock-free watermark check.
+    let freePagesHot: UnsafeMutablePointer<Atomic<Int>>
+    let listLimits: [Int]
+    let attachedLists = Locked<Set<ListsHandle>>([])
+
+    func withAttached<R: Sendable>(_ body: (Set<ListsHandle>) -> R) -> R { attachedLists.withLock { body($0) } }
+    let events: EventHub
+    let hardeningAction: HardeningAction
+    let releaseOrder: Int?
+    let releaseDelayTicks: UInt32
+    let lastReleasePassTick = Atomic<UInt32>(0)
+    private let startTime: timespec
+    let invalidRequests = Atomic<Int>(0)
+    let hardeningViolations = Atomic<Int>(0)
+    /// Called when free memory falls below `low` (the background reclaimer plugs in here).
+    let lowWatermarkHook = Locked<(@Sendable () -> Void)?>(nil)
+
+    init(systemID: UInt64, arena: Arena, watermarks: Watermarks, perThreadLists: Bool, events: EventHub,
+         hardeningAction: HardeningAction, releaseOrder: Int?, releaseDelay: Duration) {
+        self.systemID = systemID
+        self.arena = arena
+        self.watermarks = PageWatermarks(watermarks)
+        self.events = events
+        self.hardeningAction = hardeningAction
+        self.releaseOrder = releaseOrder
+        let ms = releaseDelay.components.seconds * 1000 + releaseDelay.components.attoseconds / 1_000_000_000_000_000
+        self.releaseDelayTicks = UInt32(clamping: ms)
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        startTime = now
+        // Per-thread lists scale with the arena so that small arenas do not
+        // strand a large share of their memory in thread caches.
+        let pagesPer = arena.pageCount / 256
+        let maxima = [perThreadListLimits.0, perThreadListLimits.1, perThreadListLimits.2, perThreadListLimits.3]
+        listLimits = (0..<perThreadOrderCount).map { order in
+            perThreadLists ? Swift.min(maxima[order], Swift.max(2, pagesPer >> order)) : 0
+        }
+        zone = Locked(ZoneState(buddy: BuddyZone(frames: arena.frames, pageCount: arena.pageCount, tick: 0)))
+        freePagesHot = .allocate(capacity: 1)
+        freePagesHot.initialize(to: Atomic(arena.pageCount))
+    }
+
+    deinit {
+        freePagesHot.deinitialize(count: 1)
+        freePagesHot.deallocate()
+    }
+
+    /// Milliseconds since the system was created (wraps after 49 days; only differences are used).
+    var tick: UInt32 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let ms = (now.tv_sec - startTime.tv_sec) * 1000 + (now.tv_nsec - startTime.tv_nsec) / 1_000_000
+        return UInt32(truncatingIfNeeded: ms)
+    }
+
+    @inline(__always)
+    private func publish(_ state: borrowing ZoneState) {
+        freePagesHot.pointee.store(state.buddy.freePages, ordering: .relaxed)
+    }
+
+    // MARK: Per-thread lists
+
+    /// The calling thread's lists, attached to this system (returning any
+    /// blocks they held for another system first).
+    func listsForCurrentThread() -> PerThreadPageLists {
+        let lists = PerThreadPageLists.currentOrCreate()
+        if lists.systemID != systemID {
+            SystemRegistry.shared.detach(lists)
+            attachedLists.withLock { _ = $0.insert(ListsHandle(base: lists.base)) }
+            lists.systemID = systemID
+        }
+        if lists.drainRequest.pointee.load(ordering: .relaxed) != 0 {
+            lists.drainRequest.pointee.store(0, ordering: .relaxed)
+            drain(lists, keepingFraction: 0)
+        }
+        return lists
+    }
+
+    /// Returns every block of `lists` and forgets them. Called on the owning
+    /// thread (thread exit, or switching to another system).
+    func detach(_ lists: PerThreadPageLists) {
+        attachedLists.withLock { attached in
+            attached.remove(ListsHandle(base: lists.base))
+            zone.withLock { state in
+                returnBlocks(of: lists, keepingFraction: 0, into: &state)
+                state.foldedAllocated += lists.allocatedCounter.pointee.load(ordering: .relaxed)
+                state.foldedFreed += lists.freedCounter.pointee.load(ordering: .relaxed)
+                lists.allocatedCounter.pointee.store(0, ordering: .relaxed)
+                lists.freedCounter.pointee.store(0, ordering: .relaxed)
+                publish(state)
+            }
+        }
+    }
+
+    /// Returns the coldest blocks of every order in `lists` to the zone,
+    /// keeping `keepingFraction` (0 or 1/2) of each list. Owner thread only.
+    func drain(_ lists: PerThreadPageLists, keepingFraction: Int) {
+        zone.withLock { state in
+            returnBlocks(of: lists, keepingFraction: keepingFraction, into: &state)
+            publish(state)
+        }
+    }
+
+    private func returnBlocks(of lists: PerThreadPageLists, keepingFraction keepHalf: Int, into state: inout ZoneState) {
+        let tick = self.tick
+        for order in 0..<perThreadOrderCount {
+            let count = lists.count(order).pointee.load(ordering: .relaxed)
+            guard count > 0 else { continue }
+            let keep = keepHalf == 0 ? 0 : count / 2
+            let give = count - keep
+            let slots = lists.slots(order)
+            for i in 0..<give {  // the bottom of the stack is the coldest
+                let pfn = Int(slots[i])
+                arena.frames[pfn].state = PageState.tail.rawValue
+                state.buddy.put(pfn, order: order, tick: tick)
+            }
+            if keep > 0 { (slots).update(from: slots + give, count: keep) }
+            lists.count(order).pointee.store(keep, ordering: .relaxed)
+            state.counters.pcpDrain += 1
+        }
+    }
+
+    /// Asks every thread to return its cached blocks: the calling thread's
+    /// lists are drained now, the others' at their next slow path.
+    /// Kernel analogue: `drain_all_pages`.
+    func drainAllLists() {
+        if let lists = PerThreadPageLists.current, lists.systemID == systemID { drain(lists, keepingFraction: 0) }
+        attachedLists.withLock { attached in
+            for handle in attached {
+                PerThreadPageLists(base: handle.base).drainRequest.pointee.store(1, ordering: .relaxed)
+            }
+        }
+    }
+
+    // MARK: Allocation
+
+    /// Takes one block of `order` if that leaves at least `floor` free pages;
+    /// when `lists` is given, also refills that order's list up to half its
+    /// limit, without going below `low`. Returns the block's pfn, marked allocated.
+    func takeBlock(order: Int, floor: Int, refill lists: PerThreadPageLists?) -> Int? {
+        zone.withLock { state -> Int? in
+            guard state.buddy.allows(order: order, floor: floor), let pfn = state.buddy.take(order: order) else {
+                return nil
+            }
+            markAllocated(pfn, order: order)
+            state.counters.pgalloc += 1 << order
+            if let lists {
+                let limit = listLimits[order]
+                let count = lists.count(order)
+                var n = count.pointee.load(ordering: .relaxed)
+                let slots = lists.slots(order)
+                let refillFloor = Swift.max(floor, watermarks.low)
+                while n < limit / 2, state.buddy.allows(order: order, floor: refillFloor),
+                      let block = state.buddy.take(order: order) {
+                    arena.frames[block].state = PageState.cached.rawValue
+                    slots[n] = UInt32(block)
+                    n += 1
+                }
+                count.pointee.store(n, ordering: .relaxed)
+                state.counters.pcpRefill += 1
+            }
+            publish(state)
+            return pfn
+        }
+    }
+
+    @inline(__always)
+    func markAllocated(_ pfn: Int, order: Int) {
+        let f = arena.frames + pfn
+        f.pointee.state = PageState.allocated.rawValue
+        f.pointee.order = UInt8(order)
+        f.pointee.flags |= PageFrame.flagEverAllocated
+    }
+
+    /// The page allocator's slow path for this layer: steps 1–4 of DESIGN §2
+    /// (fast path at `low` with a batched refill, wake the background
+    /// reclaimer, retry at the tier's floor below `min`, fail).
+    @usableFromInline
+    func allocateSlow(order: Int, policy: AllocationPolicy) -> UnsafeMutableRawPointer? {
+        allocateSlow(order: order, policy: policy, tier: policy.baseTier)
+    }
+
+    /// The slow path with the reserve tier given by the caller's resolved
+    /// context (OOM victims and reclaim contexts get deeper tiers than their
+    /// policy alone).
+    func allocateSlow(order: Int, policy: AllocationPolicy, tier: ReserveTier) -> UnsafeMutableRawPointer? {
+        guard order >= 0 && order <= maxOrder else {
+            reportInvalid(InvalidRequest(operation: "allocatePages(order: \(order))",
+                                         reason: "order must be in 0...\(maxOrder)"))
+            return nil
+        }
+        let lists: PerThreadPageLists? = order < perThreadOrderCount && listLimits[order] > 0 ? listsForCurrentThread() : nil
+        // A cached block the fast path did not use (e.g. a charged request).
+        if let lists, freePagesHot.pointee.load(ordering: .relaxed) > watermarks.low {
+            let count = lists.count(order)
+            let n = count.pointee.load(ordering: .relaxed)
+            if n > 0 {
+                let pfn = Int(lists.slots(order)[n - 1])
+                count.pointee.store(n - 1, ordering: .relaxed)
+                markAllocated(pfn, order: order)
+                PerThreadPageLists.bump(lists.allocatedCounter, by: 1 << order)
+                return finish(pfn, order: order, policy: policy)
+            }
+        }
+        // 1. Above low, with a batched refill of the per-thread list.
+        if let pfn = takeBlock(order: order, floor: watermarks.low, refill: lists) {
+            return finish(pfn, order: order, policy: policy)
+        }
+        // 2. Below low: wake the background reclaimer.
+        wakeBackgroundReclaim()
+        // 3. Retry down to the tier's floor, after returning this thread's own cached blocks.
+        if let lists, lists.cachedPages > 0 { drain(lists, keepingFraction: 0) }
+        if let pfn = takeBlock(order: order, floor: tier.floor(min: watermarks.min), refill: nil) {
+            return finish(pfn, order: order, policy: policy)
+        }
+        // 4. Nothing more this layer can do.
+        zone.withLock { $0.counters.pgallocFail += 1 }
+        if policy.reportsFailure {
+            events.emit(.allocationFailure(AllocationFailure(
+                request: "order \(order)", policy: String(describing: policy), tier: tier, site: nil,
+                snapshot: snapshotLine())))
+        }
+        return nil
+    }
+
+    private func finish(_ pfn: Int, order: Int, policy: AllocationPolicy) -> UnsafeMutableRawPointer {
+        let p = arena.address(ofPage: pfn)
+        if policy.zeroed { p.initializeMemory(as: UInt8.self, repeating: 0, count: pageSize << order) }
+        return p
+    }
+
+    func wakeBackgroundReclaim() {
+        zone.withLock { $0.counters.lowWatermarkWake += 1 }
+        if let hook = lowWatermarkHook.withLock({ $0 }) { hook() }
+    }
+
+    /// One line of free memory against the watermarks, for reports.
+    func snapshotLine() -> String {
+        let free = freePagesHot.pointee.load(ordering: .relaxed)
+        return "free \(free << (pageShift - 10)) kB, min \(watermarks.min << 2) kB, low \(watermarks.low << 2) kB, high \(watermarks.high << 2) kB"
+    }
+
+    // MARK: Free
+
+    /// The page allocator's free slow path: full validation, then the
+    /// calling thread's list or the buddy lists.
+    @usableFromInline
+    func freeSlow(_ pointer: UnsafeMutableRawPointer, order: Int) {
+        if let violation = validateFree(pointer, order: order) {
+            report(violation)
+            return
+        }
+        let pfn = (UInt(bitPattern: pointer) &- UInt(bitPattern: arena.directMap)) >> UInt(pageShift)
+        if order < perThreadOrderCount, listLimits[order] > 0,
+           freePagesHot.pointee.load(ordering: .relaxed) > watermarks.low {
+            let lists = listsForCurrentThread()
+            let limit = listLimits[order]
+            if lists.count(order).pointee.load(ordering: .relaxed) >= limit {
+                drain(lists, keepingFraction: 1)
+            }
+            let count = lists.count(order)
+            let n = count.pointee.load(ordering: .relaxed)
+            arena.frames[Int(pfn)].state = PageState.cached.rawValue
+            lists.slots(order)[n] = UInt32(pfn)
+            count.pointee.store(n + 1, ordering: .relaxed)
+            PerThreadPageLists.bump(lists.freedCounter, by: 1 << order)
+            return
+        }
+        let tick = self.tick
+        let merged = zone.withLock { state in
+            arena.frames[Int(pfn)].state = PageState.tail.rawValue
+            let merged = state.buddy.put(Int(pfn), order: order, tick: tick)
+            state.counters.pgfree += 1 << order
+            publish(state)
+            return merged
+        }
+        maybeRelease(after: merged, now: tick)
+    }
+
+    /// Checks a `freePages` call against the descriptors; `nil` when valid.
+    func validateFree(_ pointer: UnsafeMutableRawPointer, order: Int) -> HardeningViolation? {
+        let op = "freePages(order: \(order))"
+        let address = UInt(bitPattern: pointer)
+        let offset = address &- UInt(bitPattern: arena.directMap)
+        func violation(_ kind: HardeningViolation.Kind, _ detail: String) -> HardeningViolation {
+            HardeningViolation(kind: kind, operation: op, pointer: address, detail: detail)
+        }
+        guard offset < UInt(arena.capacity) else {
+            return violation(.foreignPointer, "not inside the arena (0x\(String(UInt(bitPattern: arena.directMap), radix: 16)) + \(arena.capacity >> 20) MiB)")
+        }
+        guard order >= 0 && order <= maxOrder else {
+            return violation(.wrongOrder, "order \(order) is outside 0...\(maxOrder)")
+        }
+        let pfn = Int(offset >> UInt(pageShift))
+        guard offset & UInt((pageSize << order) - 1) == 0 else {
+            return violation(.misalignedPointer, "an order-\(order) block starts on a multiple of \(pageSize << order) bytes; this is page \(pfn) + \(offset & UInt(pageSize - 1)) bytes")
+        }
+        let f = arena.frames[pfn]
+        switch PageState(rawValue: f.state) {
+        case .allocated:
+            if Int(f.order) != order {
+                return violation(.wrongOrder, "page \(pfn) heads an allocated order-\(f.order) block")
+            }
+            return nil
+        case .free, .cached:
+            if f.flags & PageFrame.flagEverAllocated != 0 {
+                return violation(.doubleFree, "page \(pfn) is already free (order-\(f.order) block\(f.state == PageState.cached.rawValue ? " in a per-thread list" : ""))")
+            }
+            return violation(.neverAllocated, "page \(pfn) heads a free order-\(f.order) block that was never allocated")
+        case .tail, .none:
+            // Find the block that contains this page.
+            for o in 1...maxOrder {
+                let head = pfn & ~((1 << o) - 1)
+                let h = arena.frames[head]
+                guard h.state != PageState.tail.rawValue, Int(h.order) >= o else { continue }
+                if h.state == PageState.allocated.rawValue {
+                    return violation(.interiorPointer, "page \(pfn) is inside the allocated order-\(h.order) block at page \(head)")
+                }
+                return violation(.neverAllocated, "page \(pfn) is inside the free order-\(h.order) block at page \(head)")
+            }
+            return violation(.neverAllocated, "page \(pfn) is not the start of any block")
+        }
+    }
+
+    func report(_ violation: HardeningViolation) {
+        hardeningViolations.wrappingAdd(1, ordering: .relaxed)
+        events.emit(.hardeningViolation(violation))
+        if hardeningAction == .trap {
+            fatalError("swift-mm: \(violation.description)")
+        }
+    }
+
+    func reportInvalid(_ request: InvalidRequest) {
+        invalidRequests.wrappingAdd(1, ordering: .relaxed)
+        events.emit(.invalidRequest(request))
+    }
+}
