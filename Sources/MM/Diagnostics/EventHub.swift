@@ -23,7 +23,7 @@ final class EventHub: Sendable {
         return { event in
             switch event {
             case .hardeningViolation, .allocationFailure: logger.error("\(event.description)")
-            case .invalidRequest: logger.warning("\(event.description)")
+            case .invalidRequest, .allocationStall, .scopeConflict: logger.warning("\(event.description)")
             }
         }
     }

@@ -24,6 +24,13 @@ public struct CallSite: Sendable, Hashable, CustomStringConvertible {
 public enum MemoryEvent: Sendable, CustomStringConvertible {
     /// An allocation failed and returned nil. Kernel: "page allocation failure".
     case allocationFailure(AllocationFailure)
+    /// A request has kept retrying for `stallReportInterval` (and again every
+    /// interval). Kernel: "page allocation stall", XFS's "possible memory
+    /// allocation deadlock".
+    case allocationStall(AllocationStall)
+    /// A call's guarantee overrode a scope's restriction (R2, R5); reported
+    /// once per call site.
+    case scopeConflict(ScopeConflict)
     /// Freeing (or using) memory broke the allocator's rules: double free,
     /// foreign, interior, misaligned pointer, wrong order. Kernel: `slab_debug` / `bad_page`.
     case hardeningViolation(HardeningViolation)
@@ -34,6 +41,8 @@ public enum MemoryEvent: Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .allocationFailure(let e): return e.description
+        case .allocationStall(let e): return e.description
+        case .scopeConflict(let e): return e.description
         case .hardeningViolation(let e): return e.description
         case .invalidRequest(let e): return e.description
         }
@@ -42,19 +51,64 @@ public enum MemoryEvent: Sendable, CustomStringConvertible {
 
 /// Payload of `MemoryEvent.allocationFailure`.
 public struct AllocationFailure: Sendable, CustomStringConvertible {
-    /// The request: `"order 3"` for pages, `"4096 bytes"` for byte requests.
+    /// The request: `"order 3"` for pages, `"4096 bytes (order 0)"` for byte requests.
     public var request: String
-    /// The policy in words.
+    /// The policy in words (like the kernel's `%pGg`).
     public var policy: String
+    /// The scope in force, in words.
+    public var scope: String
     /// The reserve tier the request was entitled to.
     public var tier: ReserveTier
     /// Where the request was made, when known.
     public var site: CallSite?
-    /// Free memory and watermarks when it failed.
+    /// Why it failed, e.g. "non-blocking", "no progress after 16 reclaim rounds", "injected".
+    public var reason: String
+    /// Earlier reports dropped by the rate limit since the last one.
+    public var suppressed: Int
+    /// meminfo and buddyinfo when it failed.
     public var snapshot: String
 
     public var description: String {
-        "allocation failure: \(request), policy \(policy), tier \(tier)\(site.map { ", at \($0)" } ?? ""); \(snapshot)"
+        var s = "allocation failure: \(request), policy \(policy), scope \(scope), tier \(tier)"
+        if let site { s += ", at \(site)" }
+        s += ": \(reason)"
+        if suppressed > 0 { s += " (\(suppressed) reports suppressed)" }
+        return s + "\n" + snapshot
+    }
+}
+
+/// Payload of `MemoryEvent.allocationStall`.
+public struct AllocationStall: Sendable, CustomStringConvertible {
+    public var request: String
+    public var policy: String
+    public var scope: String
+    public var guarantee: Guarantee?
+    public var site: CallSite?
+    /// Allocation attempts so far.
+    public var attempts: Int
+    /// Time since the request entered the slow path.
+    public var stalledFor: Duration
+
+    public var description: String {
+        let tenths = stalledFor.components.seconds * 10 + stalledFor.components.attoseconds / 100_000_000_000_000_000
+        return "possible memory allocation deadlock: \(request), policy \(policy), scope \(scope)"
+            + (guarantee.map { ", guarantee \($0)" } ?? "") + (site.map { ", at \($0)" } ?? "")
+            + ", \(attempts) attempts, stalled \(tenths / 10).\(tenths % 10) s"
+    }
+}
+
+/// Payload of `MemoryEvent.scopeConflict`.
+public struct ScopeConflict: Sendable, CustomStringConvertible {
+    /// The call, e.g. `allocateGuaranteed(byteCount: 512, .retryForever)`.
+    public var call: String
+    /// The scope whose restriction was overridden, in words.
+    public var scope: String
+    /// Which rule decided, and what the call does.
+    public var resolution: String
+    public var site: CallSite?
+
+    public var description: String {
+        "scope conflict: \(call) in scope \(scope)\(site.map { " at \($0)" } ?? ""): \(resolution)"
     }
 }
 

@@ -43,6 +43,15 @@ public struct MemoryConfiguration: Sendable {
     public var hardeningAction: HardeningAction = .trap
     /// Log every event through swift-log (label `mm`) in addition to the added sinks.
     public var logsEvents: Bool = true
+    /// Reclaim rounds a `.retryWhileProgress` or `.standard` request makes
+    /// before it gives up (or, for `.standard`, invokes the OOM handler).
+    /// Kernel analogue: `MAX_RECLAIM_RETRIES`.
+    public var maxReclaimRetries: Int = 16
+    /// How long a request waits for an OOM victim to release memory before
+    /// it retries (and the victim is reported as stuck).
+    public var oomReapTimeout: Duration = .seconds(2)
+    /// Deliberate failures of fallible requests, for testing error paths.
+    public var faultInjection: FaultInjection?
     /// Name of the memfd (visible in `/proc/self/maps`).
     public var name: String = "swift-mm"
 
@@ -87,6 +96,13 @@ public struct MemoryConfiguration: Sendable {
         guard stallReportInterval > .zero else {
             throw ConfigurationError(field: "stallReportInterval", message: "\(stallReportInterval) must be positive")
         }
+        guard (1...1000).contains(maxReclaimRetries) else {
+            throw ConfigurationError(field: "maxReclaimRetries", message: "\(maxReclaimRetries) is outside 1...1000")
+        }
+        guard oomReapTimeout > .zero else {
+            throw ConfigurationError(field: "oomReapTimeout", message: "\(oomReapTimeout) must be positive")
+        }
+        result.faultInjection = try faultInjection?.validated()
         return result
     }
 }

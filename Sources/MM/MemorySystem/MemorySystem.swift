@@ -38,7 +38,7 @@ public final class MemorySystem: Sendable {
         self.configuration = config
         self.events = events
         self.core = core
-        self.pages = PageAllocator(core: core)
+        self.pages = PageAllocator(slow: SlowPath(core: core, configuration: config))
         SystemRegistry.shared.register(core)
     }
 
@@ -54,8 +54,9 @@ public final class MemorySystem: Sendable {
     /// `0...maxOrder` (with an `invalidRequest` event).
     /// Kernel analogue: `alloc_pages(gfp, order)`.
     @inlinable
-    public func allocatePages(order: Int, policy: AllocationPolicy = .standard) -> UnsafeMutableRawPointer? {
-        pages.allocate(order: order, policy: policy)
+    public func allocatePages(order: Int, policy: AllocationPolicy = .standard,
+                              file: StaticString = #fileID, line: UInt = #line) -> UnsafeMutableRawPointer? {
+        pages.allocate(order: order, policy: policy, file: file, line: line)
     }
 
     /// Frees pages from `allocatePages` with the same `order`.
@@ -96,6 +97,7 @@ public final class MemorySystem: Sendable {
     public func statistics() -> MemoryStatistics {
         let p = core.pageStatistics()
         let c = p.counters
+        let sp = pages.slow.counters.withLock { $0 }
         return MemoryStatistics(
             capacity: configuration.capacity,
             freeBytes: (p.buddyFreePages + p.cachedPages) << pageShift,
@@ -114,6 +116,18 @@ public final class MemorySystem: Sendable {
                 .init(name: "pcp_refill", value: c.pcpRefill),
                 .init(name: "pcp_drain", value: c.pcpDrain),
                 .init(name: "low_watermark_wake", value: c.lowWatermarkWake),
+                .init(name: "allocstall", value: sp.allocstall),
+                .init(name: "direct_reclaim_pages", value: sp.directReclaimPages),
+                .init(name: "guaranteed_waits", value: sp.guaranteedWaits),
+                .init(name: "reserve_unlocks", value: sp.reserveUnlocks),
+                .init(name: "stall_reports", value: sp.stallReports),
+                .init(name: "scope_conflicts", value: sp.scopeConflicts),
+                .init(name: "oom_invocations", value: sp.oomInvocations),
+                .init(name: "fail_nonblocking", value: sp.failNonBlocking),
+                .init(name: "fail_failfast", value: sp.failFailFast),
+                .init(name: "fail_retry_while_progress", value: sp.failRetryWhileProgress),
+                .init(name: "fail_standard", value: sp.failStandard),
+                .init(name: "fault_injected", value: sp.faultsInjected),
                 .init(name: "pgrelease", value: c.pgrelease),
                 .init(name: "release_runs", value: c.releaseRuns),
                 .init(name: "invalid_request", value: core.invalidRequests.load(ordering: .relaxed)),

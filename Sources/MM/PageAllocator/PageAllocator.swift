@@ -14,18 +14,21 @@ struct PageAllocator: @unchecked Sendable {  // raw pointers into memory owned b
     @usableFromInline let capacityBytes: UInt
     @usableFromInline let frames: UnsafeMutablePointer<PageFrame>
     @usableFromInline let freePages: UnsafeMutablePointer<Atomic<Int>>
-    @usableFromInline let lowPages: Int
+    @usableFromInline let fastPathThreshold: UnsafeMutablePointer<Atomic<Int>>
     @usableFromInline let limit0: Int, limit1: Int, limit2: Int, limit3: Int
     @usableFromInline let core: PageAllocatorCore
+    @usableFromInline let slow: SlowPath
 
-    init(core: PageAllocatorCore) {
+    init(slow: SlowPath) {
+        let core = slow.core
         self.core = core
+        self.slow = slow
         systemID = core.systemID
         directMap = core.arena.directMap
         capacityBytes = UInt(core.arena.capacity)
         frames = core.arena.frames
         freePages = core.freePagesHot
-        lowPages = core.watermarks.low
+        fastPathThreshold = core.fastPathThreshold
         limit0 = core.listLimits[0]; limit1 = core.listLimits[1]; limit2 = core.listLimits[2]; limit3 = core.listLimits[3]
     }
 
@@ -39,13 +42,19 @@ struct PageAllocator: @unchecked Sendable {  // raw pointers into memory owned b
     @inlinable @inline(__always)
     func listsForFastPath() -> PerThreadPageLists? {
         guard let lists = PerThreadPageLists.current, lists.systemID == systemID,
-              freePages.pointee.load(ordering: .relaxed) > lowPages else { return nil }
+              freePages.pointee.load(ordering: .relaxed) > fastPathThreshold.pointee.load(ordering: .relaxed)
+        else { return nil }
         return lists
     }
 
+    /// Serves a page request from the calling thread's list, or hands it to
+    /// the slow path. `byteCount` is 0 for `allocatePages` and the size
+    /// asked for by a byte allocation (for reports).
     @inlinable
-    func allocate(order: Int, policy: AllocationPolicy) -> UnsafeMutableRawPointer? {
-        if order >= 0 && order < perThreadOrderCount && policy.group == nil, let lists = listsForFastPath() {
+    func allocate(order: Int, policy: AllocationPolicy, byteCount: Int = 0, guarantee: Guarantee? = nil,
+                  file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
+        if order >= 0 && order < perThreadOrderCount && policy.group == nil && policy.isCoherent,
+           let lists = listsForFastPath() {
             let count = lists.count(order)
             let n = count.pointee.load(ordering: .relaxed)
             if n > 0 {
@@ -60,7 +69,8 @@ struct PageAllocator: @unchecked Sendable {  // raw pointers into memory owned b
                 return p
             }
         }
-        return core.allocateSlow(order: order, policy: policy)
+        return slow.allocatePagesSlow(order: order, policy: policy, byteCount: byteCount, guarantee: guarantee,
+                                      file: file, line: line)
     }
 
     @inlinable
@@ -84,5 +94,19 @@ struct PageAllocator: @unchecked Sendable {  // raw pointers into memory owned b
             }
         }
         core.freeSlow(pointer, order: order)
+    }
+
+    /// Frees a block whose order the metadata knows (`deallocate`).
+    @inlinable
+    func deallocate(_ pointer: UnsafeMutableRawPointer) {
+        let offset = UInt(bitPattern: pointer) &- UInt(bitPattern: directMap)
+        if offset < capacityBytes && offset & UInt(pageSize &- 1) == 0 {
+            let f = frames + Int(offset &>> UInt(pageShift))
+            if f.pointee.state == PageState.allocated.rawValue {
+                free(pointer, order: Int(f.pointee.order))
+                return
+            }
+        }
+        _ = core.liveOrder(of: pointer, operation: "deallocate")
     }
 }

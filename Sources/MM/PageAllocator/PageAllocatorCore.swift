@@ -43,6 +43,11 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
     let zone: Locked<ZoneState>
     /// Free pages in the buddy lists, published for the lock-free watermark check.
     let freePagesHot: UnsafeMutablePointer<Atomic<Int>>
+    /// The fast path serves requests while `freePagesHot` is above this:
+    /// `low` normally, `Int.max` while fault injection must see every call.
+    let fastPathThreshold: UnsafeMutablePointer<Atomic<Int>>
+    /// Blocked allocations wait here; every free to the buddy lists wakes them.
+    let waitQueue = FreeWaitQueue()
     let listLimits: [Int]
     let attachedLists = Locked<Set<ListsHandle>>([])
 
@@ -81,11 +86,15 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
         zone = Locked(ZoneState(buddy: BuddyZone(frames: arena.frames, pageCount: arena.pageCount, tick: 0)))
         freePagesHot = .allocate(capacity: 1)
         freePagesHot.initialize(to: Atomic(arena.pageCount))
+        fastPathThreshold = .allocate(capacity: 1)
+        fastPathThreshold.initialize(to: Atomic(PageWatermarks(watermarks).low))
     }
 
     deinit {
         freePagesHot.deinitialize(count: 1)
         freePagesHot.deallocate()
+        fastPathThreshold.deinitialize(count: 1)
+        fastPathThreshold.deallocate()
     }
 
     /// Milliseconds since the system was created (wraps after 49 days; only differences are used).
@@ -133,6 +142,7 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
                 publish(state)
             }
         }
+        waitQueue.notifyFreed()
     }
 
     /// Returns the coldest blocks of every order in `lists` to the zone,
@@ -142,6 +152,7 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
             returnBlocks(of: lists, keepingFraction: keepingFraction, into: &state)
             publish(state)
         }
+        waitQueue.notifyFreed()
     }
 
     private func returnBlocks(of lists: PerThreadPageLists, keepingFraction keepHalf: Int, into state: inout ZoneState) {
@@ -218,69 +229,36 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
     /// The page allocator's slow path for this layer: steps 1–4 of DESIGN §2
     /// (fast path at `low` with a batched refill, wake the background
     /// reclaimer, retry at the tier's floor below `min`, fail).
-    @usableFromInline
-    func allocateSlow(order: Int, policy: AllocationPolicy) -> UnsafeMutableRawPointer? {
-        allocateSlow(order: order, policy: policy, tier: policy.baseTier)
+    /// Pops a block of `order` from the calling thread's list, if free
+    /// memory is above `low` (the fast path's condition).
+    func popCached(order: Int, from lists: PerThreadPageLists) -> Int? {
+        guard freePagesHot.pointee.load(ordering: .relaxed) > watermarks.low else { return nil }
+        let count = lists.count(order)
+        let n = count.pointee.load(ordering: .relaxed)
+        guard n > 0 else { return nil }
+        let pfn = Int(lists.slots(order)[n - 1])
+        count.pointee.store(n - 1, ordering: .relaxed)
+        markAllocated(pfn, order: order)
+        PerThreadPageLists.bump(lists.allocatedCounter, by: 1 << order)
+        return pfn
     }
 
-    /// The slow path with the reserve tier given by the caller's resolved
-    /// context (OOM victims and reclaim contexts get deeper tiers than their
-    /// policy alone).
-    func allocateSlow(order: Int, policy: AllocationPolicy, tier: ReserveTier) -> UnsafeMutableRawPointer? {
-        guard order >= 0 && order <= maxOrder else {
-            reportInvalid(InvalidRequest(operation: "allocatePages(order: \(order))",
-                                         reason: "order must be in 0...\(maxOrder)"))
-            return nil
-        }
-        let lists: PerThreadPageLists? = order < perThreadOrderCount && listLimits[order] > 0 ? listsForCurrentThread() : nil
-        // A cached block the fast path did not use (e.g. a charged request).
-        if let lists, freePagesHot.pointee.load(ordering: .relaxed) > watermarks.low {
-            let count = lists.count(order)
-            let n = count.pointee.load(ordering: .relaxed)
-            if n > 0 {
-                let pfn = Int(lists.slots(order)[n - 1])
-                count.pointee.store(n - 1, ordering: .relaxed)
-                markAllocated(pfn, order: order)
-                PerThreadPageLists.bump(lists.allocatedCounter, by: 1 << order)
-                return finish(pfn, order: order, policy: policy)
-            }
-        }
-        // 1. Above low, with a batched refill of the per-thread list.
-        if let pfn = takeBlock(order: order, floor: watermarks.low, refill: lists) {
-            return finish(pfn, order: order, policy: policy)
-        }
-        // 2. Below low: wake the background reclaimer.
-        wakeBackgroundReclaim()
-        // 3. Retry down to the tier's floor, after returning this thread's own cached blocks.
-        if let lists, lists.cachedPages > 0 { drain(lists, keepingFraction: 0) }
-        if let pfn = takeBlock(order: order, floor: tier.floor(min: watermarks.min), refill: nil) {
-            return finish(pfn, order: order, policy: policy)
-        }
-        // 4. Nothing more this layer can do.
+    func countFailure() {
         zone.withLock { $0.counters.pgallocFail += 1 }
-        if policy.reportsFailure {
-            events.emit(.allocationFailure(AllocationFailure(
-                request: "order \(order)", policy: String(describing: policy), tier: tier, site: nil,
-                snapshot: snapshotLine())))
-        }
-        return nil
     }
 
-    private func finish(_ pfn: Int, order: Int, policy: AllocationPolicy) -> UnsafeMutableRawPointer {
-        let p = arena.address(ofPage: pfn)
-        if policy.zeroed { p.initializeMemory(as: UInt8.self, repeating: 0, count: pageSize << order) }
-        return p
+    /// Direct reclaim of this layer: every thread's cached blocks go back to
+    /// the buddy lists (the caller's now, the others' at their next slow
+    /// path). Returns the pages returned now.
+    func drainForReclaim() -> Int {
+        let before = freePagesHot.pointee.load(ordering: .relaxed)
+        drainAllLists()
+        return Swift.max(0, freePagesHot.pointee.load(ordering: .relaxed) - before)
     }
 
     func wakeBackgroundReclaim() {
         zone.withLock { $0.counters.lowWatermarkWake += 1 }
         if let hook = lowWatermarkHook.withLock({ $0 }) { hook() }
-    }
-
-    /// One line of free memory against the watermarks, for reports.
-    func snapshotLine() -> String {
-        let free = freePagesHot.pointee.load(ordering: .relaxed)
-        return "free \(free << (pageShift - 10)) kB, min \(watermarks.min << 2) kB, low \(watermarks.low << 2) kB, high \(watermarks.high << 2) kB"
     }
 
     // MARK: Free
@@ -317,12 +295,33 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
             publish(state)
             return merged
         }
+        waitQueue.notifyFreed()
         maybeRelease(after: merged, now: tick)
     }
 
+    /// The order of the live block that starts at `pointer`; otherwise the
+    /// violation is reported (trapping by default) and the answer is nil.
+    @usableFromInline
+    func liveOrder(of pointer: UnsafeMutableRawPointer, operation: String) -> Int? {
+        let offset = UInt(bitPattern: pointer) &- UInt(bitPattern: arena.directMap)
+        if offset < UInt(arena.capacity) && offset & UInt(pageSize - 1) == 0 {
+            let f = arena.frames[Int(offset >> UInt(pageShift))]
+            if f.state == PageState.allocated.rawValue { return Int(f.order) }
+        }
+        // Validate as an order-0 free to classify the problem, under the caller's name.
+        if var violation = validateFree(pointer, order: 0, operation: operation) {
+            if violation.kind == .misalignedPointer || violation.kind == .wrongOrder {
+                violation = HardeningViolation(kind: .interiorPointer, operation: operation, pointer: violation.pointer,
+                                               detail: "not the start of an allocation: \(violation.detail)")
+            }
+            report(violation)
+        }
+        return nil
+    }
+
     /// Checks a `freePages` call against the descriptors; `nil` when valid.
-    func validateFree(_ pointer: UnsafeMutableRawPointer, order: Int) -> HardeningViolation? {
-        let op = "freePages(order: \(order))"
+    func validateFree(_ pointer: UnsafeMutableRawPointer, order: Int, operation: String? = nil) -> HardeningViolation? {
+        let op = operation ?? "freePages(order: \(order))"
         let address = UInt(bitPattern: pointer)
         let offset = address &- UInt(bitPattern: arena.directMap)
         func violation(_ kind: HardeningViolation.Kind, _ detail: String) -> HardeningViolation {

@@ -16,6 +16,8 @@ final class SystemRegistry: Sendable {
         systems.withLock { $0[core.systemID] = core }
     }
 
+    func allCores() -> [PageAllocatorCore] { systems.withLock { Array($0.values) } }
+
     func makeID() -> UInt64 { nextID.wrappingAdd(1, ordering: .relaxed).oldValue }
 
     func remove(_ id: UInt64) {
@@ -36,5 +38,14 @@ final class SystemRegistry: Sendable {
             for order in 0..<perThreadOrderCount { lists.count(order).pointee.store(0, ordering: .relaxed) }
         }
         lists.systemID = 0
+    }
+}
+
+extension SystemRegistry {
+    /// Sends an event that belongs to no single system (scope-token misuse)
+    /// to every live system's sinks.
+    func broadcast(_ event: MemoryEvent) {
+        let all = allCores()
+        for core in all { core.events.emit(event) }
     }
 }

@@ -41,9 +41,19 @@ struct ReserveTierTests {
     func deepTiers(tier: ReserveTier, floor: Int) throws {
         let mm = try makeSystem(perThreadLists: false, watermarks: testWatermarks)
         var got = 0
-        while mm.core.allocateSlow(order: 0, policy: .standard, tier: tier) != nil { got += 1 }
+        while mm.core.takeBlock(order: 0, floor: tier.floor(min: mm.core.watermarks.min), refill: nil) != nil { got += 1 }
         #expect(freePages(mm) == floor)
         #expect(got == total - floor)
+    }
+
+    @Test("inside a reclaiming scope allocations use the emergency tier: down to 0 (R5)")
+    func reclaimingScopeIsEmergency() throws {
+        let mm = try makeSystem(perThreadLists: false, watermarks: testWatermarks)
+        _ = fill(mm, .standard)
+        #expect(freePages(mm) == 256)
+        let more = withAllocationScope(.reclaiming) { fill(mm, .standard) }
+        #expect(more.count == 256)
+        #expect(freePages(mm) == 0)
     }
 
     @Test("a tier never takes a block that would cross its floor, whatever the order")

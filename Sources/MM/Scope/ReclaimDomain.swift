@@ -1,0 +1,81 @@
+// SPDX-License-Identifier: Apache-2.0
+
+/// A tag for what reclaim may call into, in an open hierarchy: excluding a
+/// domain also excludes every domain within it.
+///
+/// Built in: `.io` ⊃ `.filesystem` (excluding `.io` excludes `.filesystem`,
+/// as the kernel's NOIO implies NOFS). Add your own:
+/// ```swift
+/// let blockCache = ReclaimDomain("block-cache", within: .filesystem)
+/// ```
+/// Kernel analogue: the `__GFP_IO`/`__GFP_FS` bits, generalised.
+///
+/// A process may define up to 64 distinct domains (each is one bit in a
+/// scope); the same name within the same parent is the same domain.
+public struct ReclaimDomain: Sendable, Hashable, CustomStringConvertible {
+    /// The domain's index (0..<64), its bit in a scope's exclusion mask.
+    /// (The type holds no references, so scopes copy it for free.)
+    @usableFromInline let index: Int
+    /// Bits of this domain and all its ancestors.
+    @usableFromInline let ancestry: UInt64
+
+    /// The domain's name.
+    public var name: String { DomainRegistry.shared.name(of: index) }
+
+    /// The domain `name` within `parent` (created on first use).
+    public init(_ name: String, within parent: ReclaimDomain? = nil) {
+        self = DomainRegistry.shared.domain(name: name, parent: parent)
+    }
+
+    init(index: Int, ancestry: UInt64) {
+        self.index = index
+        self.ancestry = ancestry
+    }
+
+    /// Anything that may start I/O. Kernel: `__GFP_IO`.
+    public static let io = ReclaimDomain("io")
+    /// Anything that may call into a filesystem; within `.io`. Kernel: `__GFP_FS`.
+    public static let filesystem = ReclaimDomain("filesystem", within: .io)
+
+    /// Whether `self` is `other` or lies within it.
+    public func isWithin(_ other: ReclaimDomain) -> Bool {
+        ancestry & (1 << UInt64(other.index)) != 0
+    }
+
+    public static func == (a: ReclaimDomain, b: ReclaimDomain) -> Bool { a.index == b.index }
+    public func hash(into hasher: inout Hasher) { hasher.combine(index) }
+    public var description: String { name }
+}
+
+/// Gives each (name, parent) pair a stable bit.
+final class DomainRegistry: Sendable {
+    static let shared = DomainRegistry()
+
+    private struct Key: Hashable { let name: String; let parent: Int }
+    private let domains = Locked<(byKey: [Key: ReclaimDomain], names: [String])>(([:], []))
+
+    func domain(name: String, parent: ReclaimDomain?) -> ReclaimDomain {
+        domains.withLock { state in
+            let key = Key(name: name, parent: parent?.index ?? -1)
+            if let existing = state.byKey[key] { return existing }
+            precondition(state.names.count < 64,
+                         "swift-mm: cannot define ReclaimDomain \"\(name)\": a process may define at most 64 reclaim domains")
+            let index = state.names.count
+            let domain = ReclaimDomain(index: index, ancestry: (parent?.ancestry ?? 0) | (1 << UInt64(index)))
+            state.byKey[key] = domain
+            state.names.append(name)
+            return domain
+        }
+    }
+
+    /// The domains whose bits are set in `mask`, for descriptions.
+    func names(in mask: UInt64) -> [String] {
+        domains.withLock { state in
+            state.names.indices.filter { mask & (1 << UInt64($0)) != 0 }.map { state.names[$0] }
+        }
+    }
+
+    func name(of index: Int) -> String {
+        domains.withLock { $0.names[index] }
+    }
+}

@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: Apache-2.0
+import CMMShims
+import Glibc
+import Synchronization
+
+/// Where scopes live.
+///
+/// - Closure scopes are bound in a `TaskLocal`, so `Task {}`, child tasks and
+///   `async let` inherit them and `Task.detached` does not; outside any task
+///   the TaskLocal's thread fallback makes them per thread.
+/// - While a synchronous closure scope runs, the thread also keeps the
+///   combined value on its own stack: the body cannot suspend, so nested
+///   synchronous scopes read their parent there instead of paying for a
+///   TaskLocal read (only the outermost one reads the TaskLocal).
+/// - Tokens (`AllocationScope.enter`) are thread-bound and live on a
+///   per-thread stack with their cumulative value.
+///
+/// All of it is read only on allocation slow paths.
+@usableFromInline
+enum ScopeStorage {
+    /// The closure scopes of the current task (or thread, outside tasks).
+    @usableFromInline static let closureScopeKey = TaskLocal<AllocationScope>(wrappedValue: .none)
+
+    static var closureScope: AllocationScope { closureScopeKey.get() }
+
+    /// Enters a synchronous closure scope on this thread; returns the
+    /// combined value to bind in the TaskLocal.
+    @inlinable
+    static func enterSync(_ scope: AllocationScope) -> AllocationScope {
+        let state = ThreadScopeState.currentOrCreate()
+        let outer = state.pointee.syncDepth > 0
+            ? state.pointee.syncStack[state.pointee.syncDepth - 1]
+            : closureScopeKey.get()
+        let combined = outer.union(scope.entered())
+        state.pointee.pushSync(combined)
+        return combined
+    }
+
+    /// Leaves the innermost synchronous closure scope of this thread.
+    @inlinable
+    static func exitSync() {
+        ThreadScopeState.current.unsafelyUnwrapped.pointee.popSync()
+    }
+
+    /// Orders guarantee and charging scopes across threads and tasks (R4).
+    static let entryCounter = Atomic<UInt64>(0)
+    static let threadSerials = Atomic<UInt64>(0)
+
+    /// The effective scope of the current task and thread.
+    static func current() -> AllocationScope {
+        let state = ThreadScopeState.current
+        var scope: AllocationScope
+        if let state, state.pointee.syncDepth > 0 {
+            scope = state.pointee.syncStack[state.pointee.syncDepth - 1]
+        } else {
+            scope = closureScope
+        }
+        if let state, state.pointee.tokenDepth > 0 {
+            scope = scope.union(state.pointee.tokens[state.pointee.tokenDepth - 1].cumulative)
+        }
+        return scope
+    }
+}
+
+/// One entered token on a thread's stack.
+@usableFromInline
+struct TokenEntry {
+    @usableFromInline var own: AllocationScope
+    /// `own` combined with every token below it.
+    @usableFromInline var cumulative: AllocationScope
+    @usableFromInline var stamp: UInt64
+
+    @usableFromInline
+    init(own: AllocationScope, cumulative: AllocationScope, stamp: UInt64) {
+        self.own = own; self.cumulative = cumulative; self.stamp = stamp
+    }
+}
+
+/// A thread's scope stacks, reached through the `scopeState` C thread-local slot.
+@usableFromInline
+struct ThreadScopeState {
+    @usableFromInline var serial: UInt64
+    @usableFromInline var syncDepth = 0
+    @usableFromInline var syncCapacity = 0
+    @usableFromInline var syncStack: UnsafeMutablePointer<AllocationScope>
+    @usableFromInline var tokenDepth = 0
+    @usableFromInline var tokenCapacity = 0
+    @usableFromInline var tokens: UnsafeMutablePointer<TokenEntry>
+    @usableFromInline var nextStamp: UInt64 = 0
+    /// Fault injection: fail the Nth allocation from now on this thread (0: off).
+    var failNth = 0
+    /// The system whose allocations `failNth` counts.
+    var failNthSystem: UInt64 = 0
+
+    @inlinable @inline(__always)
+    static var current: UnsafeMutablePointer<ThreadScopeState>? {
+        cmm_thread_slots_get().pointee.scopeState?.assumingMemoryBound(to: ThreadScopeState.self)
+    }
+
+    @inlinable @inline(__always)
+    static func currentOrCreate() -> UnsafeMutablePointer<ThreadScopeState> {
+        if let state = current { return state }
+        return create()
+    }
+
+    @usableFromInline
+    static func create() -> UnsafeMutablePointer<ThreadScopeState> {
+        let state = UnsafeMutablePointer<ThreadScopeState>.allocate(capacity: 1)
+        state.initialize(to: ThreadScopeState(
+            serial: ScopeStorage.threadSerials.wrappingAdd(1, ordering: .relaxed).newValue,
+            syncCapacity: 8, syncStack: .allocate(capacity: 8),
+            tokenCapacity: 8, tokens: .allocate(capacity: 8)))
+        cmm_thread_slots_get().pointee.scopeState = UnsafeMutableRawPointer(state)
+        pthread_setspecific(exitKey.key, state)
+        return state
+    }
+
+    /// At thread exit: drop the stacks (tokens still entered die with the thread).
+    static let exitKey = ThreadExitKey { raw in
+        guard let raw else { return }
+        let state = raw.assumingMemoryBound(to: ThreadScopeState.self)
+        state.pointee.syncStack.deinitialize(count: state.pointee.syncDepth)
+        state.pointee.syncStack.deallocate()
+        state.pointee.tokens.deinitialize(count: state.pointee.tokenDepth)
+        state.pointee.tokens.deallocate()
+        if cmm_thread_slots_get().pointee.scopeState == raw { cmm_thread_slots_get().pointee.scopeState = nil }
+        state.deinitialize(count: 1)
+        state.deallocate()
+    }
+
+    @inlinable
+    mutating func pushSync(_ scope: AllocationScope) {
+        if syncDepth == syncCapacity { growSync() }
+        (syncStack + syncDepth).initialize(to: scope)
+        syncDepth &+= 1
+    }
+
+    @usableFromInline
+    mutating func growSync() {
+        let bigger = UnsafeMutablePointer<AllocationScope>.allocate(capacity: syncCapacity * 2)
+        bigger.moveInitialize(from: syncStack, count: syncDepth)
+        syncStack.deallocate()
+        syncStack = bigger
+        syncCapacity *= 2
+    }
+
+    @inlinable
+    mutating func popSync() {
+        syncDepth &-= 1
+    }
+
+    @inlinable
+    mutating func pushToken(_ scope: AllocationScope) -> UInt64 {
+        if tokenDepth == tokenCapacity { growTokens() }
+        nextStamp &+= 1
+        let cumulative = tokenDepth > 0 ? tokens[tokenDepth &- 1].cumulative.union(scope) : scope
+        (tokens + tokenDepth).initialize(to: TokenEntry(own: scope, cumulative: cumulative, stamp: nextStamp))
+        tokenDepth &+= 1
+        return nextStamp
+    }
+
+    @usableFromInline
+    mutating func growTokens() {
+        let bigger = UnsafeMutablePointer<TokenEntry>.allocate(capacity: tokenCapacity * 2)
+        bigger.moveInitialize(from: tokens, count: tokenDepth)
+        tokens.deallocate()
+        tokens = bigger
+        tokenCapacity *= 2
+    }
+
+    /// Pops the top token if it has `stamp`.
+    @inlinable @inline(__always)
+    mutating func popTopToken(stamp: UInt64) -> Bool {
+        guard tokenDepth > 0 && tokens[tokenDepth &- 1].stamp == stamp else { return false }
+        tokenDepth &-= 1
+        return true
+    }
+
+    /// Removes the token with `stamp`; returns how far from the top it was
+    /// (0: the top, as it should be), or nil if it is not on the stack.
+    mutating func removeToken(stamp: UInt64) -> Int? {
+        if tokenDepth > 0 && tokens[tokenDepth - 1].stamp == stamp {
+            tokenDepth -= 1
+            (tokens + tokenDepth).deinitialize(count: 1)
+            return 0
+        }
+        guard let index = (0..<tokenDepth).last(where: { tokens[$0].stamp == stamp }) else { return nil }
+        (tokens + index).deinitialize(count: 1)
+        (tokens + index).moveInitialize(from: tokens + index + 1, count: tokenDepth - index - 1)
+        tokenDepth -= 1
+        for i in index..<tokenDepth {
+            tokens[i].cumulative = i > 0 ? tokens[i - 1].cumulative.union(tokens[i].own) : tokens[i].own
+        }
+        return tokenDepth - index
+    }
+}

@@ -1,0 +1,33 @@
+// SPDX-License-Identifier: Apache-2.0
+
+/// Runs `body` with `scope` in force for every allocation it makes, on this
+/// thread and in tasks created inside (`Task {}` inherits, `Task.detached`
+/// does not). Restrictions of enclosing scopes stay in force (R1).
+///
+/// ```swift
+/// try withAllocationScope(.excluding(.filesystem)) {   // memalloc_nofs_save
+///     try journal.commit()
+/// }
+/// ```
+@inlinable
+public func withAllocationScope<R, E: Error>(_ scope: AllocationScope, _ body: () throws(E) -> R) throws(E) -> R {
+    let combined = ScopeStorage.enterSync(scope)
+    defer { ScopeStorage.exitSync() }
+    let result: Result<R, E> = ScopeStorage.closureScopeKey.withValue(combined) {
+        Result { () throws(E) -> R in try body() }
+    }
+    return try result.get()
+}
+
+/// Runs the asynchronous `body` with `scope` in force; the scope follows the
+/// task across suspension points and threads, and child tasks inherit it.
+///
+/// ```swift
+/// await withAllocationScope(.retryForever) {            // the NOFAIL scope nobody had
+///     await flushDirtyPages()
+/// }
+/// ```
+public func withAllocationScope<R>(_ scope: AllocationScope, _ body: () async throws -> R) async rethrows -> R {
+    let combined = ScopeStorage.closureScope.union(scope.entered())
+    return try await ScopeStorage.closureScopeKey.withValue(combined) { try await body() }
+}
