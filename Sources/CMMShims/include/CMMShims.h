@@ -34,7 +34,8 @@ typedef struct cmm_thread_slots {
     void *pageLists;      // per-thread page lists (PageAllocator)
     void *objectCaches;   // per-thread object caches (Slab)
     void *scopeState;     // per-thread allocation-scope state
-    uint64_t reserved;
+    void *lockState;      // per-thread ReclaimCheckedMutex bookkeeping
+    uint64_t heldCheckedLocks;  // ReclaimCheckedMutex locks held: allocations check them
 } cmm_thread_slots;
 
 extern _Thread_local cmm_thread_slots cmm_slots

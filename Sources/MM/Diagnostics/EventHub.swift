@@ -22,7 +22,8 @@ final class EventHub: Sendable {
         let logger = Logger(label: "mm")
         return { event in
             switch event {
-            case .hardeningViolation, .allocationFailure: logger.error("\(event.description)")
+            case .hardeningViolation, .allocationFailure, .oomKill, .reclaimRecursion: logger.error("\(event.description)")
+            case .oomVictimStuck: logger.warning("\(event.description)")
             case .invalidRequest, .allocationStall, .scopeConflict: logger.warning("\(event.description)")
             }
         }

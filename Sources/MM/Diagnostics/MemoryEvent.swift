@@ -31,6 +31,14 @@ public enum MemoryEvent: Sendable, CustomStringConvertible {
     /// A call's guarantee overrode a scope's restriction (R2, R5); reported
     /// once per call site.
     case scopeConflict(ScopeConflict)
+    /// The OOM handler chose a victim group and called its `onOOMKill`.
+    case oomKill(OOMKill)
+    /// A victim did not release memory within `oomReapTimeout`; it is
+    /// skipped for the next pick.
+    case oomVictimStuck(OOMVictimStuck)
+    /// An allocation may enter reclaim that needs a lock its thread holds
+    /// (or reclaim found such a lock held). Kernel: a lockdep `fs_reclaim` splat.
+    case reclaimRecursion(ReclaimRecursion)
     /// Freeing (or using) memory broke the allocator's rules: double free,
     /// foreign, interior, misaligned pointer, wrong order. Kernel: `slab_debug` / `bad_page`.
     case hardeningViolation(HardeningViolation)
@@ -43,6 +51,9 @@ public enum MemoryEvent: Sendable, CustomStringConvertible {
         case .allocationFailure(let e): return e.description
         case .allocationStall(let e): return e.description
         case .scopeConflict(let e): return e.description
+        case .oomKill(let e): return e.description
+        case .oomVictimStuck(let e): return e.description
+        case .reclaimRecursion(let e): return e.description
         case .hardeningViolation(let e): return e.description
         case .invalidRequest(let e): return e.description
         }

@@ -19,8 +19,22 @@ public struct MemoryStatistics: Sendable {
     public var watermarks: Watermarks
     /// Free blocks per order 0...10 in the buddy lists (buddyinfo).
     public var freeBlocksPerOrder: [Int]
+    /// Per-shrinker work: scanned, freed, deferred, skipped.
+    public var shrinkers: [ShrinkerStatistics]
+    /// Usage per group.
+    public var groups: [GroupUsage]
+    /// Allocation stall pressure, PSI style.
+    public var pressure: PressureStatistics
     /// Event and allocator counters (vmstat), in a fixed order.
     public var counters: [Counter]
+
+    /// One group's charge.
+    public struct GroupUsage: Sendable, Hashable {
+        public var name: String
+        public var usage: Int
+        public var ownUsage: Int
+        public var oomScoreAdjust: Int
+    }
 
     /// One vmstat counter.
     public struct Counter: Sendable, Hashable {
@@ -61,6 +75,12 @@ public struct MemoryStatistics: Sendable {
             s += String(repeating: " ", count: max(0, 6 - v.count)) + v + " "
         }
         return s + "\n"
+    }
+
+    /// Shrinkers as lines of `name domain scanned freed deferred skipped stops`.
+    public var shrinkerinfo: String {
+        "# name domain scanned freed deferred skipped_for_domain stops\n"
+            + shrinkers.map { "\($0.name) \($0.domain) \($0.scanned) \($0.freed) \($0.deferred) \($0.skippedForDomain) \($0.stops)\n" }.joined()
     }
 
     /// `/proc/vmstat` format: `name value` per line.

@@ -18,6 +18,8 @@ public final class MemorySystem: Sendable {
     @usableFromInline let pages: PageAllocator
     let core: PageAllocatorCore
     let events: EventHub
+    let reclaim: ReclaimEngine
+    let backgroundReclaimer: BackgroundReclaimer?
 
     /// Creates a system: maps the arena and sets up the allocators.
     /// - Throws: `ConfigurationError` for an invalid configuration,
@@ -31,18 +33,38 @@ public final class MemorySystem: Sendable {
         let arena = try Arena(capacity: config.capacity, name: config.name, syscalls: syscalls)
         let events = EventHub()
         if config.logsEvents { events.add(EventHub.loggingSink()) }
+        let oom = OOMKiller(capacity: config.capacity, reapTimeout: config.oomReapTimeout, events: events)
         let core = PageAllocatorCore(
             systemID: SystemRegistry.shared.makeID(), arena: arena, watermarks: config.effectiveWatermarks,
             perThreadLists: config.perThreadPageLists, events: events, hardeningAction: config.hardeningAction,
-            releaseOrder: config.releaseOrder, releaseDelay: config.releaseDelay)
+            releaseOrder: config.releaseOrder, releaseDelay: config.releaseDelay, groups: oom)
+        let pressure = PressureTracker(population: { [core] in core.withAttached { $0.count } })
+        let slow = SlowPath(core: core, configuration: config, pressure: pressure)
+        let engine = ReclaimEngine(core: core, shrinkers: ShrinkerRegistry(checker: .shared, events: events),
+                                   oom: oom, pressure: pressure)
+        slow.hooks.withLock { hooks in
+            hooks.directReclaim = { [engine] context, order in engine.directReclaim(context, order: order) }
+            hooks.outOfMemory = { [engine] context in engine.outOfMemory(trigger: context.description) }
+        }
         self.configuration = config
         self.events = events
         self.core = core
-        self.pages = PageAllocator(slow: SlowPath(core: core, configuration: config))
+        self.reclaim = engine
+        self.pages = PageAllocator(slow: slow)
+        if config.backgroundReclaim {
+            let reclaimer = BackgroundReclaimer(engine: engine, slowPath: slow)
+            core.lowWatermarkHook.withLock { $0 = { [reclaimer] in reclaimer.wake() } }
+            reclaimer.start()
+            backgroundReclaimer = reclaimer
+        } else {
+            backgroundReclaimer = nil
+        }
         SystemRegistry.shared.register(core)
     }
 
     deinit {
+        core.lowWatermarkHook.withLock { $0 = nil }
+        backgroundReclaimer?.stop()
         SystemRegistry.shared.remove(core.systemID)
     }
 
@@ -85,6 +107,35 @@ public final class MemorySystem: Sendable {
         core.releasePass(minOrder: configuration.releaseOrder ?? 9, minimumAge: 0, limit: .max, now: core.tick) << pageShift
     }
 
+    // MARK: Reclaim and groups
+
+    /// Registers a cache that reclaim may shrink. Kernel analogue: `shrinker_register`.
+    public func registerShrinker(_ shrinker: any Shrinker) -> ShrinkerRegistration {
+        reclaim.shrinkers.register(shrinker)
+    }
+
+    /// Proactive reclaim: runs the shrinkers (unrestricted, as the background
+    /// reclaimer does) until `bytes` have been returned to the buddy
+    /// allocator or nothing more can be freed; returns the bytes freed.
+    /// Kernel analogue: writing to cgroup v2 `memory.reclaim`.
+    @discardableResult
+    public func reclaim(bytes: Int) -> Int {
+        let token = AllocationScope.enter(.reclaiming)
+        defer { token.exit() }
+        return reclaim.proactive(pages: (max(0, bytes) + pageSize - 1) >> pageShift) << pageShift
+    }
+
+    /// Creates a group to charge allocations to (`policy.group`, `.charging(group)`).
+    /// The OOM handler picks the group with the highest
+    /// `ownUsage + oomScoreAdjust × capacity / 1000` (−1000: never) and calls
+    /// its `onOOMKill` once, which must release memory soon; until it does,
+    /// the group's allocations may use the `.oomVictim` reserve.
+    /// Kernel analogue: creating a memory cgroup with `oom_score_adj`.
+    public func makeGroup(name: String, parent: MemoryGroup? = nil, oomScoreAdjust: Int = 0,
+                          onOOMKill: @escaping @Sendable (MemoryGroup) -> Void = { _ in }) -> MemoryGroup {
+        reclaim.oom.makeGroup(name: name, parent: parent, oomScoreAdjust: oomScoreAdjust, onOOMKill: onOOMKill)
+    }
+
     // MARK: Events and statistics
 
     /// Adds a sink that receives every event of this system, on the thread
@@ -98,6 +149,7 @@ public final class MemorySystem: Sendable {
         let p = core.pageStatistics()
         let c = p.counters
         let sp = pages.slow.counters.withLock { $0 }
+        let rc = reclaim.counters.withLock { $0 }
         return MemoryStatistics(
             capacity: configuration.capacity,
             freeBytes: (p.buddyFreePages + p.cachedPages) << pageShift,
@@ -107,6 +159,9 @@ public final class MemorySystem: Sendable {
             metadataResidentBytes: core.arena.residentMetadataBytes(),
             watermarks: configuration.effectiveWatermarks,
             freeBlocksPerOrder: p.freeBlocks,
+            shrinkers: reclaim.shrinkers.statistics(),
+            groups: reclaim.oom.all.map { .init(name: $0.name, usage: $0.usage, ownUsage: $0.ownUsage, oomScoreAdjust: $0.oomScoreAdjust) },
+            pressure: reclaim.pressure.snapshot(),
             counters: [
                 .init(name: "nr_free_pages", value: p.buddyFreePages + p.cachedPages),
                 .init(name: "nr_free_pcp", value: p.cachedPages),
@@ -117,7 +172,6 @@ public final class MemorySystem: Sendable {
                 .init(name: "pcp_drain", value: c.pcpDrain),
                 .init(name: "low_watermark_wake", value: c.lowWatermarkWake),
                 .init(name: "allocstall", value: sp.allocstall),
-                .init(name: "direct_reclaim_pages", value: sp.directReclaimPages),
                 .init(name: "guaranteed_waits", value: sp.guaranteedWaits),
                 .init(name: "reserve_unlocks", value: sp.reserveUnlocks),
                 .init(name: "stall_reports", value: sp.stallReports),
@@ -128,6 +182,13 @@ public final class MemorySystem: Sendable {
                 .init(name: "fail_retry_while_progress", value: sp.failRetryWhileProgress),
                 .init(name: "fail_standard", value: sp.failStandard),
                 .init(name: "fault_injected", value: sp.faultsInjected),
+                .init(name: "direct_reclaim_runs", value: rc.directRuns),
+                .init(name: "direct_reclaim_pages", value: rc.directPages),
+                .init(name: "background_reclaim_runs", value: rc.backgroundRuns),
+                .init(name: "background_reclaim_pages", value: rc.backgroundPages),
+                .init(name: "background_wakeups", value: rc.backgroundWakeups),
+                .init(name: "oom_kill", value: rc.oomKills),
+                .init(name: "oom_no_victim", value: rc.oomNoVictim),
                 .init(name: "pgrelease", value: c.pgrelease),
                 .init(name: "release_runs", value: c.releaseRuns),
                 .init(name: "invalid_request", value: core.invalidRequests.load(ordering: .relaxed)),

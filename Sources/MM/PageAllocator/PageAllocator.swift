@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+public import CMMShims
 import Synchronization
 
 /// The page allocator's fast path: what `MemorySystem.allocatePages` and
@@ -53,7 +54,9 @@ struct PageAllocator: @unchecked Sendable {  // raw pointers into memory owned b
     @inlinable
     func allocate(order: Int, policy: AllocationPolicy, byteCount: Int = 0, guarantee: Guarantee? = nil,
                   file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
-        if order >= 0 && order < perThreadOrderCount && policy.group == nil && policy.isCoherent,
+        if order >= 0 && order < perThreadOrderCount && policy.group == nil && policy.isCoherent
+            && cmm_thread_slots_get().pointee.heldCheckedLocks == 0
+            && chargingScopesActive.load(ordering: .relaxed) == 0,
            let lists = listsForFastPath() {
             let count = lists.count(order)
             let n = count.pointee.load(ordering: .relaxed)
@@ -80,8 +83,8 @@ struct PageAllocator: @unchecked Sendable {  // raw pointers into memory owned b
             && offset & ((UInt(pageSize) &<< UInt(order)) &- 1) == 0 {
             let pfn = Int(offset &>> UInt(pageShift))
             let f = frames + pfn
-            if f.pointee.state == PageState.allocated.rawValue && Int(f.pointee.order) == order,
-               let lists = listsForFastPath() {
+            if f.pointee.state == PageState.allocated.rawValue && Int(f.pointee.order) == order
+                && f.pointee.group == 0, let lists = listsForFastPath() {
                 let count = lists.count(order)
                 let n = count.pointee.load(ordering: .relaxed)
                 if n < listLimit(order) {

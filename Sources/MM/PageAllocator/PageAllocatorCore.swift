@@ -62,10 +62,13 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
     let hardeningViolations = Atomic<Int>(0)
     /// Called when free memory falls below `low` (the background reclaimer plugs in here).
     let lowWatermarkHook = Locked<(@Sendable () -> Void)?>(nil)
+    /// The system's groups, to uncharge freed blocks.
+    let groups: OOMKiller
 
     init(systemID: UInt64, arena: Arena, watermarks: Watermarks, perThreadLists: Bool, events: EventHub,
-         hardeningAction: HardeningAction, releaseOrder: Int?, releaseDelay: Duration) {
+         hardeningAction: HardeningAction, releaseOrder: Int?, releaseDelay: Duration, groups: OOMKiller) {
         self.systemID = systemID
+        self.groups = groups
         self.arena = arena
         self.watermarks = PageWatermarks(watermarks)
         self.events = events
@@ -272,6 +275,11 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
             return
         }
         let pfn = (UInt(bitPattern: pointer) &- UInt(bitPattern: arena.directMap)) >> UInt(pageShift)
+        let groupID = arena.frames[Int(pfn)].group
+        if groupID != 0 {
+            groups.group(id: groupID)?.uncharge(pageSize << order)
+            arena.frames[Int(pfn)].group = 0
+        }
         if order < perThreadOrderCount, listLimits[order] > 0,
            freePagesHot.pointee.load(ordering: .relaxed) > watermarks.low {
             let lists = listsForCurrentThread()

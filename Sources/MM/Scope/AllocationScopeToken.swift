@@ -5,8 +5,8 @@
 /// transaction). Kernel analogue: the cookie of `memalloc_nofs_save`.
 ///
 /// Tokens are thread-bound and must be exited in reverse order of entry.
-/// The type is non-copyable, so a token cannot be exited twice; exiting on
-/// another thread, out of order, or dropping a token without `exit()` is a
+/// The type is non-copyable, so a token has one owner; exiting it twice, on
+/// another thread, out of order, or dropping it without `exit()` is a
 /// programming error reported as an `invalidRequest` event to every live
 /// `MemorySystem` (never a crash). A token exited out of order, or dropped
 /// on its own thread, is removed; one exited on another thread stays in
@@ -24,19 +24,25 @@ public struct AllocationScopeToken: ~Copyable, Sendable {
     }
 
     /// Leaves the scope. Kernel analogue: `memalloc_nofs_restore(cookie)`.
+    ///
+    /// `borrowing`, so that `defer { token.exit() }` works; exiting twice is
+    /// reported, and the token's end of life after `exit()` is silent.
     @inlinable
-    public consuming func exit(file: StaticString = #fileID, line: UInt = #line) {
+    public func exit(file: StaticString = #fileID, line: UInt = #line) {
         // The common case: the top of this thread's stack.
         if let state = ThreadScopeState.current, state.pointee.serial == threadSerial,
            state.pointee.popTopToken(stamp: stamp) {
-            discard self
             return
         }
         leave(dropped: false, exitFile: file, exitLine: line)
-        discard self
     }
 
     deinit {
+        // Still entered on this thread: dropped without exit() (reported, removed).
+        if let state = ThreadScopeState.current, state.pointee.serial == threadSerial,
+           !state.pointee.holdsToken(stamp: stamp) {
+            return
+        }
         leave(dropped: true, exitFile: file, exitLine: line)
     }
 

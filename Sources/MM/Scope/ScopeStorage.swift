@@ -16,6 +16,12 @@ import Synchronization
 ///   per-thread stack with their cumulative value.
 ///
 /// All of it is read only on allocation slow paths.
+/// Charging scopes entered anywhere and not yet left. While any is active the
+/// allocation fast path steps aside so that every allocation is charged (it
+/// cannot read scopes itself); without charging scopes this is one relaxed
+/// load of a value that never changes.
+@usableFromInline let chargingScopesActive = Atomic<Int>(0)
+
 @usableFromInline
 enum ScopeStorage {
     /// The closure scopes of the current task (or thread, outside tasks).
@@ -33,13 +39,15 @@ enum ScopeStorage {
             : closureScopeKey.get()
         let combined = outer.union(scope.entered())
         state.pointee.pushSync(combined)
+        if scope.chargingGroup != 0 { chargingScopesActive.wrappingAdd(1, ordering: .relaxed) }
         return combined
     }
 
     /// Leaves the innermost synchronous closure scope of this thread.
     @inlinable
-    static func exitSync() {
+    static func exitSync(_ scope: AllocationScope) {
         ThreadScopeState.current.unsafelyUnwrapped.pointee.popSync()
+        if scope.chargingGroup != 0 { chargingScopesActive.wrappingSubtract(1, ordering: .relaxed) }
     }
 
     /// Orders guarantee and charging scopes across threads and tasks (R4).
@@ -152,6 +160,7 @@ struct ThreadScopeState {
     @inlinable
     mutating func pushToken(_ scope: AllocationScope) -> UInt64 {
         if tokenDepth == tokenCapacity { growTokens() }
+        if scope.chargingGroup != 0 { chargingScopesActive.wrappingAdd(1, ordering: .relaxed) }
         nextStamp &+= 1
         let cumulative = tokenDepth > 0 ? tokens[tokenDepth &- 1].cumulative.union(scope) : scope
         (tokens + tokenDepth).initialize(to: TokenEntry(own: scope, cumulative: cumulative, stamp: nextStamp))
@@ -173,18 +182,22 @@ struct ThreadScopeState {
     mutating func popTopToken(stamp: UInt64) -> Bool {
         guard tokenDepth > 0 && tokens[tokenDepth &- 1].stamp == stamp else { return false }
         tokenDepth &-= 1
+        if tokens[tokenDepth].own.chargingGroup != 0 { chargingScopesActive.wrappingSubtract(1, ordering: .relaxed) }
         return true
+    }
+
+    /// Whether the token with `stamp` is still entered on this thread.
+    @usableFromInline
+    func holdsToken(stamp: UInt64) -> Bool {
+        (0..<tokenDepth).contains { tokens[$0].stamp == stamp }
     }
 
     /// Removes the token with `stamp`; returns how far from the top it was
     /// (0: the top, as it should be), or nil if it is not on the stack.
     mutating func removeToken(stamp: UInt64) -> Int? {
-        if tokenDepth > 0 && tokens[tokenDepth - 1].stamp == stamp {
-            tokenDepth -= 1
-            (tokens + tokenDepth).deinitialize(count: 1)
-            return 0
-        }
+        if popTopToken(stamp: stamp) { return 0 }
         guard let index = (0..<tokenDepth).last(where: { tokens[$0].stamp == stamp }) else { return nil }
+        if tokens[index].own.chargingGroup != 0 { chargingScopesActive.wrappingSubtract(1, ordering: .relaxed) }
         (tokens + index).deinitialize(count: 1)
         (tokens + index).moveInitialize(from: tokens + index + 1, count: tokenDepth - index - 1)
         tokenDepth -= 1

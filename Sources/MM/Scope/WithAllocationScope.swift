@@ -12,7 +12,7 @@
 @inlinable
 public func withAllocationScope<R, E: Error>(_ scope: AllocationScope, _ body: () throws(E) -> R) throws(E) -> R {
     let combined = ScopeStorage.enterSync(scope)
-    defer { ScopeStorage.exitSync() }
+    defer { ScopeStorage.exitSync(scope) }
     let result: Result<R, E> = ScopeStorage.closureScopeKey.withValue(combined) {
         Result { () throws(E) -> R in try body() }
     }
@@ -29,5 +29,7 @@ public func withAllocationScope<R, E: Error>(_ scope: AllocationScope, _ body: (
 /// ```
 public func withAllocationScope<R>(_ scope: AllocationScope, _ body: () async throws -> R) async rethrows -> R {
     let combined = ScopeStorage.closureScope.union(scope.entered())
+    if scope.chargingGroup != 0 { chargingScopesActive.wrappingAdd(1, ordering: .relaxed) }
+    defer { if scope.chargingGroup != 0 { chargingScopesActive.wrappingSubtract(1, ordering: .relaxed) } }
     return try await ScopeStorage.closureScopeKey.withValue(combined) { try await body() }
 }

@@ -34,6 +34,9 @@ final class FreeWaitQueue: @unchecked Sendable {  // the pthread objects live in
         mutex.deallocate()
     }
 
+    /// Requests sleeping here now.
+    var waiterCount: Int { waiters.load(ordering: .relaxed) }
+
     /// The current generation; pass it to `wait`.
     var generation: UInt64 { generationCounter.load(ordering: .acquiring) }
 

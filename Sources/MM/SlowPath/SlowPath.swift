@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+import CMMShims
 import Synchronization
 
 /// What the OOM handler did for a request.
@@ -37,6 +38,7 @@ struct SlowPathCounters: Sendable {
 final class SlowPath: Sendable {
     let core: PageAllocatorCore
     let configuration: MemoryConfiguration
+    let pressure: PressureTracker
     let hooks: Locked<ReclaimHooks>
     let counters = Locked(SlowPathCounters())
     let failureReports = ReportRateLimiter()
@@ -45,9 +47,10 @@ final class SlowPath: Sendable {
     /// Threads armed with `failNthAllocation` for this system.
     let armedThreads = Atomic<Int>(0)
 
-    init(core: PageAllocatorCore, configuration: MemoryConfiguration) {
+    init(core: PageAllocatorCore, configuration: MemoryConfiguration, pressure: PressureTracker) {
         self.core = core
         self.configuration = configuration
+        self.pressure = pressure
         self.faults = configuration.faultInjection.map(FaultInjector.init)
         hooks = Locked(ReclaimHooks(
             directReclaim: { [core] _, _ in core.drainForReclaim() },
@@ -69,9 +72,15 @@ final class SlowPath: Sendable {
     /// space); `guarantee` is the call's own.
     func allocate(order: Int, byteCount: Int, policy: AllocationPolicy, guarantee: Guarantee?,
                   site: CallSite?, request: String) -> UnsafeMutableRawPointer? {
+        let scope = AllocationScope.current
+        let group = policy.group ?? scope.charging
         let context = AllocationContext.resolve(
-            request: request, policy: policy, guarantee: guarantee, scope: AllocationScope.current, site: site)
+            request: request, policy: policy, guarantee: guarantee, scope: scope, site: site,
+            isOOMVictim: group?.isOOMVictim ?? false)
         if let conflict = context.conflict { reportConflict(context, conflict) }
+        if cmm_thread_slots_get().pointee.heldCheckedLocks > 0 {
+            ReclaimRecursionChecker.shared.checkAllocation(context, events: core.events)
+        }
         if context.guarantee == nil && shouldInjectFailure(byteCount: byteCount, site: site) {
             counters.withLock { $0.faultsInjected += 1 }
             return fail(context, reason: "failure injected (fault injection)")
@@ -95,8 +104,11 @@ final class SlowPath: Sendable {
         return retry(order: order, context: context)
     }
 
-    /// Steps 5–10: reclaim or wait, retry, OOM, stall reports.
+    /// Steps 5–10: reclaim or wait, retry, OOM, stall reports. The time spent
+    /// here is an allocation stall (pressure).
     private func retry(order: Int, context: AllocationContext) -> UnsafeMutableRawPointer? {
+        pressure.enterStall()
+        defer { pressure.exitStall() }
         let maxRetries = configuration.maxReclaimRetries
         let clock = ContinuousClock()
         let start = clock.now
@@ -113,7 +125,8 @@ final class SlowPath: Sendable {
                 // 5. Direct reclaim, running as .reclaiming (domains respected by the reclaimer).
                 progress = directReclaim(context, order: order) > 0
             } else {
-                // Restricted: wait for the background reclaimer or any free.
+                // Restricted: wait for the background reclaimer (woken again) or any free.
+                core.wakeBackgroundReclaim()
                 progress = core.waitQueue.wait(since: generation, timeout: backoff)
                 backoff = min(backoff * 2, .milliseconds(100))
             }
@@ -195,21 +208,34 @@ final class SlowPath: Sendable {
             }
             return take(order, tier)
         case .noVictim:
-            if configuration.oomPolicy == .abort {
-                let s = core.pageStatistics()
-                fatalError("""
-                    swift-mm: out of memory and no OOM victim left (OOMPolicy.abort)
-                    request: \(context)
-                    free pages \(s.buddyFreePages + s.cachedPages), min \(core.watermarks.min), low \(core.watermarks.low), high \(core.watermarks.high)
-                    free blocks per order: \(s.freeBlocks)
-                    """)
-            }
+            noVictimLeft(trigger: context.description)
             return nil
         }
     }
 
+    /// The OOM handler found no victim: `OOMPolicy.abort` stops the process
+    /// with a full report; `.failRequests` lets the caller fail (guaranteed
+    /// requests keep waiting and reporting stalls).
+    func noVictimLeft(trigger: String) {
+        guard configuration.oomPolicy == .abort else { return }
+        let s = core.pageStatistics()
+        let groups = core.groups.all.map { "  \($0.name): usage \($0.usage >> 10) kB, oom_score_adj \($0.oomScoreAdjust)" }
+        fatalError("""
+            swift-mm: out of memory and no OOM victim left (OOMPolicy.abort)
+            trigger: \(trigger)
+            free pages \(s.buddyFreePages + s.cachedPages), min \(core.watermarks.min), low \(core.watermarks.low), high \(core.watermarks.high)
+            free blocks per order: \(s.freeBlocks)
+            groups:
+            \(groups.isEmpty ? "  (none)" : groups.joined(separator: "\n"))
+            """)
+    }
+
     private func finish(_ pfn: Int, _ order: Int, _ context: AllocationContext) -> UnsafeMutableRawPointer {
         let p = core.arena.address(ofPage: pfn)
+        if let group = context.group {
+            group.charge(pageSize << order)
+            core.arena.frames[pfn].group = group.id
+        }
         if context.policy.zeroed { p.initializeMemory(as: UInt8.self, repeating: 0, count: pageSize << order) }
         return p
     }

@@ -55,6 +55,7 @@ struct ScopeTests {
     @Test("nesting: sync inside async inside sync keeps every restriction")
     func mixedNesting() async {
         await withAllocationScope(.excluding(.io)) {
+            await Task.yield()  // an async body: the async overload, across a suspension point
             withAllocationScope(.noDirectReclaim) {
                 let token = AllocationScope.enter(.quiet)
                 let s = AllocationScope.current

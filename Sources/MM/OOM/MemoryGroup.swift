@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: Apache-2.0
+import Synchronization
+
+/// A unit that allocations are charged to, and the unit the OOM handler
+/// picks victims among. Created with `MemorySystem.makeGroup`; charged
+/// through `policy.group` or a `.charging(group)` scope; usage is
+/// hierarchical (a group's usage includes its descendants').
+/// Kernel analogue: a memory cgroup (`memory.current`, `memory.oom.group`).
+///
+/// Groups compare by identity and live as long as their system.
+public final class MemoryGroup: Sendable, Hashable, CustomStringConvertible {
+    /// The group's name, for reports.
+    public let name: String
+    /// The enclosing group, charged hierarchically.
+    public let parent: MemoryGroup?
+    /// Added to the OOM score in thousandths of capacity; -1000 never killed.
+    /// Kernel analogue: `oom_score_adj`.
+    public let oomScoreAdjust: Int
+    let onOOMKill: @Sendable (MemoryGroup) -> Void
+    /// Index in the system's group table (1-based; stored in page metadata).
+    let id: UInt32
+    let usageBytes = Atomic<Int>(0)
+    let ownBytes = Atomic<Int>(0)
+    let victim = Locked<VictimState?>(nil)
+
+    struct VictimState: Sendable {
+        var killedAt: ContinuousClock.Instant
+        var usageAtKill: Int
+        var reportedStuck = false
+    }
+
+    init(name: String, parent: MemoryGroup?, oomScoreAdjust: Int, id: UInt32,
+         onOOMKill: @escaping @Sendable (MemoryGroup) -> Void) {
+        self.name = name
+        self.parent = parent
+        self.oomScoreAdjust = oomScoreAdjust
+        self.id = id
+        self.onOOMKill = onOOMKill
+    }
+
+    /// Bytes currently charged to this group and its descendants.
+    public var usage: Int { usageBytes.load(ordering: .relaxed) }
+
+    /// Bytes charged to this group itself (not its descendants).
+    public var ownUsage: Int { ownBytes.load(ordering: .relaxed) }
+
+    func charge(_ bytes: Int) {
+        ownBytes.wrappingAdd(bytes, ordering: .relaxed)
+        var g: MemoryGroup? = self
+        while let group = g {
+            group.usageBytes.wrappingAdd(bytes, ordering: .relaxed)
+            g = group.parent
+        }
+    }
+
+    func uncharge(_ bytes: Int) { charge(-bytes) }
+
+    /// Chosen by the OOM handler and not yet released memory: its
+    /// allocations (and its descendants') get the `.oomVictim` tier.
+    var isOOMVictim: Bool {
+        var g: MemoryGroup? = self
+        while let group = g {
+            if group.victim.withLock({ $0 != nil }) { return true }
+            g = group.parent
+        }
+        return false
+    }
+
+    public static func == (a: MemoryGroup, b: MemoryGroup) -> Bool { a === b }
+    public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(self)) }
+    public var description: String { "MemoryGroup(\(name), usage \(usage >> 10) kB)" }
+}
+
+/// Payload of `MemoryEvent.oomKill`.
+public struct OOMKill: Sendable, CustomStringConvertible {
+    public var victim: String
+    /// `ownUsage + oomScoreAdjust × capacity / 1000`, in bytes.
+    public var score: Int
+    public var usage: Int
+    public var oomScoreAdjust: Int
+    /// What triggered it: the request, or the background reclaimer serving waiters.
+    public var trigger: String
+
+    public var description: String {
+        "out of memory: killed group \(victim) (score \(score >> 10) kB, usage \(usage >> 10) kB, oom_score_adj \(oomScoreAdjust)); trigger: \(trigger)"
+    }
+}
+
+/// Payload of `MemoryEvent.oomVictimStuck`.
+public struct OOMVictimStuck: Sendable, CustomStringConvertible {
+    public var victim: String
+    public var usage: Int
+    public var waited: Duration
+
+    public var description: String {
+        "OOM victim \(victim) has not released memory after \(waited) (usage \(usage >> 10) kB); skipping it"
+    }
+}

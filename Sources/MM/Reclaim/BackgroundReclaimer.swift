@@ -1,0 +1,112 @@
+// SPDX-License-Identifier: Apache-2.0
+import Glibc
+import Synchronization
+
+/// One thread per system that keeps free memory above `high`: woken when an
+/// allocation finds free memory below `low`, it reclaims (unrestricted,
+/// inside `.reclaiming`) until free memory is above `high`, which serves the
+/// requests that may not reclaim themselves; when it cannot make progress
+/// while requests wait, it invokes the OOM handler (R6). It also returns
+/// long-idle free memory to the OS. Kernel analogue: kswapd.
+final class BackgroundReclaimer: @unchecked Sendable {  // pthread handle written once before start, read by stop()
+    private let engine: ReclaimEngine
+    private let slowPath: SlowPath
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let pending = Atomic<Bool>(false)
+    private let stopping = Atomic<Bool>(false)
+    private var thread = pthread_t()
+    /// Passes without progress before the OOM handler is asked, when requests wait.
+    static let passesBeforeOOM = 3
+
+    init(engine: ReclaimEngine, slowPath: SlowPath) {
+        self.engine = engine
+        self.slowPath = slowPath
+        pthread_mutex_init(mutex, nil)
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(condition, &attributes)
+        pthread_condattr_destroy(&attributes)
+    }
+
+    deinit {
+        pthread_cond_destroy(condition)
+        pthread_mutex_destroy(mutex)
+        condition.deallocate()
+        mutex.deallocate()
+    }
+
+    func start() {
+        let context = Unmanaged.passRetained(self).toOpaque()
+        let rc = pthread_create(&thread, nil, { raw in
+            let me = Unmanaged<BackgroundReclaimer>.fromOpaque(raw!).takeRetainedValue()
+            me.run()
+            return nil
+        }, context)
+        precondition(rc == 0, "swift-mm: cannot start the background reclaimer: pthread_create returned \(rc)")
+    }
+
+    /// Stops the thread and waits for it (system teardown).
+    func stop() {
+        stopping.store(true, ordering: .releasing)
+        wake()
+        pthread_join(thread, nil)
+    }
+
+    /// Asks for a pass; cheap when one is already pending.
+    func wake() {
+        guard !pending.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        pthread_mutex_lock(mutex)
+        pthread_cond_signal(condition)
+        pthread_mutex_unlock(mutex)
+    }
+
+    private func sleep(upTo timeout: Duration) {
+        pthread_mutex_lock(mutex)
+        if !pending.load(ordering: .acquiring) && !stopping.load(ordering: .acquiring) {
+            var deadline = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &deadline)
+            let ns = Int(deadline.tv_nsec) + Int(timeout.components.attoseconds / 1_000_000_000)
+                + Int(timeout.components.seconds) * 1_000_000_000
+            deadline.tv_sec += ns / 1_000_000_000
+            deadline.tv_nsec = ns % 1_000_000_000
+            pthread_cond_timedwait(condition, mutex, &deadline)
+        }
+        pthread_mutex_unlock(mutex)
+    }
+
+    private func run() {
+        let token = AllocationScope.enter(.reclaiming)
+        let core = engine.core
+        while !stopping.load(ordering: .acquiring) {
+            sleep(upTo: .milliseconds(500))
+            if stopping.load(ordering: .acquiring) { break }
+            let woken = pending.exchange(false, ordering: .acquiringAndReleasing)
+            if woken { engine.counters.withLock { $0.backgroundWakeups += 1 } }
+            var fruitless = 0
+            while !stopping.load(ordering: .acquiring) {
+                let free = core.freePagesHot.pointee.load(ordering: .relaxed)
+                let waiters = core.waitQueue.waiterCount
+                guard free <= core.watermarks.high || waiters > 0 else { break }
+                let gained = engine.backgroundPass()
+                fruitless = gained > 0 ? 0 : fruitless + 1
+                if fruitless >= BackgroundReclaimer.passesBeforeOOM {
+                    // R6: it runs unrestricted, so it may invoke the OOM handler for waiters.
+                    if core.waitQueue.waiterCount > 0 {
+                        if case .noVictim = engine.outOfMemory(trigger: "background reclaimer: no progress with \(core.waitQueue.waiterCount) request(s) waiting") {
+                            slowPath.noVictimLeft(trigger: "background reclaimer")
+                        }
+                    }
+                    break
+                }
+            }
+            // Idle memory goes back to the OS once it has aged.
+            if let order = core.releaseOrder, core.freePagesHot.pointee.load(ordering: .relaxed) > core.watermarks.high {
+                core.releasePass(minOrder: order, minimumAge: core.releaseDelayTicks, limit: 64, now: core.tick)
+            }
+        }
+        if let lists = PerThreadPageLists.current, lists.systemID == core.systemID { core.drain(lists, keepingFraction: 0) }
+        token.exit()
+    }
+}

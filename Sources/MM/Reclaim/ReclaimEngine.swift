@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: Apache-2.0
+import Synchronization
+
+/// Counters of reclaim (vmstat).
+struct ReclaimCounters: Sendable {
+    var directRuns = 0, backgroundRuns = 0
+    var directPages = 0, backgroundPages = 0
+    var backgroundWakeups = 0
+    var oomKills = 0, oomNoVictim = 0
+}
+
+/// Reclaim passes: shrinkers by decreasing priority, per-thread lists
+/// drained, progress measured in pages returned to the buddy allocator.
+/// Kernel analogue: `mm/vmscan.c` (`do_try_to_free_pages`, `balance_pgdat`).
+final class ReclaimEngine: Sendable {
+    let core: PageAllocatorCore
+    let shrinkers: ShrinkerRegistry
+    let oom: OOMKiller
+    let pressure: PressureTracker
+    let counters = Locked(ReclaimCounters())
+    /// Pages a direct reclaim pass aims to free beyond the request itself.
+    /// Kernel analogue: `SWAP_CLUSTER_MAX`.
+    static let clusterPages = 32
+
+    init(core: PageAllocatorCore, shrinkers: ShrinkerRegistry, oom: OOMKiller, pressure: PressureTracker) {
+        self.core = core
+        self.shrinkers = shrinkers
+        self.oom = oom
+        self.pressure = pressure
+    }
+
+    private var buddyFree: Int { core.freePagesHot.pointee.load(ordering: .relaxed) }
+
+    /// Direct reclaim for a request of `order` (already running as
+    /// `.reclaiming`): returns the pages it gave back.
+    func directReclaim(_ context: AllocationContext, order: Int) -> Int {
+        let before = buddyFree
+        // Enough to satisfy the request at its tier, and at least a cluster.
+        let floor = context.tier.floor(min: core.watermarks.min)
+        let target = max((1 << order) + ReclaimEngine.clusterPages, floor + (1 << order) + 1 - before)
+        _ = core.drainForReclaim()
+        var priority = ShrinkerRegistry.initialPriority
+        while priority >= 0 && buddyFree - before < target {
+            _ = shrinkers.shrink(priority: priority, context: context)
+            if let lists = PerThreadPageLists.current, lists.systemID == core.systemID, lists.cachedPages > 0 {
+                core.drain(lists, keepingFraction: 0)
+            }
+            priority -= 1
+        }
+        let gained = max(0, buddyFree - before)
+        counters.withLock { $0.directRuns += 1; $0.directPages += gained }
+        return gained
+    }
+
+    /// One background pass: unrestricted, until free memory is above `high`
+    /// (or nothing more can be freed). Returns the pages gained.
+    func backgroundPass() -> Int {
+        let before = buddyFree
+        _ = core.drainForReclaim()
+        var priority = ShrinkerRegistry.initialPriority
+        while priority >= 0 && buddyFree <= core.watermarks.high {
+            _ = shrinkers.shrink(priority: priority, context: nil)
+            if let lists = PerThreadPageLists.current, lists.systemID == core.systemID, lists.cachedPages > 0 {
+                core.drain(lists, keepingFraction: 0)
+            }
+            priority -= 1
+        }
+        let gained = max(0, buddyFree - before)
+        counters.withLock { $0.backgroundRuns += 1; $0.backgroundPages += gained }
+        return gained
+    }
+
+    /// Reclaims until `pages` were gained or a full pass made no progress.
+    func proactive(pages: Int) -> Int {
+        let before = buddyFree
+        _ = core.drainForReclaim()
+        var fruitless = 0
+        while buddyFree - before < pages && fruitless < 2 {
+            let start = buddyFree
+            var priority = ShrinkerRegistry.initialPriority
+            while priority >= 0 && buddyFree - before < pages {
+                _ = shrinkers.shrink(priority: priority, context: nil)
+                if let lists = PerThreadPageLists.current, lists.systemID == core.systemID, lists.cachedPages > 0 {
+                    core.drain(lists, keepingFraction: 0)
+                }
+                priority -= 1
+            }
+            fruitless = buddyFree > start ? 0 : fruitless + 1
+        }
+        return max(0, buddyFree - before)
+    }
+
+    /// The OOM step for a request or for the background reclaimer.
+    func outOfMemory(trigger: String) -> OOMOutcome {
+        let outcome = oom.handle(trigger: trigger)
+        counters.withLock { c in
+            switch outcome {
+            case .killed: c.oomKills += 1
+            case .noVictim: c.oomNoVictim += 1
+            }
+        }
+        return outcome
+    }
+}

@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: Apache-2.0
+import CMMShims
+import Glibc
+import Synchronization
+
+/// Per-shrinker statistics (vmstat / slabinfo-like lines).
+public struct ShrinkerStatistics: Sendable, Hashable {
+    public var name: String
+    public var domain: String
+    /// Objects the shrinker was asked to scan, in total.
+    public var scanned: Int
+    /// Objects it reported freed.
+    public var freed: Int
+    /// Work carried over to the next pass (`nr_deferred`).
+    public var deferred: Int
+    /// Times a pass skipped it because the request excluded its domain.
+    public var skippedForDomain: Int
+    /// Times it answered `.stop`.
+    public var stops: Int
+}
+
+/// The registered shrinkers of one system and the kernel's scan arithmetic.
+/// Kernel analogue: `mm/shrinker.c` (`do_shrink_slab`).
+final class ShrinkerRegistry: Sendable {
+    /// Objects per `scanObjects` call. Kernel: `SHRINK_BATCH`.
+    static let batch = 128
+    /// The first (lightest) priority. Kernel: `DEF_PRIORITY`.
+    static let initialPriority = 12
+
+    final class Entry: @unchecked Sendable {  // mutable fields only under the registry lock
+        let id: Int
+        let shrinker: any Shrinker
+        var deferred = 0
+        var scanned = 0, freed = 0, skipped = 0, stops = 0
+        var unregistered = false
+        /// Threads inside this shrinker's callbacks (their thread serials).
+        var activeThreads: [UInt64] = []
+        init(id: Int, shrinker: any Shrinker) { self.id = id; self.shrinker = shrinker }
+    }
+
+    private let entries = Locked<(list: [Entry], nextID: Int)>(([], 1))
+    let checker: ReclaimRecursionChecker
+    let events: EventHub
+
+    init(checker: ReclaimRecursionChecker, events: EventHub) {
+        self.checker = checker
+        self.events = events
+    }
+
+    func register(_ shrinker: any Shrinker) -> ShrinkerRegistration {
+        let id = entries.withLock { state -> Int in
+            let id = state.nextID
+            state.nextID += 1
+            state.list.append(Entry(id: id, shrinker: shrinker))
+            return id
+        }
+        return ShrinkerRegistration(registry: self, id: id)
+    }
+
+    func unregister(_ id: Int) {
+        let me = currentThreadSerial()
+        guard let entry = entries.withLock({ state -> Entry? in
+            guard let i = state.list.firstIndex(where: { $0.id == id }) else { return nil }
+            let entry = state.list.remove(at: i)
+            entry.unregistered = true
+            return entry
+        }) else { return }
+        // Wait for scans running on other threads (not our own: a shrinker may unregister itself).
+        while entries.withLock({ _ in entry.activeThreads.contains { $0 != me } }) {
+            sched_yield()
+        }
+    }
+
+    var isEmpty: Bool { entries.withLock { $0.list.isEmpty } }
+
+    func statistics() -> [ShrinkerStatistics] {
+        entries.withLock { state in
+            state.list.map {
+                ShrinkerStatistics(name: $0.shrinker.name, domain: $0.shrinker.domain?.name ?? "-", scanned: $0.scanned,
+                                   freed: $0.freed, deferred: $0.deferred, skippedForDomain: $0.skipped, stops: $0.stops)
+            }
+        }
+    }
+
+    /// One pass over every shrinker the request may call, at `priority`.
+    /// Returns the objects freed. Kernel analogue: `shrink_slab`.
+    func shrink(priority: Int, context: AllocationContext?) -> Int {
+        let snapshot = entries.withLock { $0.list }
+        var freedTotal = 0
+        let me = currentThreadSerial()
+        for entry in snapshot {
+            let shrinker = entry.shrinker
+            let domain = shrinker.domain
+            if let context, !context.mayReclaim(in: domain) {
+                entries.withLock { _ in entry.skipped += 1 }
+                continue
+            }
+            // A shrinker that needs a lock this thread holds would deadlock: skip it, report.
+            if let domain, checker.threadHoldsLock(takenByReclaimIn: domain, shrinker: shrinker.name, context: context, events: events) {
+                entries.withLock { _ in entry.skipped += 1 }
+                continue
+            }
+            guard entries.withLock({ _ -> Bool in
+                guard !entry.unregistered else { return false }
+                entry.activeThreads.append(me)
+                return true
+            }) else { continue }
+            defer {
+                entries.withLock { _ in
+                    if let i = entry.activeThreads.firstIndex(of: me) { entry.activeThreads.remove(at: i) }
+                }
+            }
+            let control = ShrinkControl(objectsToScan: 0, priority: priority, context: context, group: context?.group)
+            let freeable = checker.runningShrinker(named: shrinker.name, domain: domain) {
+                shrinker.countObjects(control)
+            }
+            guard freeable > 0 else { continue }
+            // delta = (freeable >> priority) * 4 / seeks; seeks 0: half of it.
+            let seeks = shrinker.seeks
+            var delta = seeks == 0 ? freeable / 2 : (freeable >> priority) * 4 / seeks
+            if delta == 0 && priority == 0 { delta = freeable }
+            var total = entries.withLock { _ in
+                let t = min(entry.deferred + delta, 2 * freeable)
+                entry.deferred = 0
+                return t
+            }
+            var freed = 0, scanned = 0, stopped = false
+            while total >= ShrinkerRegistry.batch || (total > 0 && total >= freeable) {
+                let n = min(ShrinkerRegistry.batch, total)
+                var c = control
+                c.objectsToScan = n
+                let result = checker.runningShrinker(named: shrinker.name, domain: domain) { shrinker.scanObjects(c) }
+                if case .freed(let f) = result {
+                    freed += f
+                    scanned += n
+                    total -= n
+                } else {
+                    stopped = true
+                    break
+                }
+                if entries.withLock({ _ in entry.unregistered }) { break }
+            }
+            let remaining = total
+            entries.withLock { _ in
+                entry.deferred = min(entry.deferred + remaining, 2 * freeable)
+                entry.scanned += scanned
+                entry.freed += freed
+                if stopped { entry.stops += 1 }
+            }
+            freedTotal += freed
+        }
+        return freedTotal
+    }
+}
+
+/// A process-unique number for the calling thread.
+func currentThreadSerial() -> UInt64 {
+    ThreadScopeState.currentOrCreate().pointee.serial
+}

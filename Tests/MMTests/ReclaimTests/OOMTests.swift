@@ -1,0 +1,146 @@
+// SPDX-License-Identifier: Apache-2.0
+@testable import MM
+import Synchronization
+import Testing
+
+@Suite("Groups and OOM", .timeLimit(.minutes(1)))
+struct OOMTests {
+    @Test("usage is charged hierarchically through policy.group and .charging scopes, and uncharged on free")
+    func charging() throws {
+        let mm = try makeSystem(capacity: 16 << 20)
+        let parent = mm.makeGroup(name: "db")
+        let child = mm.makeGroup(name: "db-cache", parent: parent)
+        var policy = AllocationPolicy.standard
+        policy.group = child
+        let a = try #require(mm.allocate(byteCount: 8192, policy: policy))
+        let b = try #require(withAllocationScope(.charging(parent)) { mm.allocate(byteCount: 4096) })
+        let c = try #require(withAllocationScope(.charging(parent)) { mm.allocatePages(order: 0) })  // fast path steps aside
+        #expect(child.usage == 8192 && child.ownUsage == 8192)
+        #expect(parent.usage == 8192 + 8192 && parent.ownUsage == 8192)
+        mm.deallocate(a)
+        mm.deallocate(b)
+        mm.freePages(c, order: 0)
+        #expect(child.usage == 0 && parent.usage == 0)
+        #expect(chargingScopesActive.load(ordering: .relaxed) == 0)
+        #expect(mm._invariantViolations() == [])
+    }
+
+    @Test("the victim is the highest ownUsage + adjust × capacity/1000, called once, and its memory is reused")
+    func victimChoice() throws {
+        let mm = try makeExactSystem()
+        let recorder = EventRecorder(mm)
+        let killedNames = Locked<[String]>([])
+        let big = mm.makeGroup(name: "big", onOOMKill: { g in killedNames.withLock { $0.append(g.name) } })
+        let favoured = mm.makeGroup(name: "favoured", oomScoreAdjust: 500, onOOMKill: { g in killedNames.withLock { $0.append(g.name) } })
+        let bigCache = TestCache(mm, name: "big", group: big)
+        let favouredCache = TestCache(mm, name: "favoured", group: favoured)
+        bigCache.fill(400, policy: .atomic)         // 1.6 MiB
+        favouredCache.fill(250, policy: .atomic)    // 1 MiB + 500 × 4 MiB / 1000 = 3 MiB
+        _ = fillPages(mm, .atomic)
+        // The victim releases its memory when told, on another thread.
+        let worker = BackgroundWorker()
+        let killed = Atomic<Int>(0)
+        let handler = mm.pages.slow.hooks.withLock { $0.outOfMemory }
+        mm.pages.slow.hooks.withLock { hooks in
+            hooks.outOfMemory = { context in
+                let outcome = handler(context)
+                if case .killed(let name) = outcome, name == "favoured" {
+                    killed.wrappingAdd(1, ordering: .relaxed)
+                    worker.run { favouredCache.clear() }
+                }
+                return outcome
+            }
+        }
+        let succeeded = Atomic<Bool>(false)
+        watchdog("a .standard request that needs an OOM kill") {
+            if let p = mm.allocate(byteCount: 4096) {
+                succeeded.store(true, ordering: .relaxed)
+                mm.deallocate(p)
+            }
+        }
+        worker.join()
+        let ok = succeeded.load(ordering: .relaxed)
+        #expect(ok)
+        #expect(killedNames.withLock { $0 } == ["favoured"])
+        #expect(killed.load(ordering: .relaxed) == 1)
+        let kill = recorder.events.compactMap { if case .oomKill(let k) = $0 { return k } else { return nil } }.first
+        #expect(kill?.victim == "favoured")
+        #expect(kill?.score == 250 * 4096 + 500 * ((4 << 20) / 1000))
+        #expect(mm.statistics()[counter: "oom_kill"] == 1)
+    }
+
+    @Test("an unkillable group: .standard fails, .retryForever keeps waiting and reporting; restricted requests never OOM")
+    func unkillable() throws {
+        let mm = try makeExactSystem()
+        let recorder = EventRecorder(mm)
+        let g = mm.makeGroup(name: "precious", oomScoreAdjust: -1000)
+        let cache = TestCache(mm, group: g)
+        cache.fill(2000, policy: .standard)
+        _ = fillPages(mm, .standard)
+        let before = mm.statistics()[counter: "oom_no_victim"]
+        #expect(mm.allocate(byteCount: 4096) == nil)
+        #expect(mm.statistics()[counter: "oom_no_victim"] == before + 1)
+        _ = withAllocationScope(.excluding(.filesystem)) { mm.allocate(byteCount: 4096) }
+        #expect(mm.statistics()[counter: "oom_no_victim"] == before + 1)  // restricted: never invoked
+        let waiter = BackgroundThread { _ = mm.allocateGuaranteed(byteCount: 4096) }
+        sleep(milliseconds: 200)
+        #expect(!waiter.isFinished)
+        #expect(!recorder.stalls.isEmpty)
+        cache.clear()
+        watchdog("the retryForever waiter after memory came back") { waiter.join() }
+    }
+
+    @Test("a victim that does not release memory within oomReapTimeout is reported stuck and skipped")
+    func stuckVictim() throws {
+        let mm = try makeExactSystem { $0.oomReapTimeout = .milliseconds(50) }
+        let recorder = EventRecorder(mm)
+        let stubborn = mm.makeGroup(name: "stubborn", oomScoreAdjust: 900)
+        let other = mm.makeGroup(name: "other")
+        let stubbornCache = TestCache(mm, group: stubborn)
+        let otherCache = TestCache(mm, group: other)
+        stubbornCache.fill(50, policy: .atomic)
+        otherCache.fill(300, policy: .atomic)
+        _ = fillPages(mm, .atomic)
+        #expect(mm.reclaim.outOfMemory(trigger: "test") == .killed(victim: "stubborn"))
+        #expect(stubborn.isOOMVictim)
+        sleep(milliseconds: 80)
+        #expect(mm.reclaim.outOfMemory(trigger: "test") == .killed(victim: "other"))
+        let stuck = recorder.events.compactMap { if case .oomVictimStuck(let s) = $0 { return s } else { return nil } }
+        #expect(stuck.map(\.victim) == ["stubborn"])
+    }
+
+    @Test("a victim's allocations may use the .oomVictim reserve (down to min/8)")
+    func victimTier() throws {
+        let mm = try makeExactSystem()
+        let g = mm.makeGroup(name: "victim")
+        let cache = TestCache(mm, group: g)
+        cache.fill(10, policy: .atomic)
+        _ = fillPages(mm, .atomic)  // down to min/4 = 64 free pages
+        _ = mm.reclaim.outOfMemory(trigger: "test")
+        #expect(g.isOOMVictim)
+        #expect(cache.fill(1000, policy: .standard) == 32)  // from 64 down to min/8 = 32
+    }
+
+    @Test("OOMPolicy.abort: no victim left stops the process with a full report")
+    func abort() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let mm = try makeExactSystem { $0.oomPolicy = .abort }
+            let g = mm.makeGroup(name: "pinned", oomScoreAdjust: -1000)
+            TestCache(mm, group: g).fill(5000, policy: .standard)
+            _ = mm.allocate(byteCount: 4096)
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains("out of memory and no OOM victim left (OOMPolicy.abort)"), "\(stderr)")
+        #expect(stderr.contains("pinned: usage"))
+    }
+}
+
+extension OOMOutcome: Equatable {
+    public static func == (a: OOMOutcome, b: OOMOutcome) -> Bool {
+        switch (a, b) {
+        case (.killed(let x), .killed(let y)): return x == y
+        case (.noVictim, .noVictim): return true
+        default: return false
+        }
+    }
+}
