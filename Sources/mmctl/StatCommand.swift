@@ -39,6 +39,8 @@ struct Stat: ParsableCommand {
         print(s.buddyinfo)
         print("== vmstat ==")
         print(s.vmstat)
+        print("== pressure (memory) ==")
+        print(s.pressure.rendered)
         for (i, (p, order)) in held.enumerated() where i % 2 == 1 { mm.freePages(p, order: order) }
     }
 }
