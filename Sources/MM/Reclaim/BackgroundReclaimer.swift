@@ -11,8 +11,7 @@ import Synchronization
 final class BackgroundReclaimer: @unchecked Sendable {  // pthread handle written once before start, read by stop()
     private let engine: ReclaimEngine
     private let slowPath: SlowPath
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let lock = ConditionLock()
     private let pending = Atomic<Bool>(false)
     private let stopping = Atomic<Bool>(false)
     private var thread = pthread_t()
@@ -22,19 +21,6 @@ final class BackgroundReclaimer: @unchecked Sendable {  // pthread handle writte
     init(engine: ReclaimEngine, slowPath: SlowPath) {
         self.engine = engine
         self.slowPath = slowPath
-        pthread_mutex_init(mutex, nil)
-        var attributes = pthread_condattr_t()
-        pthread_condattr_init(&attributes)
-        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
-        pthread_cond_init(condition, &attributes)
-        pthread_condattr_destroy(&attributes)
-    }
-
-    deinit {
-        pthread_cond_destroy(condition)
-        pthread_mutex_destroy(mutex)
-        condition.deallocate()
-        mutex.deallocate()
     }
 
     func start() {
@@ -57,23 +43,11 @@ final class BackgroundReclaimer: @unchecked Sendable {  // pthread handle writte
     /// Asks for a pass; cheap when one is already pending.
     func wake() {
         guard !pending.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        pthread_mutex_lock(mutex)
-        pthread_cond_signal(condition)
-        pthread_mutex_unlock(mutex)
+        lock.broadcast()
     }
 
     private func sleep(upTo timeout: Duration) {
-        pthread_mutex_lock(mutex)
-        if !pending.load(ordering: .acquiring) && !stopping.load(ordering: .acquiring) {
-            var deadline = timespec()
-            clock_gettime(CLOCK_MONOTONIC, &deadline)
-            let ns = Int(deadline.tv_nsec) + Int(timeout.components.attoseconds / 1_000_000_000)
-                + Int(timeout.components.seconds) * 1_000_000_000
-            deadline.tv_sec += ns / 1_000_000_000
-            deadline.tv_nsec = ns % 1_000_000_000
-            pthread_cond_timedwait(condition, mutex, &deadline)
-        }
-        pthread_mutex_unlock(mutex)
+        lock.wait(timeout: timeout) { !pending.load(ordering: .acquiring) && !stopping.load(ordering: .acquiring) }
     }
 
     private func run() {

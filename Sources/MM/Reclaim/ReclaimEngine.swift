@@ -31,6 +31,15 @@ final class ReclaimEngine: Sendable {
 
     private var buddyFree: Int { core.freePagesHot.pointee.load(ordering: .relaxed) }
 
+    /// One pass of the shrinkers at `priority`; what they freed into this
+    /// thread's page lists goes straight back to the buddy allocator.
+    private func shrinkOnce(priority: Int, context: AllocationContext?) {
+        _ = shrinkers.shrink(priority: priority, context: context)
+        if let lists = PerThreadPageLists.current, lists.systemID == core.systemID, lists.cachedPages > 0 {
+            core.drain(lists, keepingFraction: 0)
+        }
+    }
+
     /// Direct reclaim for a request of `order` (already running as
     /// `.reclaiming`): returns the pages it gave back.
     func directReclaim(_ context: AllocationContext, order: Int) -> Int {
@@ -41,10 +50,7 @@ final class ReclaimEngine: Sendable {
         _ = core.drainForReclaim()
         var priority = ShrinkerRegistry.initialPriority
         while priority >= 0 && buddyFree - before < target {
-            _ = shrinkers.shrink(priority: priority, context: context)
-            if let lists = PerThreadPageLists.current, lists.systemID == core.systemID, lists.cachedPages > 0 {
-                core.drain(lists, keepingFraction: 0)
-            }
+            shrinkOnce(priority: priority, context: context)
             priority -= 1
         }
         let gained = max(0, buddyFree - before)
@@ -59,10 +65,7 @@ final class ReclaimEngine: Sendable {
         _ = core.drainForReclaim()
         var priority = ShrinkerRegistry.initialPriority
         while priority >= 0 && buddyFree <= core.watermarks.high {
-            _ = shrinkers.shrink(priority: priority, context: nil)
-            if let lists = PerThreadPageLists.current, lists.systemID == core.systemID, lists.cachedPages > 0 {
-                core.drain(lists, keepingFraction: 0)
-            }
+            shrinkOnce(priority: priority, context: nil)
             priority -= 1
         }
         let gained = max(0, buddyFree - before)
@@ -79,10 +82,7 @@ final class ReclaimEngine: Sendable {
             let start = buddyFree
             var priority = ShrinkerRegistry.initialPriority
             while priority >= 0 && buddyFree - before < pages {
-                _ = shrinkers.shrink(priority: priority, context: nil)
-                if let lists = PerThreadPageLists.current, lists.systemID == core.systemID, lists.cachedPages > 0 {
-                    core.drain(lists, keepingFraction: 0)
-                }
+                shrinkOnce(priority: priority, context: nil)
                 priority -= 1
             }
             fruitless = buddyFree > start ? 0 : fruitless + 1
