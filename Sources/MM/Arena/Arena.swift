@@ -22,7 +22,7 @@ final class Arena: @unchecked Sendable {
     /// Pages of arena.
     @usableFromInline let pageCount: Int
     private let framesLength: Int
-    private let syscalls: Syscalls
+    let syscalls: Syscalls
 
     init(capacity: Int, name: String, syscalls: Syscalls) throws(SystemError) {
         precondition(capacity > 0 && capacity % pageSize == 0)

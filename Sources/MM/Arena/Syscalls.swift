@@ -26,6 +26,9 @@ struct Syscalls: Sendable {
     var mapAnonymous: @Sendable (_ length: Int) -> Result<UnsafeMutableRawPointer, SystemError>
     var advise: @Sendable (_ address: UnsafeMutableRawPointer, _ length: Int, _ advice: Int32) -> Result<Void, SystemError>
     var punchHole: @Sendable (_ fd: Int32, _ offset: Int, _ length: Int) -> Result<Void, SystemError>
+    var reserve: @Sendable (_ length: Int) -> Result<UnsafeMutableRawPointer, SystemError>
+    var mapFixed: @Sendable (_ address: UnsafeMutableRawPointer, _ length: Int, _ fd: Int32, _ offset: Int) -> Result<Void, SystemError>
+    var unmapToReserved: @Sendable (_ address: UnsafeMutableRawPointer, _ length: Int) -> Result<Void, SystemError>
 
     /// The real system calls.
     static let live = Syscalls(
@@ -54,6 +57,21 @@ struct Syscalls: Sendable {
         punchHole: { fd, offset, length in
             cmm_punch_hole(fd, off_t(offset), off_t(length)) == 0
                 ? .success(()) : .failure(SystemError(call: "fallocate(PUNCH_HOLE)", errno: Glibc.errno))
+        },
+        reserve: { length in
+            let p = mmap(nil, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            guard let p, p != MAP_FAILED else { return .failure(SystemError(call: "mmap(PROT_NONE)", errno: Glibc.errno)) }
+            return .success(p)
+        },
+        mapFixed: { address, length, fd, offset in
+            let p = mmap(address, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, off_t(offset))
+            guard let p, p != MAP_FAILED else { return .failure(SystemError(call: "mmap(MAP_FIXED)", errno: Glibc.errno)) }
+            return .success(())
+        },
+        unmapToReserved: { address, length in
+            let p = mmap(address, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0)
+            guard let p, p != MAP_FAILED else { return .failure(SystemError(call: "mmap(PROT_NONE, MAP_FIXED)", errno: Glibc.errno)) }
+            return .success(())
         }
     )
 }

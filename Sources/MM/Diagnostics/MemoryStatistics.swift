@@ -25,6 +25,12 @@ public struct MemoryStatistics: Sendable {
     public var groups: [GroupUsage]
     /// Allocation stall pressure, PSI style.
     public var pressure: PressureStatistics
+    /// Size of the vmalloc region (address space).
+    public var vmallocTotalBytes: Int
+    /// Bytes mapped in vmalloc areas.
+    public var vmallocUsedBytes: Int
+    /// `/proc/vmallocinfo` format: one line per area (range, size, caller, pages, runs).
+    public var vmallocinfo: String
     /// Event and allocator counters (vmstat), in a fixed order.
     public var counters: [Counter]
 
@@ -62,6 +68,8 @@ public struct MemoryStatistics: Sendable {
             + line("Released", releasedBytes)
             + line("ArenaResident", residentBytes)
             + line("PageTables", metadataResidentBytes)
+            + line("VmallocTotal", vmallocTotalBytes)
+            + line("VmallocUsed", vmallocUsedBytes)
             + line("WatermarkMin", watermarks.min)
             + line("WatermarkLow", watermarks.low)
             + line("WatermarkHigh", watermarks.high)

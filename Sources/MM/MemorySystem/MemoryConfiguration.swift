@@ -50,6 +50,10 @@ public struct MemoryConfiguration: Sendable {
     /// How long a request waits for an OOM victim to release memory before
     /// it retries (and the victim is reported as stuck).
     public var oomReapTimeout: Duration = .seconds(2)
+    /// Mappings the vmalloc layer may create; `nil`: half of what
+    /// `vm.max_map_count` leaves the process. Allocations that would exceed
+    /// it fail cleanly (nil and an event) instead of the kernel refusing.
+    public var maxVirtualMappings: Int?
     /// Deliberate failures of fallible requests, for testing error paths.
     public var faultInjection: FaultInjection?
     /// Name of the memfd (visible in `/proc/self/maps`).
@@ -101,6 +105,9 @@ public struct MemoryConfiguration: Sendable {
         }
         guard oomReapTimeout > .zero else {
             throw ConfigurationError(field: "oomReapTimeout", message: "\(oomReapTimeout) must be positive")
+        }
+        if let m = maxVirtualMappings, m < 2 {
+            throw ConfigurationError(field: "maxVirtualMappings", message: "\(m) is below 2 (an area needs its mapping and the split of the reservation)")
         }
         result.faultInjection = try faultInjection?.validated()
         return result

@@ -7,13 +7,17 @@ extension MemorySystem {
     /// negative, larger than the arena, or an incoherent policy: `nil` and
     /// an `invalidRequest` event).
     ///
-    /// The memory is aligned to at least 4 KiB today (requests are served
-    /// from pages until the slab layer lands) and to 16 bytes always.
+    /// Placement `.contiguous` (the default) serves up to 4 MiB from buddy
+    /// pages; `.virtual` maps pages into one virtually contiguous area of any
+    /// size up to the arena's (vmalloc); `.automatic` tries contiguous pages
+    /// without reclaim and falls back to virtual (kvmalloc). The memory is
+    /// aligned to at least 4 KiB today (requests are served from pages until
+    /// the slab layer lands).
     /// Kernel analogue: `kmalloc(size, gfp)`, `vmalloc`, `kvmalloc` by `policy.placement`.
     @inlinable
     public func allocate(byteCount: Int, policy: AllocationPolicy = .standard,
                          file: StaticString = #fileID, line: UInt = #line) -> UnsafeMutableRawPointer? {
-        if byteCount > 0 && byteCount <= maxContiguousBytes {
+        if byteCount > 0 && (byteCount <= pageSize || (byteCount <= maxContiguousBytes && policy.placement == .contiguous)) {
             return pages.allocate(order: ByteRouting.order(forBytes: byteCount), policy: policy, byteCount: byteCount,
                                   guarantee: nil, file: file, line: line)
         }
@@ -53,6 +57,12 @@ extension MemorySystem {
     /// A pointer that is not the start of a live allocation is a
     /// `hardeningViolation`, and the answer is 0. Kernel analogue: `ksize`.
     public func usableSize(of pointer: UnsafeRawPointer) -> Int {
+        if pages.slow.virtual.contains(pointer) {
+            if let size = pages.slow.virtual.usableSize(pointer) { return size }
+            core.report(HardeningViolation(kind: .neverAllocated, operation: "usableSize(of:)",
+                                           pointer: UInt(bitPattern: pointer), detail: "vmalloc region: no live area starts here"))
+            return 0
+        }
         if let order = core.liveOrder(of: UnsafeMutableRawPointer(mutating: pointer), operation: "usableSize(of:)") {
             return pageSize << order
         }

@@ -39,7 +39,9 @@ public final class MemorySystem: Sendable {
             perThreadLists: config.perThreadPageLists, events: events, hardeningAction: config.hardeningAction,
             releaseOrder: config.releaseOrder, releaseDelay: config.releaseDelay, groups: oom)
         let pressure = PressureTracker(population: { [core] in core.withAttached { $0.count } })
-        let slow = SlowPath(core: core, configuration: config, pressure: pressure)
+        let virtual = try VirtualAllocator(arena: arena, regionBytes: max(2 * config.capacity, 64 << 20),
+                                           mapLimit: config.maxVirtualMappings ?? VirtualAllocator.defaultMapLimit())
+        let slow = SlowPath(core: core, configuration: config, pressure: pressure, virtual: virtual)
         let engine = ReclaimEngine(core: core, shrinkers: ShrinkerRegistry(checker: .shared, events: events),
                                    oom: oom, pressure: pressure)
         slow.hooks.withLock { hooks in
@@ -150,6 +152,7 @@ public final class MemorySystem: Sendable {
         let c = p.counters
         let sp = pages.slow.counters.withLock { $0 }
         let rc = reclaim.counters.withLock { $0 }
+        let vm = pages.slow.virtual.snapshot()
         return MemoryStatistics(
             capacity: configuration.capacity,
             freeBytes: (p.buddyFreePages + p.cachedPages) << pageShift,
@@ -162,6 +165,9 @@ public final class MemorySystem: Sendable {
             shrinkers: reclaim.shrinkers.statistics(),
             groups: reclaim.oom.all.map { .init(name: $0.name, usage: $0.usage, ownUsage: $0.ownUsage, oomScoreAdjust: $0.oomScoreAdjust) },
             pressure: reclaim.pressure.snapshot(),
+            vmallocTotalBytes: pages.slow.virtual.regionPages << pageShift,
+            vmallocUsedBytes: vm.mappedPages << pageShift,
+            vmallocinfo: vm.info,
             counters: [
                 .init(name: "nr_free_pages", value: p.buddyFreePages + p.cachedPages),
                 .init(name: "nr_free_pcp", value: p.cachedPages),
@@ -189,6 +195,13 @@ public final class MemorySystem: Sendable {
                 .init(name: "background_wakeups", value: rc.backgroundWakeups),
                 .init(name: "oom_kill", value: rc.oomKills),
                 .init(name: "oom_no_victim", value: rc.oomNoVictim),
+                .init(name: "vmalloc_areas", value: vm.areas),
+                .init(name: "vmalloc_mappings", value: vm.mappings),
+                .init(name: "vmalloc_alloc", value: vm.counters.allocations),
+                .init(name: "vmalloc_free", value: vm.counters.frees),
+                .init(name: "vmalloc_fail", value: vm.counters.failures),
+                .init(name: "vmalloc_fail_map_count", value: vm.counters.mapCountFailures),
+                .init(name: "vmalloc_purge", value: vm.counters.purges),
                 .init(name: "pgrelease", value: c.pgrelease),
                 .init(name: "release_runs", value: c.releaseRuns),
                 .init(name: "invalid_request", value: core.invalidRequests.load(ordering: .relaxed)),

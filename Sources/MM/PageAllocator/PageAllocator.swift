@@ -110,6 +110,6 @@ struct PageAllocator: @unchecked Sendable {  // raw pointers into memory owned b
                 return
             }
         }
-        _ = core.liveOrder(of: pointer, operation: "deallocate")
+        slow.deallocateOutsideDirectMap(pointer)
     }
 }

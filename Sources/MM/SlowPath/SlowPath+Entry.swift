@@ -37,8 +37,9 @@ extension SlowPath {
                         guarantee: guarantee, site: site, request: request)
     }
 
-    /// Slow path of a byte request the fast path could not route: a size
-    /// that is zero, negative, larger than a contiguous block or than the arena.
+    /// Slow path of a byte request the fast path did not route: virtual and
+    /// automatic placements, and sizes that are zero, negative, larger than
+    /// a contiguous block or than the arena.
     @usableFromInline
     func allocateBytesSlow(byteCount: Int, policy: AllocationPolicy, file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
         if let reason = impossibility(byteCount: byteCount, placement: policy.placement) {
@@ -46,8 +47,20 @@ extension SlowPath {
                                               site: CallSite(file, line)))
             return nil
         }
-        return allocatePagesSlow(order: ByteRouting.order(forBytes: byteCount), policy: policy, byteCount: byteCount,
-                                 guarantee: nil, file: file, line: line)
+        do { try policy.validate() } catch {
+            core.reportInvalid(InvalidRequest(operation: "allocate with policy \(policy)", reason: error.description,
+                                              site: CallSite(file, line)))
+            return nil
+        }
+        switch policy.placement {
+        case .contiguous:
+            return allocatePagesSlow(order: ByteRouting.order(forBytes: byteCount), policy: policy, byteCount: byteCount,
+                                     guarantee: nil, file: file, line: line)
+        case .virtual:
+            return allocateVirtual(byteCount: byteCount, policy: policy, guarantee: nil, file: file, line: line)
+        case .automatic:
+            return allocateAutomatic(byteCount: byteCount, policy: policy, guarantee: nil, file: file, line: line)
+        }
     }
 
     /// Why a byte request can never be met, or nil.
@@ -57,13 +70,8 @@ extension SlowPath {
         if byteCount > core.arena.capacity {
             return "\(byteCount) bytes is more than the whole arena (\(core.arena.capacity) bytes)"
         }
-        if byteCount > maxContiguousBytes {
-            switch placement {
-            case .contiguous:
-                return "contiguous memory comes in blocks of at most \(maxContiguousBytes) bytes (order \(maxOrder)); use placement .virtual or .automatic"
-            case .virtual, .automatic:
-                return "requests above \(maxContiguousBytes) bytes need the virtual allocator, which this build does not have yet"
-            }
+        if byteCount > maxContiguousBytes && placement == .contiguous {
+            return "contiguous memory comes in blocks of at most \(maxContiguousBytes) bytes (order \(maxOrder)); use placement .virtual or .automatic"
         }
         return nil
     }
@@ -78,9 +86,12 @@ extension SlowPath {
                                               site: CallSite(file, line)))
             preconditionFailure(message, file: file, line: line)
         }
-        let order = ByteRouting.order(forBytes: byteCount)
-        guard let p = allocatePagesSlow(order: order, policy: .standard, byteCount: byteCount, guarantee: guarantee,
-                                        file: file, line: line) else {
+        // Guaranteed page blocks stop at costlyOrder; larger requests are kvmalloc'd.
+        let p = byteCount <= pageSize << costlyOrder
+            ? allocatePagesSlow(order: ByteRouting.order(forBytes: byteCount), policy: .standard, byteCount: byteCount,
+                                guarantee: guarantee, file: file, line: line)
+            : allocateAutomatic(byteCount: byteCount, policy: .standard, guarantee: guarantee, file: file, line: line)
+        guard let p else {
             preconditionFailure("swift-mm: a guaranteed allocation returned nil (\(byteCount) bytes at \(CallSite(file, line)))")
         }
         return p

@@ -39,6 +39,9 @@ final class SlowPath: Sendable {
     let core: PageAllocatorCore
     let configuration: MemoryConfiguration
     let pressure: PressureTracker
+    let virtual: VirtualAllocator
+    /// The inlinable fast path, for requests the slow path splits into blocks.
+    var pages: PageAllocator { PageAllocator(slow: self) }
     let hooks: Locked<ReclaimHooks>
     let counters = Locked(SlowPathCounters())
     let failureReports = ReportRateLimiter()
@@ -47,7 +50,8 @@ final class SlowPath: Sendable {
     /// Threads armed with `failNthAllocation` for this system.
     let armedThreads = Atomic<Int>(0)
 
-    init(core: PageAllocatorCore, configuration: MemoryConfiguration, pressure: PressureTracker) {
+    init(core: PageAllocatorCore, configuration: MemoryConfiguration, pressure: PressureTracker, virtual: VirtualAllocator) {
+        self.virtual = virtual
         self.core = core
         self.configuration = configuration
         self.pressure = pressure
@@ -242,7 +246,7 @@ final class SlowPath: Sendable {
 
     // MARK: Reports
 
-    private func fail(_ context: AllocationContext, reason: String) -> UnsafeMutableRawPointer? {
+    func fail(_ context: AllocationContext, reason: String) -> UnsafeMutableRawPointer? {
         core.countFailure()
         counters.withLock { c in
             if !context.blocking { c.failNonBlocking += 1 }
