@@ -55,8 +55,7 @@ struct PageAllocator: @unchecked Sendable {  // raw pointers into memory owned b
     func allocate(order: Int, policy: AllocationPolicy, byteCount: Int = 0, guarantee: Guarantee? = nil,
                   file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
         if order >= 0 && order < perThreadOrderCount && policy.group == nil && policy.isCoherent
-            && cmm_thread_slots_get().pointee.heldCheckedLocks == 0
-            && chargingScopesActive.load(ordering: .relaxed) == 0,
+            && cmm_thread_slots_get().pointee.heldCheckedLocks == 0,
            let lists = listsForFastPath() {
             let count = lists.count(order)
             let n = count.pointee.load(ordering: .relaxed)

@@ -46,6 +46,17 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
     /// The fast path serves requests while `freePagesHot` is above this:
     /// `low` normally, `Int.max` while fault injection must see every call.
     let fastPathThreshold: UnsafeMutablePointer<Atomic<Int>>
+    /// Reasons the fast path must see no request: fault injection configured
+    /// or armed on some thread (set by the slow path).
+    let fastPathHolds = Atomic<Int>(0)
+
+    /// Opens or closes the fast path: closed while fault injection needs to
+    /// see every call or a charging scope is active anywhere.
+    func refreshFastPath() {
+        let closed = fastPathHolds.load(ordering: .relaxed) > 0 || ChargingScopes.isActive
+        fastPathThreshold.pointee.store(closed ? Int.max : watermarks.low, ordering: .relaxed)
+    }
+
     /// Blocked allocations wait here; every free to the buddy lists wakes them.
     let waitQueue = FreeWaitQueue()
     let listLimits: [Int]

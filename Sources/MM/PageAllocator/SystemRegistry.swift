@@ -49,3 +49,11 @@ extension SystemRegistry {
         for core in all { core.events.emit(event) }
     }
 }
+
+extension SystemRegistry {
+    /// Re-evaluates every live system's fast-path threshold (a charging
+    /// scope started or the last one ended).
+    func refreshFastPaths() {
+        for core in allCores() { core.refreshFastPath() }
+    }
+}

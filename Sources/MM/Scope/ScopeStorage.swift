@@ -16,11 +16,28 @@ import Synchronization
 ///   per-thread stack with their cumulative value.
 ///
 /// All of it is read only on allocation slow paths.
-/// Charging scopes entered anywhere and not yet left. While any is active the
-/// allocation fast path steps aside so that every allocation is charged (it
-/// cannot read scopes itself); without charging scopes this is one relaxed
-/// load of a value that never changes.
-@usableFromInline let chargingScopesActive = Atomic<Int>(0)
+/// Charging scopes entered anywhere and not yet left. While any is active
+/// every system's fast path steps aside (its threshold is raised), so that
+/// every allocation is charged: the fast path cannot read scopes itself.
+/// Only the first entry and the last exit touch the systems, under a lock.
+@usableFromInline
+enum ChargingScopes {
+    private static let active = Locked<Int>(0)
+
+    static var isActive: Bool { active.withLock { $0 > 0 } }
+
+    @usableFromInline
+    static func entered() {
+        let first = active.withLock { n -> Bool in n += 1; return n == 1 }
+        if first { SystemRegistry.shared.refreshFastPaths() }
+    }
+
+    @usableFromInline
+    static func exited() {
+        let last = active.withLock { n -> Bool in n -= 1; return n == 0 }
+        if last { SystemRegistry.shared.refreshFastPaths() }
+    }
+}
 
 @usableFromInline
 enum ScopeStorage {
@@ -39,7 +56,7 @@ enum ScopeStorage {
             : closureScopeKey.get()
         let combined = outer.union(scope.entered())
         state.pointee.pushSync(combined)
-        if scope.chargingGroup != 0 { chargingScopesActive.wrappingAdd(1, ordering: .relaxed) }
+        if scope.chargingGroup != 0 { ChargingScopes.entered() }
         return combined
     }
 
@@ -47,7 +64,7 @@ enum ScopeStorage {
     @inlinable
     static func exitSync(_ scope: AllocationScope) {
         ThreadScopeState.current.unsafelyUnwrapped.pointee.popSync()
-        if scope.chargingGroup != 0 { chargingScopesActive.wrappingSubtract(1, ordering: .relaxed) }
+        if scope.chargingGroup != 0 { ChargingScopes.exited() }
     }
 
     /// Orders guarantee and charging scopes across threads and tasks (R4).
@@ -160,7 +177,7 @@ struct ThreadScopeState {
     @inlinable
     mutating func pushToken(_ scope: AllocationScope) -> UInt64 {
         if tokenDepth == tokenCapacity { growTokens() }
-        if scope.chargingGroup != 0 { chargingScopesActive.wrappingAdd(1, ordering: .relaxed) }
+        if scope.chargingGroup != 0 { ChargingScopes.entered() }
         nextStamp &+= 1
         let cumulative = tokenDepth > 0 ? tokens[tokenDepth &- 1].cumulative.union(scope) : scope
         (tokens + tokenDepth).initialize(to: TokenEntry(own: scope, cumulative: cumulative, stamp: nextStamp))
@@ -182,7 +199,7 @@ struct ThreadScopeState {
     mutating func popTopToken(stamp: UInt64) -> Bool {
         guard tokenDepth > 0 && tokens[tokenDepth &- 1].stamp == stamp else { return false }
         tokenDepth &-= 1
-        if tokens[tokenDepth].own.chargingGroup != 0 { chargingScopesActive.wrappingSubtract(1, ordering: .relaxed) }
+        if tokens[tokenDepth].own.chargingGroup != 0 { ChargingScopes.exited() }
         return true
     }
 
@@ -197,7 +214,7 @@ struct ThreadScopeState {
     mutating func removeToken(stamp: UInt64) -> Int? {
         if popTopToken(stamp: stamp) { return 0 }
         guard let index = (0..<tokenDepth).last(where: { tokens[$0].stamp == stamp }) else { return nil }
-        if tokens[index].own.chargingGroup != 0 { chargingScopesActive.wrappingSubtract(1, ordering: .relaxed) }
+        if tokens[index].own.chargingGroup != 0 { ChargingScopes.exited() }
         (tokens + index).deinitialize(count: 1)
         (tokens + index).moveInitialize(from: tokens + index + 1, count: tokenDepth - index - 1)
         tokenDepth -= 1

@@ -29,7 +29,7 @@ public func withAllocationScope<R, E: Error>(_ scope: AllocationScope, _ body: (
 /// ```
 public func withAllocationScope<R>(_ scope: AllocationScope, _ body: () async throws -> R) async rethrows -> R {
     let combined = ScopeStorage.closureScope.union(scope.entered())
-    if scope.chargingGroup != 0 { chargingScopesActive.wrappingAdd(1, ordering: .relaxed) }
-    defer { if scope.chargingGroup != 0 { chargingScopesActive.wrappingSubtract(1, ordering: .relaxed) } }
+    if scope.chargingGroup != 0 { ChargingScopes.entered() }
+    defer { if scope.chargingGroup != 0 { ChargingScopes.exited() } }
     return try await ScopeStorage.closureScopeKey.withValue(combined) { try await body() }
 }

@@ -65,8 +65,8 @@ final class SlowPath: Sendable {
     /// Fault injection needs to see every call: it closes the lock-free fast
     /// path (by raising its threshold) while it is configured or armed.
     func updateFastPath() {
-        let forced = faults != nil || armedThreads.load(ordering: .relaxed) > 0
-        core.fastPathThreshold.pointee.store(forced ? Int.max : core.watermarks.low, ordering: .relaxed)
+        core.fastPathHolds.store((faults != nil ? 1 : 0) + armedThreads.load(ordering: .relaxed), ordering: .relaxed)
+        core.refreshFastPath()
     }
 
     // MARK: Entry

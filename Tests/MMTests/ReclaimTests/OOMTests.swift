@@ -21,7 +21,8 @@ struct OOMTests {
         mm.deallocate(b)
         mm.freePages(c, order: 0)
         #expect(child.usage == 0 && parent.usage == 0)
-        #expect(chargingScopesActive.load(ordering: .relaxed) == 0)
+        #expect(!ChargingScopes.isActive)
+        #expect(mm.core.fastPathThreshold.pointee.load(ordering: .relaxed) == mm.core.watermarks.low)
         #expect(mm._invariantViolations() == [])
     }
 
