@@ -66,6 +66,9 @@ final class ReclaimRecursionChecker: Sendable {
     final class ThreadLocks {
         var held: [(instance: UInt64, lockClass: Int, site: CallSite)] = []
         var shrinkers: [(name: String, domain: ReclaimDomain?)] = []
+        /// Shrinkers that timed out on a helper while this thread held its
+        /// current locks; skipped until it holds none.
+        var suspected: Set<String> = []
     }
 
     static var threadLocks: ThreadLocks {
@@ -119,6 +122,7 @@ final class ReclaimRecursionChecker: Sendable {
         let locks = ReclaimRecursionChecker.threadLocks
         if let i = locks.held.lastIndex(where: { $0.instance == instance }) { locks.held.remove(at: i) }
         cmm_thread_slots_get().pointee.heldCheckedLocks &-= 1
+        if locks.held.isEmpty { locks.suspected.removeAll() }
     }
 
     // MARK: Checks
@@ -142,6 +146,28 @@ final class ReclaimRecursionChecker: Sendable {
                 allocationSite: context.site, shrinker: lockClass.shrinkers.sorted().first,
                 fix: "allocate inside withAllocationScope(.excluding(\(names.map { ".\($0)" }.joined(separator: ", ")))) while holding \"\(lockClass.name)\"")))
         }
+    }
+
+    /// A shrinker run on a helper thread (because the reclaiming thread holds
+    /// checked locks it might need) did not finish in time: most likely it
+    /// waits for one of them. Reported once per shrinker and lock set.
+    func reportPossibleSelfDeadlock(shrinker: String, domain: ReclaimDomain?, context: AllocationContext?,
+                                    waited: Duration, events: EventHub) {
+        let locks = ReclaimRecursionChecker.threadLocks
+        locks.suspected.insert(shrinker)
+        let held = locks.held.map { (domains(of: $0.lockClass).name, $0.site) }
+        let names = held.map(\.0)
+        guard reported.withLock({ $0.insert("helper:\(shrinker):\(names.joined(separator: ","))").inserted }) else { return }
+        let domainName = domain?.name ?? "its domain"
+        events.emit(.reclaimRecursion(ReclaimRecursion(
+            lock: names.joined(separator: ", "), lockSite: held.first?.1 ?? CallSite(file: "?", line: 0),
+            domain: domain?.name ?? "any", allocationSite: context?.site, shrinker: shrinker,
+            fix: "the shrinker did not finish within \(waited) while this thread held these locks, and was left to finish on a helper thread; declare the lock it needs with takenByReclaimIn: .\(domainName) (reclaim then skips the shrinker here) and allocate inside withAllocationScope(.excluding(.\(domainName))) while holding it")))
+    }
+
+    /// Whether `shrinker` timed out on a helper while this thread held its current locks.
+    func isSuspected(_ shrinker: String) -> Bool {
+        ReclaimRecursionChecker.threadLocks.suspected.contains(shrinker)
     }
 
     /// Whether the calling thread holds a lock that shrinkers of `domain`

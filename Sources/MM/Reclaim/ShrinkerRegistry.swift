@@ -87,7 +87,6 @@ final class ShrinkerRegistry: Sendable {
     func shrink(priority: Int, context: AllocationContext?) -> Int {
         let snapshot = entries.withLock { $0.list }
         var freedTotal = 0
-        let me = currentThreadSerial()
         for entry in snapshot {
             let shrinker = entry.shrinker
             let domain = shrinker.domain
@@ -100,56 +99,88 @@ final class ShrinkerRegistry: Sendable {
                 entries.withLock { _ in entry.skipped += 1 }
                 continue
             }
-            guard entries.withLock({ _ -> Bool in
-                guard !entry.unregistered else { return false }
-                entry.activeThreads.append(me)
-                return true
-            }) else { continue }
-            defer {
-                entries.withLock { _ in
-                    if let i = entry.activeThreads.firstIndex(of: me) { entry.activeThreads.remove(at: i) }
+            // On a thread holding checked locks, a shrinker whose locks are not known yet
+            // might need one of them: run it on a helper thread with a deadline instead.
+            if cmm_thread_slots_get().pointee.heldCheckedLocks > 0 {
+                if checker.isSuspected(shrinker.name) {
+                    entries.withLock { _ in entry.skipped += 1 }
+                    continue
                 }
-            }
-            let control = ShrinkControl(objectsToScan: 0, priority: priority, context: context, group: context?.group)
-            let freeable = checker.runningShrinker(named: shrinker.name, domain: domain) {
-                shrinker.countObjects(control)
-            }
-            guard freeable > 0 else { continue }
-            // delta = (freeable >> priority) * 4 / seeks; seeks 0: half of it.
-            let seeks = shrinker.seeks
-            var delta = seeks == 0 ? freeable / 2 : (freeable >> priority) * 4 / seeks
-            if delta == 0 && priority == 0 { delta = freeable }
-            var total = entries.withLock { _ in
-                let t = min(entry.deferred + delta, 2 * freeable)
-                entry.deferred = 0
-                return t
-            }
-            var freed = 0, scanned = 0, stopped = false
-            while total >= ShrinkerRegistry.batch || (total > 0 && total >= freeable) {
-                let n = min(ShrinkerRegistry.batch, total)
-                var c = control
-                c.objectsToScan = n
-                let result = checker.runningShrinker(named: shrinker.name, domain: domain) { shrinker.scanObjects(c) }
-                if case .freed(let f) = result {
-                    freed += f
-                    scanned += n
-                    total -= n
+                let result = OneShotThread.run(deadline: ShrinkerRegistry.helperDeadline) { [self] in
+                    shrinkOne(entry, priority: priority, context: context)
+                }
+                if let freed = result {
+                    freedTotal += freed
                 } else {
-                    stopped = true
-                    break
+                    checker.reportPossibleSelfDeadlock(shrinker: shrinker.name, domain: domain, context: context,
+                                                      waited: ShrinkerRegistry.helperDeadline, events: events)
                 }
-                if entries.withLock({ _ in entry.unregistered }) { break }
+                continue
             }
-            let remaining = total
-            entries.withLock { _ in
-                entry.deferred = min(entry.deferred + remaining, 2 * freeable)
-                entry.scanned += scanned
-                entry.freed += freed
-                if stopped { entry.stops += 1 }
-            }
-            freedTotal += freed
+            freedTotal += shrinkOne(entry, priority: priority, context: context)
         }
         return freedTotal
+    }
+
+    /// How long reclaim waits for a shrinker run on a helper thread.
+    static let helperDeadline = Duration.milliseconds(100)
+
+    /// Counts and scans one shrinker at `priority` on the calling thread
+    /// (inside `.reclaiming`); returns the objects freed.
+    private func shrinkOne(_ entry: Entry, priority: Int, context: AllocationContext?) -> Int {
+        let me = currentThreadSerial()
+        let shrinker = entry.shrinker
+        let domain = shrinker.domain
+        let token = AllocationScope.enter(.reclaiming)
+        defer { token.exit() }
+        guard entries.withLock({ _ -> Bool in
+            guard !entry.unregistered else { return false }
+            entry.activeThreads.append(me)
+            return true
+        }) else { return 0 }
+        defer {
+            entries.withLock { _ in
+                if let i = entry.activeThreads.firstIndex(of: me) { entry.activeThreads.remove(at: i) }
+            }
+        }
+        let control = ShrinkControl(objectsToScan: 0, priority: priority, context: context, group: context?.group)
+        let freeable = checker.runningShrinker(named: shrinker.name, domain: domain) {
+            shrinker.countObjects(control)
+        }
+        guard freeable > 0 else { return 0 }
+        // delta = (freeable >> priority) * 4 / seeks; seeks 0: half of it.
+        let seeks = shrinker.seeks
+        var delta = seeks == 0 ? freeable / 2 : (freeable >> priority) * 4 / seeks
+        if delta == 0 && priority == 0 { delta = freeable }
+        var total = entries.withLock { _ in
+            let t = min(entry.deferred + delta, 2 * freeable)
+            entry.deferred = 0
+            return t
+        }
+        var freed = 0, scanned = 0, stopped = false
+        while total >= ShrinkerRegistry.batch || (total > 0 && total >= freeable) {
+            let n = min(ShrinkerRegistry.batch, total)
+            var c = control
+            c.objectsToScan = n
+            let result = checker.runningShrinker(named: shrinker.name, domain: domain) { shrinker.scanObjects(c) }
+            if case .freed(let f) = result {
+                freed += f
+                scanned += n
+                total -= n
+            } else {
+                stopped = true
+                break
+            }
+            if entries.withLock({ _ in entry.unregistered }) { break }
+        }
+        let remaining = total
+        entries.withLock { _ in
+            entry.deferred = min(entry.deferred + remaining, 2 * freeable)
+            entry.scanned += scanned
+            entry.freed += freed
+            if stopped { entry.stops += 1 }
+        }
+        return freed
     }
 }
 
