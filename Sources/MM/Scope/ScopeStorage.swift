@@ -162,11 +162,16 @@ struct ThreadScopeState {
 
     @usableFromInline
     mutating func growSync() {
-        let bigger = UnsafeMutablePointer<AllocationScope>.allocate(capacity: syncCapacity * 2)
-        bigger.moveInitialize(from: syncStack, count: syncDepth)
-        syncStack.deallocate()
-        syncStack = bigger
-        syncCapacity *= 2
+        ThreadScopeState.double(&syncStack, count: syncDepth, capacity: &syncCapacity)
+    }
+
+    /// Doubles a stack's storage, moving its `count` elements.
+    static func double<Element>(_ stack: inout UnsafeMutablePointer<Element>, count: Int, capacity: inout Int) {
+        let bigger = UnsafeMutablePointer<Element>.allocate(capacity: capacity * 2)
+        bigger.moveInitialize(from: stack, count: count)
+        stack.deallocate()
+        stack = bigger
+        capacity *= 2
     }
 
     @inlinable
@@ -187,11 +192,7 @@ struct ThreadScopeState {
 
     @usableFromInline
     mutating func growTokens() {
-        let bigger = UnsafeMutablePointer<TokenEntry>.allocate(capacity: tokenCapacity * 2)
-        bigger.moveInitialize(from: tokens, count: tokenDepth)
-        tokens.deallocate()
-        tokens = bigger
-        tokenCapacity *= 2
+        ThreadScopeState.double(&tokens, count: tokenDepth, capacity: &tokenCapacity)
     }
 
     /// Pops the top token if it has `stamp`.

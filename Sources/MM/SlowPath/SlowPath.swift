@@ -119,7 +119,9 @@ final class SlowPath: Sendable {
         var nextStallReport = start + configuration.stallReportInterval
         var tier = context.tier
         var attempts = 2, rounds = 0, roundsWithoutProgress = 0
-        var backoff = Duration.milliseconds(1)
+        // Waiting for the background reclaimer starts longer than backing off after a
+        // fruitless direct reclaim: the reclaimer needs time to run a pass.
+        var backoff = Duration.milliseconds(context.directReclaim ? 1 : 10)
         var reservesUnlocked = false
         if context.guarantee != nil { counters.withLock { $0.guaranteedWaits += 1 } }
         while true {
@@ -138,7 +140,11 @@ final class SlowPath: Sendable {
             if let pfn = take(order, tier) { return finish(pfn, order, context) }
             rounds += 1
             roundsWithoutProgress = progress ? 0 : roundsWithoutProgress + 1
-            let exhausted = roundsWithoutProgress > 0 || rounds >= maxRetries
+            // Direct reclaim that frees nothing is final; a restricted request gives up
+            // only after maxReclaimRetries waits in a row in which nothing was freed.
+            let exhausted = context.directReclaim
+                ? roundsWithoutProgress > 0 || rounds >= maxRetries
+                : roundsWithoutProgress >= maxRetries || rounds >= 4 * maxRetries
             switch context.guarantee {
             case nil:
                 // 6. failFast: one round.
