@@ -20,13 +20,13 @@ struct Overview: ParsableCommand {
     func run() throws {
         print("""
         swift-mm: a memory manager for Swift programs on Linux, modelled on the kernel's
-        allocators (buddy pages with watermarks and reserve tiers, per-thread lists;
-        slab, vmalloc, reclaim and OOM follow) with an allocation interface whose every
-        combination has one defined meaning.
+        allocators (buddy pages with watermarks and reserve tiers, per-thread lists,
+        vmalloc/kvmalloc, shrinkers, background reclaim, groups and OOM; slab caches
+        next) with an allocation interface whose every combination has one defined meaning.
 
         Commands:
           mmctl stat                 meminfo, buddyinfo and vmstat after a short workload
-          mmctl bench [SUITE] --json ratios against the OS / system allocator (build with -c release)
+          mmctl bench [SUITE] --json ratios from one run: pages, scopes, reclaim (build with -c release)
 
         """)
         try Stat.printWorkloadStatistics(capacityMiB: 64)
