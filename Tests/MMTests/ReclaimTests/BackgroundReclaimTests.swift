@@ -87,7 +87,7 @@ struct ReclaimRecursionTests {
             let q = withAllocationScope(.excluding(.filesystem)) { mm.allocate(byteCount: 64)! }  // fixed: silent
             mm.deallocate(q)
         }
-        let reports = recorder.events.compactMap { if case .reclaimRecursion(let r) = $0 { return r } else { return nil } }
+        let reports = recorder.recursions
         #expect(reports.count == 1)
         #expect(reports.first?.lock == "journal-declared")
         #expect(reports.first?.lockSite.file.contains("BackgroundReclaimTests") == true)
@@ -109,7 +109,7 @@ struct ReclaimRecursionTests {
             if let p = mm.allocate(byteCount: 64, policy: .nonBlocking) { mm.deallocate(p) }  // cannot reclaim: silent
             if let p = mm.allocate(byteCount: 64, policy: .failFast) { mm.deallocate(p) }     // may reclaim: reported
         }
-        let reports = recorder.events.compactMap { if case .reclaimRecursion(let r) = $0 { return r } else { return nil } }
+        let reports = recorder.recursions
         #expect(reports.contains { $0.lock == "journal-learned" && $0.shrinker == "test-cache" })
     }
 
@@ -164,8 +164,7 @@ struct ReclaimRecursionTests {
             }
         }
         #expect(committed.load(ordering: .relaxed) == 400)
-        let recursion = recorder.events.contains { if case .reclaimRecursion = $0 { return true } else { return false } }
-        #expect(!recursion)
+        #expect(recorder.recursions.isEmpty)
     }
 
     @Test("the same pattern without the scope is reported by the checker, not left to hang")
@@ -176,7 +175,7 @@ struct ReclaimRecursionTests {
         journal.withLock { entries in
             entries.append(UInt(bitPattern: mm.allocateGuaranteed(byteCount: 16 << 10)))  // no scope, plenty of memory
         }
-        let reports = recorder.events.compactMap { if case .reclaimRecursion(let r) = $0 { return r } else { return nil } }
+        let reports = recorder.recursions
         #expect(reports.count == 1)
         #expect(reports.first?.description.contains("fix: allocate inside withAllocationScope(.excluding(.filesystem))") == true)
     }
@@ -290,7 +289,7 @@ struct UndeclaredLockTests {
         }
         #expect(succeeded.withLock { $0 })
         #expect(anyCache.scanCount > 0)
-        let reports = recorder.events.compactMap { if case .reclaimRecursion(let r) = $0 { return r } else { return nil } }
+        let reports = recorder.recursions
         #expect(reports.contains { $0.shrinker == "fs-undeclared" && $0.fix.contains("helper thread") })
         // Once the journal is free the helper finishes and the checker has learned the lock.
         let deadline = ContinuousClock.now + .seconds(5)
@@ -299,7 +298,7 @@ struct UndeclaredLockTests {
         journal.withLock { _ in
             if let p = mm.allocate(byteCount: 64) { mm.deallocate(p) }   // now reported at the allocation
         }
-        let after = recorder.events.compactMap { if case .reclaimRecursion(let r) = $0 { return r } else { return nil } }
+        let after = recorder.recursions
         #expect(after.contains { $0.lock == "journal-undeclared" && $0.allocationSite != nil && $0.fix.contains(".excluding(.filesystem)") })
     }
 }

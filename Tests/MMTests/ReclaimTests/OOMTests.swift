@@ -64,7 +64,7 @@ struct OOMTests {
         #expect(ok)
         #expect(killedNames.withLock { $0 } == ["favoured"])
         #expect(killed.load(ordering: .relaxed) == 1)
-        let kill = recorder.events.compactMap { if case .oomKill(let k) = $0 { return k } else { return nil } }.first
+        let kill = recorder.oomKills.first
         #expect(kill?.victim == "favoured")
         #expect(kill?.score == 250 * 4096 + 500 * ((4 << 20) / 1000))
         #expect(mm.statistics()[counter: "oom_kill"] == 1)
@@ -106,7 +106,7 @@ struct OOMTests {
         #expect(stubborn.isOOMVictim)
         sleep(milliseconds: 80)
         #expect(mm.reclaim.outOfMemory(trigger: "test") == .killed(victim: "other"))
-        let stuck = recorder.events.compactMap { if case .oomVictimStuck(let s) = $0 { return s } else { return nil } }
+        let stuck = recorder.stuckVictims
         #expect(stuck.map(\.victim) == ["stubborn"])
     }
 

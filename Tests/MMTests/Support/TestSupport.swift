@@ -98,6 +98,18 @@ extension EventRecorder {
         events.compactMap { if case .allocationStall(let v) = $0 { return v } else { return nil } }
     }
 
+    var recursions: [ReclaimRecursion] {
+        events.compactMap { if case .reclaimRecursion(let v) = $0 { return v } else { return nil } }
+    }
+
+    var oomKills: [OOMKill] {
+        events.compactMap { if case .oomKill(let v) = $0 { return v } else { return nil } }
+    }
+
+    var stuckVictims: [OOMVictimStuck] {
+        events.compactMap { if case .oomVictimStuck(let v) = $0 { return v } else { return nil } }
+    }
+
     var conflicts: [ScopeConflict] {
         events.compactMap { if case .scopeConflict(let v) = $0 { return v } else { return nil } }
     }
