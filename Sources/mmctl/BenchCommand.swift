@@ -11,7 +11,7 @@ struct Bench: ParsableCommand {
         discussion: "Build in release mode: swift run -c release mmctl bench pages")
 
     enum Suite: String, ExpressibleByArgument, CaseIterable {
-        case all, pages, scopes, reclaim
+        case all, pages, objects, scopes, reclaim
     }
 
     @Argument(help: "Which suite: \(Suite.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -29,6 +29,7 @@ struct Bench: ParsableCommand {
         #endif
         var results: [BenchResult] = []
         if suite == .all || suite == .pages { results += try PagesBench(scale: scale).run() }
+        if suite == .all || suite == .objects { results += try ObjectsBench(scale: scale).run() }
         if suite == .all || suite == .scopes { results += try ScopesBench(scale: scale).run() }
         if suite == .all || suite == .reclaim { results += try ReclaimBench(scale: scale).run() }
         BenchResult.print(results, json: json)

@@ -18,6 +18,10 @@ public struct FaultInjection: Sendable, Hashable {
     public var space: Int = 0
     /// Only calls whose `file:line` contains one of these strings (empty: every call).
     public var callSites: [String] = []
+    /// Only object allocations from caches with one of these names, e.g.
+    /// `kmalloc-64` (empty: every call, page and object alike).
+    /// Kernel analogue: `failslab`'s `cache-filter`.
+    public var caches: [String] = []
     /// Seed of the generator behind `probability`, so runs repeat.
     public var seed: UInt64 = 0x5EED
 
@@ -59,8 +63,11 @@ final class FaultInjector: Sendable {
     }
 
     /// Whether this eligible call should fail.
-    func shouldFail(byteCount: Int, site: CallSite?) -> Bool {
+    func shouldFail(byteCount: Int, site: CallSite?, cache: String?) -> Bool {
         let c = configuration
+        if !c.caches.isEmpty {
+            guard let cache, c.caches.contains(cache) else { return false }
+        }
         if !c.callSites.isEmpty {
             guard let site else { return false }
             let text = site.description

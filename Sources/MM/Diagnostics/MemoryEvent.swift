@@ -139,6 +139,18 @@ public struct HardeningViolation: Sendable, CustomStringConvertible, Error {
         case neverAllocated = "never allocated"
         /// The block is allocated with another order (or size) than the one given.
         case wrongOrder = "wrong order"
+        /// A slab object freed as pages, or pages freed as an object.
+        case wrongAllocator = "wrong allocator"
+        /// `ObjectCache.deallocate` of an object of another cache (or of no cache).
+        case wrongCache = "wrong cache"
+        /// The red zone after an object was overwritten: a buffer overflow.
+        case redZoneOverwritten = "red zone overwritten"
+        /// A poisoned free object was modified before its next allocation.
+        case writeAfterFree = "write after free"
+        /// A slab free-list link decodes to no slot of its slab.
+        case freeListCorrupted = "free list corrupted"
+        /// An object still allocated when its cache was destroyed (reported, never trapped).
+        case leakedObject = "leaked object"
     }
     public var kind: Kind
     /// The operation, e.g. `freePages(order: 2)`.

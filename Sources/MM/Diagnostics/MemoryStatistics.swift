@@ -31,6 +31,15 @@ public struct MemoryStatistics: Sendable {
     public var vmallocUsedBytes: Int
     /// `/proc/vmallocinfo` format: one line per area (range, size, caller, pages, runs).
     public var vmallocinfo: String
+    /// Bytes of pages held by slabs (free objects included).
+    public var slabBytes: Int
+    /// Bytes of pages held by slabs of `.reclaimable` caches (part of `slabBytes`).
+    public var reclaimableSlabBytes: Int
+    /// One entry per object cache, kmalloc classes first (slabinfo).
+    public var slabCaches: [SlabCacheStatistics]
+    /// Live allocations per call site, most bytes first; nil unless
+    /// `MemoryConfiguration.allocationProfiling` is on (allocinfo).
+    public var allocationSites: [AllocationSiteStatistics]?
     /// Event and allocator counters (vmstat), in a fixed order.
     public var counters: [Counter]
 
@@ -68,6 +77,9 @@ public struct MemoryStatistics: Sendable {
             + line("Released", releasedBytes)
             + line("ArenaResident", residentBytes)
             + line("PageTables", metadataResidentBytes)
+            + line("Slab", slabBytes)
+            + line("SReclaimable", reclaimableSlabBytes)
+            + line("SUnreclaim", slabBytes - reclaimableSlabBytes)
             + line("VmallocTotal", vmallocTotalBytes)
             + line("VmallocUsed", vmallocUsedBytes)
             + line("WatermarkMin", watermarks.min)
@@ -94,5 +106,34 @@ public struct MemoryStatistics: Sendable {
     /// `/proc/vmstat` format: `name value` per line.
     public var vmstat: String {
         counters.map { "\($0.name) \($0.value)\n" }.joined()
+    }
+
+    /// `/proc/slabinfo` format (version 2.1 columns that apply): one line per cache.
+    public var slabinfo: String {
+        func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
+        func num(_ v: Int, _ n: Int) -> String { let s = String(v); return String(repeating: " ", count: max(0, n - s.count)) + s }
+        var out = "slabinfo - version: 2.1 (swift-mm)\n"
+        out += "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : slabdata <active_slabs> <num_slabs> <cached_in_threads>\n"
+        for c in slabCaches {
+            out += pad(c.name, 17) + num(c.activeObjects, 8) + num(c.totalObjects, 8) + num(c.objectSize, 7)
+                + num(c.objectsPerSlab, 5) + num(c.pagesPerSlab, 3) + " : slabdata" + num(c.slabs, 7) + num(c.slabs, 7)
+                + num(c.cachedInThreads, 7) + "\n"
+        }
+        return out
+    }
+
+    /// `/proc/allocinfo` format: live bytes, live calls, call site; empty
+    /// (with a hint) when allocation profiling is off.
+    public var allocinfo: String {
+        guard let sites = allocationSites else {
+            return "# allocinfo is off: set MemoryConfiguration.allocationProfiling = true\n"
+        }
+        var out = "allocinfo - version: 1.0 (swift-mm)\n#     <size>  <calls> <tag info>\n"
+        for s in sites where s.calls > 0 {
+            let size = String(s.bytes), calls = String(s.calls)
+            out += String(repeating: " ", count: max(0, 12 - size.count)) + size + " "
+                + String(repeating: " ", count: max(0, 8 - calls.count)) + calls + " " + s.site.description + "\n"
+        }
+        return out
     }
 }

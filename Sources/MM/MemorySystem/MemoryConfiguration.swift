@@ -43,6 +43,10 @@ public struct MemoryConfiguration: Sendable {
     public var hardeningAction: HardeningAction = .trap
     /// Log every event through swift-log (label `mm`) in addition to the added sinks.
     public var logsEvents: Bool = true
+    /// Keep live bytes and allocations per call site (`statistics().allocinfo`).
+    /// While on, every request takes the slow path; while off it costs nothing.
+    /// Kernel analogue: `CONFIG_MEM_ALLOC_PROFILING` (`sysctl vm.mem_profiling`).
+    public var allocationProfiling: Bool = false
     /// Reclaim rounds a `.retryWhileProgress` or `.standard` request makes
     /// before it gives up (or, for `.standard`, invokes the OOM handler).
     /// Kernel analogue: `MAX_RECLAIM_RETRIES`.

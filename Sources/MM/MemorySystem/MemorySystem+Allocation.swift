@@ -7,17 +7,23 @@ extension MemorySystem {
     /// negative, larger than the arena, or an incoherent policy: `nil` and
     /// an `invalidRequest` event).
     ///
-    /// Placement `.contiguous` (the default) serves up to 4 MiB from buddy
-    /// pages; `.virtual` maps pages into one virtually contiguous area of any
-    /// size up to the arena's (vmalloc); `.automatic` tries contiguous pages
-    /// without reclaim and falls back to virtual (kvmalloc). The memory is
-    /// aligned to at least 4 KiB today (requests are served from pages until
-    /// the slab layer lands).
+    /// Up to `kmallocMaxSize` (8 KiB), placements `.contiguous` and
+    /// `.automatic` are served from the kmalloc size classes (8 … 8192
+    /// bytes; power-of-two classes are naturally aligned, 96 and 192 to 32
+    /// and 64 bytes). Larger, `.contiguous` takes buddy pages (up to 4 MiB),
+    /// `.virtual` maps pages into one virtually contiguous area of any size
+    /// up to the arena's (vmalloc), and `.automatic` tries contiguous pages
+    /// without reclaim and falls back to virtual (kvmalloc). `.virtual`
+    /// always maps, whatever the size.
     /// Kernel analogue: `kmalloc(size, gfp)`, `vmalloc`, `kvmalloc` by `policy.placement`.
-    @inlinable
+    @inlinable @inline(__always)
     public func allocate(byteCount: Int, policy: AllocationPolicy = .standard,
                          file: StaticString = #fileID, line: UInt = #line) -> UnsafeMutableRawPointer? {
-        if byteCount > 0 && (byteCount <= pageSize || (byteCount <= maxContiguousBytes && policy.placement == .contiguous)) {
+        if byteCount > 0 && byteCount <= kmallocMaxSize && policy.placement != .virtual {
+            return objects.allocate(SizeClass.index(forBytes: byteCount), byteCount: byteCount, policy: policy,
+                                    guarantee: nil, file: file, line: line)
+        }
+        if byteCount > 0 && byteCount <= maxContiguousBytes && policy.placement == .contiguous {
             return pages.allocate(order: ByteRouting.order(forBytes: byteCount), policy: policy, byteCount: byteCount,
                                   guarantee: nil, file: file, line: line)
         }
@@ -29,14 +35,20 @@ extension MemorySystem {
     /// additionally invokes the OOM handler and uses the `.high` reserve
     /// (`.useReserves`, the kernel's `__GFP_NOFAIL`). It blocks even inside
     /// a `.nonBlocking` scope (R2, reported once per call site as a
-    /// `scopeConflict`).
+    /// `scopeConflict`). Sizes up to 8 KiB come from the kmalloc classes, up
+    /// to 32 KiB (`costlyOrder`) from pages, larger ones are kvmalloc'd.
     ///
     /// A request that can never be met — zero or negative size, larger than
     /// the arena — traps at once with a message naming the call site.
     @inlinable
     public func allocateGuaranteed(byteCount: Int, _ guarantee: Guarantee = .retryForever,
                                    file: StaticString = #fileID, line: UInt = #line) -> UnsafeMutableRawPointer {
-        if byteCount > 0 && byteCount <= pageSize << costlyOrder,
+        if byteCount > 0 && byteCount <= kmallocMaxSize,
+           let p = objects.allocate(SizeClass.index(forBytes: byteCount), byteCount: byteCount, policy: .standard,
+                                    guarantee: guarantee, file: file, line: line) {
+            return p
+        }
+        if byteCount > kmallocMaxSize && byteCount <= pageSize << costlyOrder,
            let p = pages.allocate(order: ByteRouting.order(forBytes: byteCount), policy: .standard,
                                   byteCount: byteCount, guarantee: guarantee, file: file, line: line) {
             return p
@@ -44,29 +56,89 @@ extension MemorySystem {
         return pages.slow.allocateGuaranteed(byteCount: byteCount, guarantee: guarantee, file: file, line: line)
     }
 
-    /// Frees memory from any `allocate` form or `allocatePages`; the size
-    /// comes from the page metadata. A pointer that is not the start of a
-    /// live allocation is a `hardeningViolation` (trap by default).
-    /// Kernel analogue: `kfree` / `kvfree`.
-    @inlinable
+    /// Frees memory from any `allocate` form, `allocatePages` or an
+    /// `ObjectCache`; the size comes from the metadata. A pointer that is not
+    /// the start of a live allocation is a `hardeningViolation` (trap by
+    /// default) naming the problem: foreign, misaligned, interior, double
+    /// free, never allocated. Kernel analogue: `kfree` / `kvfree`.
+    @inlinable @inline(__always)
     public func deallocate(_ pointer: UnsafeMutableRawPointer) {
+        let offset = UInt(bitPattern: pointer) &- UInt(bitPattern: objects.directMap)
+        if offset < objects.capacityBytes {
+            let owner = objects.owner(atOffset: offset)
+            if owner != 0 {
+                objects.free(pointer, offset: offset, owner: owner)
+                return
+            }
+        }
         pages.deallocate(pointer)
     }
 
-    /// The bytes usable at `pointer` (at least what was asked for).
-    /// A pointer that is not the start of a live allocation is a
-    /// `hardeningViolation`, and the answer is 0. Kernel analogue: `ksize`.
+    /// The bytes usable at `pointer` (at least what was asked for): the
+    /// object size of its cache, the size of its page block, or the pages of
+    /// its vmalloc area. A pointer that is not the start of a live
+    /// allocation is a `hardeningViolation`, and the answer is 0.
+    /// Kernel analogue: `ksize`.
     public func usableSize(of pointer: UnsafeRawPointer) -> Int {
+        let p = UnsafeMutableRawPointer(mutating: pointer)
         if pages.slow.virtual.contains(pointer) {
             if let size = pages.slow.virtual.usableSize(pointer) { return size }
             core.report(HardeningViolation(kind: .neverAllocated, operation: "usableSize(of:)",
                                            pointer: UInt(bitPattern: pointer), detail: "vmalloc region: no live area starts here"))
             return 0
         }
-        if let order = core.liveOrder(of: UnsafeMutableRawPointer(mutating: pointer), operation: "usableSize(of:)") {
+        let offset = UInt(bitPattern: pointer) &- UInt(bitPattern: objects.directMap)
+        if offset < objects.capacityBytes {
+            let owner = objects.owner(atOffset: offset)
+            if owner != 0 {
+                let cache = objects.slab.cache(Int(owner) - 1)
+                if let violation = objects.slab.validate(p, in: cache, operation: "usableSize(of:)") {
+                    core.report(violation)
+                    return 0
+                }
+                return cache.layout.size
+            }
+        }
+        if let order = core.liveOrder(of: p, operation: "usableSize(of:)") {
             return pageSize << order
         }
         return 0
+    }
+
+    /// Resizes an allocation with the kernel's `krealloc` semantics: a nil
+    /// `pointer` allocates; a size that still fits the current object, block
+    /// or area returns `pointer` unchanged (in place); otherwise new memory
+    /// is allocated with `policy`, the old contents copied and the old
+    /// allocation freed. On failure the answer is nil and `pointer` stays
+    /// valid and untouched. A size of zero or less is an `invalidRequest`
+    /// (nil, nothing freed). Kernel analogue: `krealloc` / `kvrealloc`.
+    public func reallocate(_ pointer: UnsafeMutableRawPointer?, byteCount: Int, policy: AllocationPolicy = .standard,
+                           file: StaticString = #fileID, line: UInt = #line) -> UnsafeMutableRawPointer? {
+        guard let pointer else { return allocate(byteCount: byteCount, policy: policy, file: file, line: line) }
+        guard byteCount > 0 else {
+            core.reportInvalid(InvalidRequest(operation: "reallocate(byteCount: \(byteCount))",
+                                              reason: "the size must be positive; free with deallocate(_:)",
+                                              site: CallSite(file, line)))
+            return nil
+        }
+        let old = usableSize(of: pointer)
+        guard old > 0 else { return nil }  // reported by usableSize
+        if byteCount <= old { return pointer }
+        guard let new = allocate(byteCount: byteCount, policy: policy, file: file, line: line) else { return nil }
+        new.copyMemory(from: pointer, byteCount: old)
+        deallocate(pointer)
+        return new
+    }
+
+    /// Creates a cache of `size`-byte objects aligned to `alignment`.
+    /// - Throws: `ObjectCacheError` for an empty name, a size that is not
+    ///   positive or does not fit a 32 KiB slab, an alignment that is not a
+    ///   power of two up to 4096, or a system that made 1024 caches already.
+    /// Kernel analogue: `kmem_cache_create(name, size, align, flags, ctor: NULL)`.
+    public func makeObjectCache(name: String, size: Int, alignment: Int = 8,
+                                flags: ObjectCache.Flags = []) throws(ObjectCacheError) -> ObjectCache {
+        ObjectCache(cache: try objects.slab.makeCache(name: name, size: size, alignment: alignment, flags: flags),
+                    objects: objects)
     }
 
     /// Makes the `n`th fallible allocation of this system, counted from the

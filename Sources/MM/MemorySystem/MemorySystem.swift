@@ -16,6 +16,8 @@ public final class MemorySystem: Sendable {
     public let configuration: MemoryConfiguration
     /// The inlinable fast path of the page allocator.
     @usableFromInline let pages: PageAllocator
+    /// The inlinable fast path of the object layer.
+    @usableFromInline let objects: ObjectAllocator
     let core: PageAllocatorCore
     let events: EventHub
     let reclaim: ReclaimEngine
@@ -37,13 +39,15 @@ public final class MemorySystem: Sendable {
         let core = PageAllocatorCore(
             systemID: SystemRegistry.shared.makeID(), arena: arena, watermarks: config.effectiveWatermarks,
             perThreadLists: config.perThreadPageLists, events: events, hardeningAction: config.hardeningAction,
-            releaseOrder: config.releaseOrder, releaseDelay: config.releaseDelay, groups: oom)
+            releaseOrder: config.releaseOrder, releaseDelay: config.releaseDelay, groups: oom,
+            profile: config.allocationProfiling ? AllocationProfile() : nil)
         let pressure = PressureTracker(population: { [core] in core.withAttached { $0.count } })
         let virtual = try VirtualAllocator(arena: arena, regionBytes: max(2 * config.capacity, 64 << 20),
                                            mapLimit: config.maxVirtualMappings ?? VirtualAllocator.defaultMapLimit())
         let slow = SlowPath(core: core, configuration: config, pressure: pressure, virtual: virtual)
+        let slab = SlabAllocator(core: core, slow: slow, profile: core.profile)
         let engine = ReclaimEngine(core: core, shrinkers: ShrinkerRegistry(checker: .shared, events: events),
-                                   oom: oom, pressure: pressure)
+                                   oom: oom, pressure: pressure, slab: slab)
         slow.hooks.withLock { hooks in
             hooks.directReclaim = { [engine] context, order in engine.directReclaim(context, order: order) }
             hooks.outOfMemory = { [engine] context in engine.outOfMemory(trigger: context.description) }
@@ -53,6 +57,7 @@ public final class MemorySystem: Sendable {
         self.core = core
         self.reclaim = engine
         self.pages = PageAllocator(slow: slow)
+        self.objects = ObjectAllocator(slab: slab)
         if config.backgroundReclaim {
             let reclaimer = BackgroundReclaimer(engine: engine, slowPath: slow)
             core.lowWatermarkHook.withLock { $0 = { [reclaimer] in reclaimer.wake() } }
@@ -94,11 +99,24 @@ public final class MemorySystem: Sendable {
         pages.free(pointer, order: order)
     }
 
-    /// Returns every block in per-thread lists to the buddy allocator: the
-    /// calling thread's at once, other threads' at their next slow path.
-    /// Kernel analogue: `drain_all_pages`.
+    /// Returns every block in per-thread lists to the buddy allocator, and
+    /// every cached object and completely free slab to the page allocator
+    /// first (`shrinkObjectCaches()`): the calling thread's at once, other
+    /// threads' at their next slow path.
+    /// Kernel analogue: `drain_all_pages` after `kmem_cache_shrink`.
     public func drainPerThreadLists() {
+        _ = objects.slab.reclaim()
         core.drainAllLists()
+    }
+
+    /// Returns the calling thread's cached objects and every completely free
+    /// slab to the page allocator (other threads return theirs at their next
+    /// slow path); returns the bytes of slabs freed. Reclaim does this on its
+    /// own; call it to see freed objects as free pages.
+    /// Kernel analogue: `kmem_cache_shrink` on every cache.
+    @discardableResult
+    public func shrinkObjectCaches() -> Int {
+        objects.slab.reclaim() << pageShift
     }
 
     /// Returns all free blocks of at least `releaseOrder` (9 if automatic
@@ -153,6 +171,11 @@ public final class MemorySystem: Sendable {
         let sp = pages.slow.counters.withLock { $0 }
         let rc = reclaim.counters.withLock { $0 }
         let vm = pages.slow.virtual.snapshot()
+        let slabs = objects.slab.statistics()
+        let reclaimableNames = Set(objects.slab.allCaches.filter { $0.flags.contains(.reclaimable) }.map(\.name))
+        let slabBytes = slabs.reduce(0) { $0 + ($1.slabs * $1.pagesPerSlab) << pageShift }
+        let reclaimableBytes = slabs.filter { reclaimableNames.contains($0.name) }
+            .reduce(0) { $0 + ($1.slabs * $1.pagesPerSlab) << pageShift }
         return MemoryStatistics(
             capacity: configuration.capacity,
             freeBytes: (p.buddyFreePages + p.cachedPages) << pageShift,
@@ -168,6 +191,10 @@ public final class MemorySystem: Sendable {
             vmallocTotalBytes: pages.slow.virtual.regionPages << pageShift,
             vmallocUsedBytes: vm.mappedPages << pageShift,
             vmallocinfo: vm.info,
+            slabBytes: slabBytes,
+            reclaimableSlabBytes: reclaimableBytes,
+            slabCaches: slabs,
+            allocationSites: core.profile?.snapshot(),
             counters: [
                 .init(name: "nr_free_pages", value: p.buddyFreePages + p.cachedPages),
                 .init(name: "nr_free_pcp", value: p.cachedPages),

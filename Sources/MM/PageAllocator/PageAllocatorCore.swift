@@ -49,12 +49,18 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
     /// Reasons the fast path must see no request: fault injection configured
     /// or armed on some thread (set by the slow path).
     let fastPathHolds = Atomic<Int>(0)
+    /// Nonzero while object requests must take the slow path too (the object
+    /// layer has no watermark check; it reads this flag instead).
+    let objectFastPathClosed: UnsafeMutablePointer<Atomic<Int>>
+    /// Live allocations per call site, when allocation profiling is on.
+    let profile: AllocationProfile?
 
     /// Opens or closes the fast path: closed while fault injection needs to
     /// see every call or a charging scope is active anywhere.
     func refreshFastPath() {
         let closed = fastPathHolds.load(ordering: .relaxed) > 0 || ChargingScopes.isActive
         fastPathThreshold.pointee.store(closed ? Int.max : watermarks.low, ordering: .relaxed)
+        objectFastPathClosed.pointee.store(closed ? 1 : 0, ordering: .relaxed)
     }
 
     /// Blocked allocations wait here; every free to the buddy lists wakes them.
@@ -77,8 +83,12 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
     let groups: OOMKiller
 
     init(systemID: UInt64, arena: Arena, watermarks: Watermarks, perThreadLists: Bool, events: EventHub,
-         hardeningAction: HardeningAction, releaseOrder: Int?, releaseDelay: Duration, groups: OOMKiller) {
+         hardeningAction: HardeningAction, releaseOrder: Int?, releaseDelay: Duration, groups: OOMKiller,
+         profile: AllocationProfile?) {
         self.systemID = systemID
+        self.profile = profile
+        objectFastPathClosed = .allocate(capacity: 1)
+        objectFastPathClosed.initialize(to: Atomic(0))
         self.groups = groups
         self.arena = arena
         self.watermarks = PageWatermarks(watermarks)
@@ -109,6 +119,8 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
         freePagesHot.deallocate()
         fastPathThreshold.deinitialize(count: 1)
         fastPathThreshold.deallocate()
+        objectFastPathClosed.deinitialize(count: 1)
+        objectFastPathClosed.deallocate()
     }
 
     /// Milliseconds since the system was created (wraps after 49 days; only differences are used).
@@ -285,6 +297,7 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
             report(violation)
             return
         }
+        profile?.recordFree(pointer)
         let pfn = (UInt(bitPattern: pointer) &- UInt(bitPattern: arena.directMap)) >> UInt(pageShift)
         let groupID = arena.frames[Int(pfn)].group
         if groupID != 0 {
@@ -359,6 +372,9 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
         let f = arena.frames[pfn]
         switch PageState(rawValue: f.state) {
         case .allocated:
+            if f.owner != 0 {
+                return violation(.wrongAllocator, "page \(pfn) is a slab page of an object cache: free its objects with deallocate(_:)")
+            }
             if Int(f.order) != order {
                 return violation(.wrongOrder, "page \(pfn) heads an allocated order-\(f.order) block")
             }

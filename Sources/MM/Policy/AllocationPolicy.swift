@@ -62,6 +62,7 @@ public struct AllocationPolicy: Sendable, Hashable {
     public var group: MemoryGroup?
 
     /// Creates a policy. Every field has one meaning; see the type's table.
+    @inlinable
     public init(blocking: Bool = true, persistence: Persistence = .standard, reserve: ReserveRequest = .none,
                 zeroed: Bool = false, reportsFailure: Bool = true, placement: Placement = .contiguous,
                 group: MemoryGroup? = nil) {
@@ -75,15 +76,15 @@ public struct AllocationPolicy: Sendable, Hashable {
     }
 
     /// May block, reclaim and retry; may invoke the OOM handler. Kernel: `GFP_KERNEL`.
-    public static let standard = AllocationPolicy()
+    @inlinable public static var standard: AllocationPolicy { AllocationPolicy() }
     /// One round of reclaim, then fail. Kernel: `GFP_KERNEL | __GFP_NORETRY`.
-    public static let failFast = AllocationPolicy(persistence: .failFast)
+    @inlinable public static var failFast: AllocationPolicy { AllocationPolicy(persistence: .failFast) }
     /// Retry while reclaim makes progress, then fail; no OOM. Kernel: `GFP_KERNEL | __GFP_RETRY_MAYFAIL`.
-    public static let retryWhileProgress = AllocationPolicy(persistence: .retryWhileProgress)
+    @inlinable public static var retryWhileProgress: AllocationPolicy { AllocationPolicy(persistence: .retryWhileProgress) }
     /// Never sleeps, never reclaims, no reserves, no failure report. Kernel: `GFP_NOWAIT`.
-    public static let nonBlocking = AllocationPolicy(blocking: false, reportsFailure: false)
+    @inlinable public static var nonBlocking: AllocationPolicy { AllocationPolicy(blocking: false, reportsFailure: false) }
     /// Never sleeps; may use the atomic reserve (down to `min/4`). Kernel: `GFP_ATOMIC`.
-    public static let atomic = AllocationPolicy(blocking: false, reserve: .high)
+    @inlinable public static var atomic: AllocationPolicy { AllocationPolicy(blocking: false, reserve: .high) }
 
     /// The reserve tier this policy alone entitles a request to; contexts
     /// (OOM victims, reclaim) may raise it.

@@ -18,12 +18,16 @@ final class ReclaimEngine: Sendable {
     let oom: OOMKiller
     let pressure: PressureTracker
     let counters = Locked(ReclaimCounters())
+    /// The object layer: empty slabs and cached objects go back to the pages.
+    let slab: SlabAllocator
     /// Pages a direct reclaim pass aims to free beyond the request itself.
     /// Kernel analogue: `SWAP_CLUSTER_MAX`.
     static let clusterPages = 32
 
-    init(core: PageAllocatorCore, shrinkers: ShrinkerRegistry, oom: OOMKiller, pressure: PressureTracker) {
+    init(core: PageAllocatorCore, shrinkers: ShrinkerRegistry, oom: OOMKiller, pressure: PressureTracker,
+         slab: SlabAllocator) {
         self.core = core
+        self.slab = slab
         self.shrinkers = shrinkers
         self.oom = oom
         self.pressure = pressure
@@ -31,10 +35,13 @@ final class ReclaimEngine: Sendable {
 
     private var buddyFree: Int { core.freePagesHot.pointee.load(ordering: .relaxed) }
 
-    /// One pass of the shrinkers at `priority`; what they freed into this
-    /// thread's page lists goes straight back to the buddy allocator.
+    /// One pass of the shrinkers at `priority`, then the slab layer: the
+    /// objects they freed (into this thread's magazines) and slabs left empty
+    /// go back to the page allocator, and what reached this thread's page
+    /// lists goes straight back to the buddy allocator.
     private func shrinkOnce(priority: Int, context: AllocationContext?) {
         _ = shrinkers.shrink(priority: priority, context: context)
+        _ = slab.reclaim()
         if let lists = PerThreadPageLists.current, lists.systemID == core.systemID, lists.cachedPages > 0 {
             core.drain(lists, keepingFraction: 0)
         }
@@ -48,6 +55,7 @@ final class ReclaimEngine: Sendable {
         let floor = context.tier.floor(min: core.watermarks.min)
         let target = max((1 << order) + ReclaimEngine.clusterPages, floor + (1 << order) + 1 - before)
         _ = core.drainForReclaim()
+        _ = slab.reclaim()
         var priority = ShrinkerRegistry.initialPriority
         while priority >= 0 && buddyFree - before < target {
             shrinkOnce(priority: priority, context: context)
@@ -63,6 +71,7 @@ final class ReclaimEngine: Sendable {
     func backgroundPass() -> Int {
         let before = buddyFree
         _ = core.drainForReclaim()
+        _ = slab.reclaim()
         var priority = ShrinkerRegistry.initialPriority
         while priority >= 0 && buddyFree <= core.watermarks.high {
             shrinkOnce(priority: priority, context: nil)
@@ -77,6 +86,7 @@ final class ReclaimEngine: Sendable {
     func proactive(pages: Int) -> Int {
         let before = buddyFree
         _ = core.drainForReclaim()
+        _ = slab.reclaim()
         var fruitless = 0
         while buddyFree - before < pages && fruitless < 2 {
             let start = buddyFree

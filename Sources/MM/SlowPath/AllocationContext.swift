@@ -6,8 +6,10 @@
 /// Kernel analogue: `current_gfp_context()` + `gfp_to_alloc_flags()`, with
 /// the precedence questions the kernel leaves open answered.
 public struct AllocationContext: Sendable, CustomStringConvertible {
-    /// The request in words, e.g. `"4096 bytes (order 0)"`.
-    public var request: String
+    /// The request in words, e.g. `"4096 bytes (order 0)"` or `"100 bytes (kmalloc-128)"`.
+    public var request: String { requestDescription.description }
+    /// The request's parts; put into words only when a report needs them.
+    var requestDescription: RequestDescription
     /// The policy as given by the call (`.standard` for guaranteed calls).
     public var policy: AllocationPolicy
     /// The scope in force when the request was made.
@@ -60,6 +62,12 @@ public struct AllocationContext: Sendable, CustomStringConvertible {
     /// - R7: non-blocking requests never sleep or run shrinkers.
     public static func resolve(request: String, policy: AllocationPolicy, guarantee callGuarantee: Guarantee?,
                                scope: AllocationScope, site: CallSite?, isOOMVictim: Bool = false) -> AllocationContext {
+        resolve(.text(request), policy: policy, guarantee: callGuarantee, scope: scope, site: site, isOOMVictim: isOOMVictim)
+    }
+
+    /// `resolve` with the request in parts (no string is built on the slow path).
+    static func resolve(_ request: RequestDescription, policy: AllocationPolicy, guarantee callGuarantee: Guarantee?,
+                        scope: AllocationScope, site: CallSite?, isOOMVictim: Bool = false) -> AllocationContext {
         let reclaiming = scope.isReclaiming
         var blocking = policy.blocking && !scope.isNonBlocking             // R1
         var guarantee: Guarantee?
@@ -85,7 +93,7 @@ public struct AllocationContext: Sendable, CustomStringConvertible {
         let complete = directReclaim && !scope.excludesAnyDomain
         let mayInvokeOOM = complete && ((guarantee == nil && policy.persistence == .standard) || guarantee == .useReserves)  // R6
         return AllocationContext(
-            request: request, policy: policy, scope: scope, site: site, guarantee: guarantee, blocking: blocking,
+            requestDescription: request, policy: policy, scope: scope, site: site, guarantee: guarantee, blocking: blocking,
             directReclaim: directReclaim, persistence: policy.persistence, tier: tier,
             reportsFailure: policy.reportsFailure && !scope.isQuiet, group: policy.group ?? scope.charging,
             reclaiming: reclaiming, mayInvokeOOM: mayInvokeOOM, conflict: conflict)
@@ -97,5 +105,22 @@ public struct AllocationContext: Sendable, CustomStringConvertible {
         s += ", tier \(tier)"
         if let site { s += ", at \(site)" }
         return s
+    }
+}
+
+/// A request's size and where it is served from, put into words lazily.
+enum RequestDescription: Sendable, CustomStringConvertible {
+    case text(String)
+    /// `bytes` from the buddy block of `order` (bytes 0: a page request).
+    case pages(bytes: Int, order: Int)
+    /// `bytes` from an object cache.
+    case object(bytes: Int, cache: String)
+
+    var description: String {
+        switch self {
+        case .text(let s): return s
+        case .pages(let bytes, let order): return bytes > 0 ? "\(bytes) bytes (order \(order))" : "order \(order)"
+        case .object(let bytes, let cache): return "\(bytes) bytes (\(cache))"
+        }
     }
 }

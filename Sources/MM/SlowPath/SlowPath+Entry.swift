@@ -19,7 +19,7 @@ extension SlowPath {
     /// Slow path of a page or small byte request, with validation.
     @usableFromInline
     func allocatePagesSlow(order: Int, policy: AllocationPolicy, byteCount: Int, guarantee: Guarantee?,
-                           file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
+                           profiled: Bool = true, file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
         let site = CallSite(file, line)
         guard order >= 0 && order <= maxOrder else {
             core.reportInvalid(InvalidRequest(operation: "allocatePages(order: \(order))",
@@ -32,9 +32,11 @@ extension SlowPath {
                 return nil
             }
         }
-        let request = byteCount > 0 ? "\(byteCount) bytes (order \(order))" : "order \(order)"
-        return allocate(order: order, byteCount: byteCount > 0 ? byteCount : pageSize << order, policy: policy,
-                        guarantee: guarantee, site: site, request: request)
+        let request = RequestDescription.pages(bytes: byteCount, order: order)
+        let p = allocate(order: order, byteCount: byteCount > 0 ? byteCount : pageSize << order, policy: policy,
+                         guarantee: guarantee, site: site, request: request)
+        if profiled, let p, let profile = core.profile { profile.recordAllocation(p, bytes: pageSize << order, site: site) }
+        return p
     }
 
     /// Slow path of a byte request the fast path did not route: virtual and

@@ -65,7 +65,8 @@ final class SlowPath: Sendable {
     /// Fault injection needs to see every call: it closes the lock-free fast
     /// path (by raising its threshold) while it is configured or armed.
     func updateFastPath() {
-        core.fastPathHolds.store((faults != nil ? 1 : 0) + armedThreads.load(ordering: .relaxed), ordering: .relaxed)
+        core.fastPathHolds.store((faults != nil ? 1 : 0) + (core.profile != nil ? 1 : 0)
+                                 + armedThreads.load(ordering: .relaxed), ordering: .relaxed)
         core.refreshFastPath()
     }
 
@@ -75,20 +76,46 @@ final class SlowPath: Sendable {
     /// `byteCount` is the size asked for (for reports and fault-injection
     /// space); `guarantee` is the call's own.
     func allocate(order: Int, byteCount: Int, policy: AllocationPolicy, guarantee: Guarantee?,
-                  site: CallSite?, request: String) -> UnsafeMutableRawPointer? {
+                  site: CallSite?, request: RequestDescription) -> UnsafeMutableRawPointer? {
+        switch admit(byteCount: byteCount, policy: policy, guarantee: guarantee, site: site, request: request) {
+        case .proceed(let context): return allocate(order: order, context: context)
+        case .failed: return nil
+        }
+    }
+
+    /// What `admit` decided.
+    enum Admission {
+        /// Go on with this resolved context.
+        case proceed(AllocationContext)
+        /// The request failed already (injected fault), and was reported.
+        case failed
+    }
+
+    /// What every request does before step 1, whatever layer serves it:
+    /// resolve the context (R1–R7), report a scope conflict, check held
+    /// reclaim-checked locks, and fault injection (`cache` names the object
+    /// cache for its filter).
+    func admit(byteCount: Int, policy: AllocationPolicy, guarantee: Guarantee?, site: CallSite?,
+               request: RequestDescription, cache: String? = nil) -> Admission {
         let scope = AllocationScope.current
         let group = policy.group ?? scope.charging
         let context = AllocationContext.resolve(
-            request: request, policy: policy, guarantee: guarantee, scope: scope, site: site,
+            request, policy: policy, guarantee: guarantee, scope: scope, site: site,
             isOOMVictim: group?.isOOMVictim ?? false)
         if let conflict = context.conflict { reportConflict(context, conflict) }
         if cmm_thread_slots_get().pointee.heldCheckedLocks > 0 {
             ReclaimRecursionChecker.shared.checkAllocation(context, events: core.events)
         }
-        if context.guarantee == nil && shouldInjectFailure(byteCount: byteCount, site: site) {
+        if context.guarantee == nil && shouldInjectFailure(byteCount: byteCount, site: site, cache: cache) {
             counters.withLock { $0.faultsInjected += 1 }
-            return fail(context, reason: "failure injected (fault injection)")
+            _ = fail(context, reason: "failure injected (fault injection)")
+            return .failed
         }
+        return .proceed(context)
+    }
+
+    /// Steps 1–10 for an admitted request.
+    func allocate(order: Int, context: AllocationContext) -> UnsafeMutableRawPointer? {
         let lists: PerThreadPageLists? = order < perThreadOrderCount && core.listLimits[order] > 0
             ? core.listsForCurrentThread() : nil
         // 1. Above low: a cached block, or one from the buddy lists with a batched refill.
@@ -294,7 +321,7 @@ final class SlowPath: Sendable {
 
     // MARK: Fault injection
 
-    private func shouldInjectFailure(byteCount: Int, site: CallSite?) -> Bool {
+    private func shouldInjectFailure(byteCount: Int, site: CallSite?, cache: String?) -> Bool {
         if armedThreads.load(ordering: .relaxed) > 0, let state = ThreadScopeState.current,
            state.pointee.failNthSystem == core.systemID, state.pointee.failNth > 0 {
             state.pointee.failNth -= 1
@@ -305,7 +332,7 @@ final class SlowPath: Sendable {
                 return true
             }
         }
-        return faults?.shouldFail(byteCount: byteCount, site: site) ?? false
+        return faults?.shouldFail(byteCount: byteCount, site: site, cache: cache) ?? false
     }
 
     /// Arms (n ≥ 1) or disarms (n = 0) fail-the-Nth on the calling thread.

@@ -40,15 +40,15 @@ extension SlowPath {
             var got: (pfn: Int, order: Int)?
             var order = min(maxOrder, Int.bitWidth - 1 - remaining.leadingZeroBitCount)
             while order >= 1 && got == nil {
-                if let p = pages.allocate(order: order, policy: policy.opportunistic, file: file, line: line) {
+                if let p = pages.allocate(order: order, policy: policy.opportunistic, profiled: false, file: file, line: line) {
                     got = (pfn(p), order)
                 }
                 order -= 1
             }
             if got == nil {
                 let p = guarantee != nil
-                    ? pages.allocate(order: 0, policy: .standard, guarantee: guarantee, file: file, line: line)
-                    : pages.allocate(order: 0, policy: quietPolicy, file: file, line: line)
+                    ? pages.allocate(order: 0, policy: .standard, guarantee: guarantee, profiled: false, file: file, line: line)
+                    : pages.allocate(order: 0, policy: quietPolicy, profiled: false, file: file, line: line)
                 guard let p else {
                     giveBack()
                     virtual.countFailure()
@@ -62,7 +62,11 @@ extension SlowPath {
         while true {
             switch virtual.map(blocks: blocks, requested: byteCount, site: site) {
             case .success(let address):
-                return UnsafeMutableRawPointer(bitPattern: address)
+                let p = UnsafeMutableRawPointer(bitPattern: address)
+                if let p, let profile = core.profile {
+                    profile.recordAllocation(p, bytes: total << pageShift, site: site)
+                }
+                return p
             case .failure(let failure):
                 guard guarantee != nil else {
                     giveBack()
@@ -94,6 +98,7 @@ extension SlowPath {
         }
         switch virtual.unmap(pointer) {
         case .success(let blocks):
+            core.profile?.recordFree(pointer)
             for b in blocks { pages.free(core.arena.address(ofPage: b.pfn), order: b.order) }
         case .failure(let kind):
             core.report(HardeningViolation(kind: kind, operation: "deallocate", pointer: UInt(bitPattern: pointer),

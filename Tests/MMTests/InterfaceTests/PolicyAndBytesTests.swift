@@ -42,7 +42,7 @@ struct PolicyAndBytesTests {
         #expect(p.description == "blocking|failFast|zeroed|automatic")
     }
 
-    @Test("byte sizes round up to pages and deallocate finds the size itself",
+    @Test("byte sizes round up to a kmalloc class or to pages, and deallocate finds the size itself",
           arguments: [1, 16, 4095, 4096, 4097, 12_000, 65_536, 1 << 20, (4 << 20) - 1, 4 << 20])
     func bytes(size: Int) throws {
         let mm = try makeSystem(capacity: 16 << 20)
@@ -52,6 +52,7 @@ struct PolicyAndBytesTests {
         #expect(usable < max(2 * size, pageSize) + 1)
         p.initializeMemory(as: UInt8.self, repeating: 0x5A, count: size)
         mm.deallocate(p)
+        mm.drainPerThreadLists()
         #expect(mm.statistics().freeBytes == 16 << 20)
         #expect(mm._invariantViolations() == [])
     }

@@ -148,7 +148,7 @@ struct SlowPathTests {
         let recorder = EventRecorder(mm)
         _ = withAllocationScope(.excluding(.filesystem)) { mm.allocate(byteCount: 100, policy: .failFast) }
         let report = try #require(recorder.failures.last)
-        #expect(report.request == "100 bytes (order 0)")
+        #expect(report.request == "100 bytes (kmalloc-128)")
         #expect(report.policy == "blocking|failFast")
         #expect(report.scope == "excluding(filesystem)")
         #expect(report.snapshot.contains("free blocks per order"))

@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: Apache-2.0
+import Synchronization
+
+/// A cache of fixed-size objects: allocation and free of one object are a
+/// pop and a push on the calling thread's magazine in the common case.
+/// Kernel analogue: `struct kmem_cache` made by `kmem_cache_create`,
+/// `kmem_cache_alloc`, `kmem_cache_free`, `kmem_cache_destroy`.
+///
+/// ```swift
+/// let inodes = try mm.makeObjectCache(name: "inode", size: 600, flags: [.reclaimable])
+/// let inode = inodes.allocate()          // fallible, policy .standard
+/// inodes.deallocate(inode!)
+/// inodes.destroy()                       // reports every object still allocated
+/// ```
+///
+/// Objects may be freed on any thread (they go to that thread's magazine).
+/// `destroy()` must not run concurrently with allocations or frees of this
+/// cache (as in the kernel); dropping the last reference destroys the cache.
+public final class ObjectCache: Sendable {
+    /// Options of a cache. Kernel analogue: `SLAB_*` flags.
+    public struct Flags: OptionSet, Sendable, Hashable {
+        public let rawValue: UInt32
+        public init(rawValue: UInt32) { self.rawValue = rawValue }
+        /// The objects are a cache that a shrinker frees under pressure: the
+        /// slabs count as `SReclaimable` in meminfo. Kernel analogue: `SLAB_RECLAIM_ACCOUNT`.
+        public static let reclaimable = Flags(rawValue: 1 << 0)
+        /// A 16-byte red zone after each object, checked at every free: a
+        /// write past the end is a `hardeningViolation` (`.redZoneOverwritten`).
+        /// Kernel analogue: `SLAB_RED_ZONE`.
+        public static let redZone = Flags(rawValue: 1 << 1)
+        /// Free objects are filled with 0x6b and checked at the next
+        /// allocation: a write after free is a `hardeningViolation`
+        /// (`.writeAfterFree`). Kernel analogue: `SLAB_POISON`.
+        public static let poison = Flags(rawValue: 1 << 2)
+        /// Objects are zeroed when freed, so no data outlives its owner.
+        /// Kernel analogue: `init_on_free` for one cache.
+        public static let zeroOnFree = Flags(rawValue: 1 << 3)
+    }
+
+    /// The cache's name in slabinfo, events and fault-injection filters.
+    public let name: String
+    /// Usable bytes per object (at least 8).
+    public let objectSize: Int
+    /// Alignment of every object.
+    public let alignment: Int
+    public let flags: Flags
+    @usableFromInline let objects: ObjectAllocator
+    @usableFromInline let index: Int
+    let cache: SlabCache
+    private let destroyed = Atomic<Bool>(false)
+
+    init(cache: SlabCache, objects: ObjectAllocator) {
+        self.cache = cache
+        self.objects = objects
+        self.index = cache.index
+        name = cache.name
+        objectSize = cache.layout.size
+        alignment = cache.layout.alignment
+        flags = cache.flags
+    }
+
+    deinit { destroy() }
+
+    /// Allocates one object; nil when the request fails (reported as for
+    /// `MemorySystem.allocate`). `policy.placement` is ignored.
+    /// Kernel analogue: `kmem_cache_alloc(cache, gfp)`.
+    @inlinable @inline(__always)
+    public func allocate(policy: AllocationPolicy = .standard,
+                         file: StaticString = #fileID, line: UInt = #line) -> UnsafeMutableRawPointer? {
+        objects.allocate(index, byteCount: objectSize, policy: policy, guarantee: nil, file: file, line: line)
+    }
+
+    /// Allocates one object and never returns nil (see
+    /// `MemorySystem.allocateGuaranteed`). Traps if the cache was destroyed.
+    /// Kernel analogue: `kmem_cache_alloc(cache, GFP_KERNEL | __GFP_NOFAIL)`.
+    @inlinable
+    public func allocateGuaranteed(_ guarantee: Guarantee = .retryForever,
+                                   file: StaticString = #fileID, line: UInt = #line) -> UnsafeMutableRawPointer {
+        if let p = objects.allocate(index, byteCount: objectSize, policy: .standard, guarantee: guarantee,
+                                    file: file, line: line) {
+            return p
+        }
+        preconditionFailure("swift-mm: allocateGuaranteed from object cache \(name) at \(file):\(line) can never be met: the cache was destroyed")
+    }
+
+    /// Frees an object of this cache. An object of another cache, or any
+    /// pointer that is not a live object, is a `hardeningViolation`.
+    /// Kernel analogue: `kmem_cache_free`.
+    @inlinable @inline(__always)
+    public func deallocate(_ pointer: UnsafeMutableRawPointer) {
+        let offset = UInt(bitPattern: pointer) &- UInt(bitPattern: objects.directMap)
+        if offset < objects.capacityBytes {
+            let owner = objects.owner(atOffset: offset)
+            if owner == UInt32(truncatingIfNeeded: index &+ 1) {
+                objects.free(pointer, offset: offset, owner: owner)
+                return
+            }
+        }
+        objects.slab.reportWrongCache(pointer, expected: index)
+    }
+
+    /// Destroys the cache: returns every free object and slab to the page
+    /// allocator and reports each object still allocated as a
+    /// `hardeningViolation` of kind `.leakedObject` (without trapping); slabs
+    /// with leaked objects stay until those objects are freed. Later
+    /// allocations fail with an `invalidRequest`. Idempotent.
+    /// Kernel analogue: `kmem_cache_destroy` ("Objects remaining on __kmem_cache_shutdown()").
+    /// - Returns: the number of leaked objects.
+    @discardableResult
+    public func destroy() -> Int {
+        guard !destroyed.exchange(true, ordering: .acquiringAndReleasing) else { return 0 }
+        return objects.slab.destroy(cache)
+    }
+}

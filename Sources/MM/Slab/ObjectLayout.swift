@@ -1,0 +1,81 @@
+// SPDX-License-Identifier: Apache-2.0
+
+/// Where an object cache's objects sit in a slab and how free ones are
+/// marked: written once when the cache is created, then read without locks
+/// by the fast paths of every thread.
+///
+/// A slab is one buddy block of `2^slabOrder` pages, aligned to its size,
+/// holding `objectsPerSlab` slots of `stride` bytes from its start. A free
+/// object carries a *free canary* (`secret ^ address`) in the word at
+/// `canaryOffset`; an object never handed out carries the *fresh canary*
+/// (`free canary ^ 1`). Free objects in a slab's free list also hold the
+/// encoded address of the next one in their first word.
+/// Kernel analogue: the geometry fields of `struct kmem_cache`
+/// (`size`, `object_size`, `oo`, `random` of `CONFIG_SLAB_FREELIST_HARDENED`).
+@frozen @usableFromInline
+struct ObjectLayout {
+    /// Bytes usable in an object.
+    @usableFromInline var size: Int
+    /// Distance between two slots: size, red zone and alignment padding.
+    @usableFromInline var stride: Int
+    /// `slabBytes - 1`: the offset of an address inside its slab is `offset & slabMask`.
+    @usableFromInline var slabMask: UInt
+    /// `ceil(2^32 / stride)`: slot index = `(offsetInSlab * reciprocal) >> 32`, exact below 2^17.
+    @usableFromInline var reciprocal: UInt
+    @usableFromInline var objectsPerSlab: Int
+    /// Byte offset of the canary word: 8 when objects have two words, else 0.
+    @usableFromInline var canaryOffset: Int
+    /// Per-cache random secret for canaries and free-list links.
+    @usableFromInline var secret: UInt
+    /// Nonzero when every allocation and free must take the checked path
+    /// (debug flags, or the cache was destroyed).
+    @usableFromInline var checkedOnly: UInt32
+    @usableFromInline var slabOrder: Int
+    @usableFromInline var alignment: Int
+
+    /// Bytes between the end of an object and its stride, when red zones are on.
+    static let redZoneBytes = 16
+    static let redZoneByte: UInt8 = 0xBB
+    static let poisonByte: UInt8 = 0x6B
+
+    /// The free canary of the slot at `address`.
+    @inlinable @inline(__always)
+    func freeCanary(_ address: UInt) -> UInt { secret ^ address }
+
+    /// The encoded form of a free-list link stored in the object at `address`.
+    /// Kernel analogue: `freelist_ptr_encode` (`ptr ^ s->random ^ swab(ptr_addr)`).
+    @inline(__always)
+    func encode(next: UInt, at address: UInt) -> UInt { next ^ secret ^ address.byteSwapped }
+
+    @inline(__always)
+    func decode(_ stored: UInt, at address: UInt) -> UInt { stored ^ secret ^ address.byteSwapped }
+
+    /// Geometry for objects of `size` bytes aligned to `alignment` (a power
+    /// of two ≥ 8), with an optional red zone after each object.
+    /// The slab order is the smallest (≤ `costlyOrder`) that wastes at most
+    /// an eighth of the slab, else the least wasteful one: small orders keep
+    /// slabs easy to find under fragmentation (a 4 KiB object needs one free
+    /// page, not eight). `nil` when even an order-3 slab cannot hold one.
+    init?(size: Int, alignment: Int, redZone: Bool, secret: UInt) {
+        let raw = max(8, size) + (redZone ? ObjectLayout.redZoneBytes : 0)
+        let stride = (raw + alignment - 1) & ~(alignment - 1)
+        func waste(_ o: Int) -> Int {
+            let slab = pageSize << o
+            return slab / stride == 0 ? slab : slab % stride
+        }
+        let order = (0...costlyOrder).first { waste($0) * 8 <= pageSize << $0 && (pageSize << $0) >= stride }
+            ?? (0...costlyOrder).min { waste($0) * (pageSize << $1) < waste($1) * (pageSize << $0) }!
+        let perSlab = (pageSize << order) / stride
+        guard perSlab >= 1 else { return nil }
+        self.size = max(8, size)
+        self.stride = stride
+        self.slabOrder = order
+        self.slabMask = UInt(pageSize << order) - 1
+        self.reciprocal = ((1 << 32) + UInt(stride) - 1) / UInt(stride)
+        self.objectsPerSlab = perSlab
+        self.canaryOffset = max(8, size) >= 16 ? 8 : 0
+        self.secret = secret
+        self.checkedOnly = 0
+        self.alignment = alignment
+    }
+}

@@ -1,0 +1,149 @@
+// SPDX-License-Identifier: Apache-2.0
+public import CMMShims
+import Glibc
+import Synchronization
+
+/// Most object caches a system can create in its lifetime, kmalloc classes included.
+@usableFromInline let maxObjectCaches = 1024
+
+/// A thread's stacks of free objects, one per object cache of one system:
+/// the allocate/free pair of the fast path pops and pushes here with plain
+/// loads and stores — no lock, no atomic read-modify-write.
+/// Kernel analogue: `struct kmem_cache_cpu` / the per-CPU sheaves of SLUB,
+/// per thread here; Bonwick's magazines.
+///
+/// Layout (raw memory reached through a C `_Thread_local` slot): a 64-byte
+/// header — system identifier, drain request — then one 32-byte record per
+/// cache index: the stack's base, its count (a relaxed atomic, so that
+/// statistics may read it from another thread), its limit. The records are
+/// an anonymous mapping of `maxObjectCaches` entries, so records of caches
+/// the thread never used cost no memory; a stack is allocated on the
+/// thread's first refill of that cache.
+@frozen @usableFromInline
+struct ObjectMagazines: Hashable, @unchecked Sendable {  // the raw memory is only written by its owner thread, except as documented
+    @usableFromInline let base: UnsafeMutableRawPointer
+
+    @usableFromInline init(base: UnsafeMutableRawPointer) { self.base = base }
+
+    @usableFromInline static let headerBytes = 64
+    @usableFromInline static let recordBytes = 32
+    static let byteCount = headerBytes + maxObjectCaches * recordBytes
+
+    /// The calling thread's magazines, if it has any.
+    @inlinable @inline(__always)
+    static var current: ObjectMagazines? {
+        guard let p = cmm_thread_slots_get().pointee.objectCaches else { return nil }
+        return ObjectMagazines(base: p)
+    }
+
+    /// The system whose objects the magazines hold (0: none).
+    @inlinable @inline(__always)
+    var systemID: UInt64 {
+        get { base.load(as: UInt64.self) }
+        nonmutating set { base.storeBytes(of: newValue, as: UInt64.self) }
+    }
+
+    /// Set by another thread to ask the owner to return its objects at its next slow path.
+    var drainRequest: UnsafeMutablePointer<Atomic<Int>> {
+        (base + 8).assumingMemoryBound(to: Atomic<Int>.self)
+    }
+
+    /// The stack of the cache at `index`: its objects' addresses.
+    @inlinable @inline(__always)
+    func stack(_ index: Int) -> UnsafeMutablePointer<UnsafeMutableRawPointer> {
+        (base + (ObjectMagazines.headerBytes &+ index &* ObjectMagazines.recordBytes))
+            .load(as: UnsafeMutablePointer<UnsafeMutableRawPointer>.self)
+    }
+
+    @inlinable @inline(__always)
+    func count(_ index: Int) -> UnsafeMutablePointer<Atomic<Int>> {
+        (base + (ObjectMagazines.headerBytes &+ index &* ObjectMagazines.recordBytes &+ 8))
+            .assumingMemoryBound(to: Atomic<Int>.self)
+    }
+
+    @inlinable @inline(__always)
+    func limit(_ index: Int) -> Int {
+        (base + (ObjectMagazines.headerBytes &+ index &* ObjectMagazines.recordBytes &+ 16)).load(as: Int.self)
+    }
+
+    /// Whether the cache at `index` has a stack yet.
+    func hasStack(_ index: Int) -> Bool {
+        (base + (ObjectMagazines.headerBytes + index * ObjectMagazines.recordBytes)).load(as: UInt.self) != 0
+    }
+
+    /// Gives the cache at `index` a stack of `limit` entries (owner thread, once per cache).
+    func makeStack(_ index: Int, limit: Int) {
+        let record = base + (ObjectMagazines.headerBytes + index * ObjectMagazines.recordBytes)
+        let stack = UnsafeMutablePointer<UnsafeMutableRawPointer>.allocate(capacity: limit)
+        record.storeBytes(of: stack, as: UnsafeMutablePointer<UnsafeMutableRawPointer>.self)
+        (record + 16).storeBytes(of: limit, as: Int.self)
+    }
+
+    /// Forgets the stack of the cache at `index` (after it was deallocated).
+    func clearStack(_ index: Int) {
+        let record = base + (ObjectMagazines.headerBytes + index * ObjectMagazines.recordBytes)
+        record.storeBytes(of: 0, as: UInt.self)
+        count(index).pointee.store(0, ordering: .relaxed)
+        (record + 16).storeBytes(of: 0, as: Int.self)
+    }
+
+    /// Indices whose stacks exist (walks the records; slow).
+    func usedIndices(below bound: Int) -> [Int] {
+        (0..<min(bound, maxObjectCaches)).filter { hasStack($0) }
+    }
+
+    // MARK: Creation and thread exit
+
+    /// The calling thread's magazines, created (attached to no system) on first use.
+    static func currentOrCreate() -> ObjectMagazines {
+        if let m = current { return m }
+        let raw = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        guard let raw, raw != MAP_FAILED else {
+            fatalError("swift-mm: cannot map \(byteCount) bytes for a thread's object magazines (errno \(errno))")
+        }
+        (raw + 8).bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
+        cmm_thread_slots_get().pointee.objectCaches = raw
+        pthread_setspecific(threadExitKey.key, raw)
+        return ObjectMagazines(base: raw)
+    }
+
+    /// Returns every object to its system (if alive) and frees the stacks
+    /// and records. Runs at thread exit.
+    static let threadExitKey = ThreadExitKey { raw in
+        guard let raw else { return }
+        let m = ObjectMagazines(base: raw)
+        SlabRegistry.shared.detach(m)
+        if cmm_thread_slots_get().pointee.objectCaches == raw { cmm_thread_slots_get().pointee.objectCaches = nil }
+        munmap(raw, byteCount)
+    }
+}
+
+/// The live slab allocators of the process, by system identifier, so that a
+/// thread leaving (or switching systems) can return its objects to a system
+/// that still exists and forget those of a dropped one.
+final class SlabRegistry: Sendable {
+    static let shared = SlabRegistry()
+    private let allocators = Locked<[UInt64: SlabAllocator]>([:])
+
+    func register(_ slab: SlabAllocator) { allocators.withLock { $0[slab.systemID] = slab } }
+
+    func remove(_ id: UInt64) {
+        let removed = allocators.withLock { $0.removeValue(forKey: id) }
+        _ = removed
+    }
+
+    /// Returns the objects in `magazines` to their system and leaves them attached to none.
+    func detach(_ magazines: ObjectMagazines) {
+        let id = magazines.systemID
+        guard id != 0 else { return }
+        if let slab = allocators.withLock({ $0[id] }) {
+            slab.detach(magazines)
+        } else {
+            for index in magazines.usedIndices(below: maxObjectCaches) {
+                magazines.stack(index).deallocate()
+                magazines.clearStack(index)
+            }
+        }
+        magazines.systemID = 0
+    }
+}

@@ -1,0 +1,29 @@
+// SPDX-License-Identifier: Apache-2.0
+
+/// The kmalloc size classes, in bytes: byte requests up to 8 KiB are served
+/// from the object cache of the smallest class that holds them.
+/// Kernel analogue: the `kmalloc-8` … `kmalloc-8k` caches (`kmalloc_info`).
+public let kmallocSizes: [Int] = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192]
+
+/// Number of kmalloc classes; they occupy cache indices `0..<kmallocClassCount`.
+@usableFromInline let kmallocClassCount = 13
+
+/// Largest request served by a kmalloc class. Kernel analogue: `KMALLOC_MAX_CACHE_SIZE` (2 pages).
+public let kmallocMaxSize = 8192
+
+/// Size requests → kmalloc class index.
+@usableFromInline
+enum SizeClass {
+    /// The class of a request of `byteCount` bytes, `1...kmallocMaxSize`.
+    /// Kernel analogue: `kmalloc_index`.
+    @inlinable @inline(__always)
+    static func index(forBytes byteCount: Int) -> Int {
+        if byteCount <= 64 {
+            return byteCount <= 8 ? 0 : (Int.bitWidth &- (byteCount &- 1).leadingZeroBitCount) &- 3
+        }
+        if byteCount <= 96 { return 4 }
+        if byteCount <= 128 { return 5 }
+        if byteCount <= 192 { return 6 }
+        return (Int.bitWidth &- (byteCount &- 1).leadingZeroBitCount) &- 1
+    }
+}

@@ -1,0 +1,203 @@
+// SPDX-License-Identifier: Apache-2.0
+
+extension SlabAllocator {
+    // MARK: Allocation slow path
+
+    /// Every object allocation the fast path did not serve: an empty
+    /// magazine, a closed fast path (fault injection, charging, profiling),
+    /// held reclaim-checked locks, a checked cache, a group to charge.
+    /// Kernel analogue: `___slab_alloc`.
+    @usableFromInline
+    func allocateSlow(index: Int, byteCount: Int, policy: AllocationPolicy, guarantee: Guarantee?,
+                      file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
+        let site = CallSite(file, line)
+        let cache = self.cache(index)
+        if guarantee == nil {
+            do { try policy.validate() } catch {
+                core.reportInvalid(InvalidRequest(operation: "allocate with policy \(policy)", reason: error.description, site: site))
+                return nil
+            }
+        }
+        let request = RequestDescription.object(bytes: byteCount, cache: cache.name)
+        let context: AllocationContext
+        switch slow.admit(byteCount: byteCount, policy: policy, guarantee: guarantee, site: site, request: request,
+                          cache: cache.name) {
+        case .proceed(let c): context = c
+        case .failed: return nil
+        }
+        // Charged memory is accounted by the page: charged requests take their own pages.
+        if context.group != nil {
+            let p = slow.allocate(order: ByteRouting.order(forBytes: byteCount), context: context)
+            if let p { profile?.recordAllocation(p, bytes: byteCount, site: site) }
+            return p
+        }
+        let p: UnsafeMutableRawPointer?
+        if layouts[index].checkedOnly != 0 {  // the table, not the cache's copy: destroy() sets it
+            p = allocateChecked(cache, context: context)
+        } else {
+            let m = magazinesForCurrentThread()
+            if m.count(index).pointee.load(ordering: .relaxed) == 0 {
+                guard refill(cache, m, context: context) else { return nil }
+            }
+            let count = m.count(index)
+            let n = count.pointee.load(ordering: .relaxed)
+            p = m.stack(index)[n - 1]
+            count.pointee.store(n - 1, ordering: .relaxed)
+            (p! + cache.layout.canaryOffset).storeBytes(of: 0, as: UInt.self)
+        }
+        guard let p else { return nil }
+        if policy.zeroed { p.initializeMemory(as: UInt8.self, repeating: 0, count: cache.layout.size) }
+        profile?.recordAllocation(p, bytes: cache.layout.size, site: site)
+        return p
+    }
+
+    /// The locked path of caches with debug flags (and of destroyed ones):
+    /// one object straight from the slabs, its poison verified.
+    /// Kernel analogue: SLUB's `alloc_debug_processing`.
+    private func allocateChecked(_ cache: SlabCache, context: AllocationContext) -> UnsafeMutableRawPointer? {
+        var object: UnsafeMutableRawPointer?
+        var corruption: [HardeningViolation] = []
+        var destroyed = false
+        func take(_ s: inout SlabCentral) {
+            destroyed = s.destroyed
+            guard !destroyed else { return }
+            withUnsafeMutablePointer(to: &object) { out in
+                let raw = UnsafeMutableRawPointer(out).assumingMemoryBound(to: UnsafeMutableRawPointer.self)
+                if cache.takeFromSlabs(&s, into: raw, max: 1, corruption: &corruption) == 0 { out.pointee = nil }
+            }
+            s.counters.checkedAllocations += object == nil ? 0 : 1
+        }
+        cache.central.withLock { take(&$0) }
+        if destroyed {
+            core.reportInvalid(InvalidRequest(operation: "allocate from \(cache.name)", reason: "the cache was destroyed",
+                                              site: context.site))
+            return nil
+        }
+        if object == nil, let pfn = newSlab(cache, context: context) {
+            cache.central.withLock { s in
+                cache.add(pfn, &s)
+                take(&s)
+            }
+        }
+        for v in corruption { core.report(v) }
+        guard let p = object else { return nil }
+        let layout = cache.layout
+        if cache.flags.contains(.poison) {
+            let start = layout.canaryOffset + 8
+            let bytes = UnsafeRawBufferPointer(start: p + start, count: max(0, layout.size - start))
+            if let bad = bytes.firstIndex(where: { $0 != ObjectLayout.poisonByte }) {
+                core.report(HardeningViolation(
+                    kind: .writeAfterFree, operation: "allocate from \(cache.name)", pointer: UInt(bitPattern: p),
+                    detail: "byte \(start + bad) of this free object is 0x\(String(bytes[bad], radix: 16)), not the poison 0x6b: it was written after it was freed"))
+            }
+        }
+        (p + layout.canaryOffset).storeBytes(of: 0, as: UInt.self)
+        return p
+    }
+
+    // MARK: Free slow path
+
+    /// Every object free the fast path did not take: full validation, then
+    /// the debug checks and the magazine (with a drain) or the slabs.
+    /// Kernel analogue: `__slab_free` with `free_debug_processing`.
+    @usableFromInline
+    func freeSlow(_ p: UnsafeMutableRawPointer, operation: String = "deallocate") {
+        let address = UInt(bitPattern: p)
+        let offset = address &- UInt(bitPattern: core.arena.directMap)
+        let owner = core.arena.frames[Int(offset >> UInt(pageShift))].owner
+        let cache = self.cache(Int(owner) - 1)
+        if let violation = validate(p, in: cache, operation: operation) {
+            core.report(violation)
+            return
+        }
+        profile?.recordFree(p)
+        let layout = cache.layout
+        if layouts[cache.index].checkedOnly != 0 {
+            if cache.flags.contains(.redZone) {
+                let zone = UnsafeRawBufferPointer(start: p + layout.size, count: layout.stride - layout.size)
+                if let bad = zone.firstIndex(where: { $0 != ObjectLayout.redZoneByte }) {
+                    core.report(HardeningViolation(
+                        kind: .redZoneOverwritten, operation: operation, pointer: address,
+                        detail: "byte \(layout.size + bad) of this \(layout.size)-byte object of \(cache.name) (its red zone) is 0x\(String(zone[bad], radix: 16)), not 0xbb: something wrote past the end of the object"))
+                    (p + layout.size).initializeMemory(as: UInt8.self, repeating: ObjectLayout.redZoneByte,
+                                                       count: layout.stride - layout.size)
+                }
+            }
+            if cache.flags.contains(.zeroOnFree) { p.initializeMemory(as: UInt8.self, repeating: 0, count: layout.size) }
+            if cache.flags.contains(.poison) {
+                p.initializeMemory(as: UInt8.self, repeating: ObjectLayout.poisonByte, count: layout.size)
+            }
+            (p + layout.canaryOffset).storeBytes(of: layout.freeCanary(address), as: UInt.self)
+            let empty = cache.central.withLock { s -> [UInt32] in
+                cache.returnToSlab(address, &s)
+                s.counters.checkedFrees += 1
+                return cache.detachEmptySlabs(&s, keep: s.destroyed ? 0 : cache.keptEmptySlabs)
+            }
+            freeSlabs(empty, of: cache)
+            return
+        }
+        let m = magazinesForCurrentThread()
+        let index = cache.index
+        if !m.hasStack(index) { m.makeStack(index, limit: cache.magazineLimit) }
+        if m.count(index).pointee.load(ordering: .relaxed) >= m.limit(index) {
+            drain(m, index: index, keep: m.limit(index) / 2)
+        }
+        (p + layout.canaryOffset).storeBytes(of: layout.freeCanary(address), as: UInt.self)
+        let count = m.count(index)
+        let n = count.pointee.load(ordering: .relaxed)
+        m.stack(index)[n] = p
+        count.pointee.store(n + 1, ordering: .relaxed)
+    }
+
+    /// Whether freeing `p` (inside a slab of `cache`) is valid; the
+    /// violation otherwise. Kernel analogue: `check_object` / `on_freelist`.
+    func validate(_ p: UnsafeMutableRawPointer, in cache: SlabCache, operation: String) -> HardeningViolation? {
+        let address = UInt(bitPattern: p)
+        let layout = cache.layout
+        let pfn = cache.slabHead(of: address)
+        let base = cache.slabBase(pfn)
+        let offset = Int(address - base)
+        func violation(_ kind: HardeningViolation.Kind, _ detail: String) -> HardeningViolation {
+            HardeningViolation(kind: kind, operation: operation, pointer: address, detail: detail)
+        }
+        let slot = offset / layout.stride
+        let where_ = "\(cache.name) slab at page \(pfn)"
+        if address & 7 != 0 {
+            return violation(.misalignedPointer, "objects are aligned to at least 8 bytes; this is \(offset % layout.stride) bytes into slot \(slot) of the \(where_)")
+        }
+        if slot >= layout.objectsPerSlab {
+            return violation(.interiorPointer, "in the unused tail of the \(where_), after its \(layout.objectsPerSlab) objects")
+        }
+        if offset % layout.stride != 0 {
+            return violation(.interiorPointer, "\(offset % layout.stride) bytes into object \(slot) (0x\(String(base + UInt(slot * layout.stride), radix: 16))) of the \(where_)")
+        }
+        let word = (p + layout.canaryOffset).load(as: UInt.self)
+        let canary = layout.freeCanary(address)
+        if word == canary {
+            return violation(.doubleFree, "object \(slot) of the \(where_) is already free")
+        }
+        if layout.canaryOffset != 0 && word == canary ^ 1 {
+            return violation(.neverAllocated, "object \(slot) of the \(where_) has never been allocated")
+        }
+        if layout.canaryOffset == 0 {
+            // One-word objects hold a link, not a canary, on a slab free list: look there.
+            let link = layout.decode(word, at: address)
+            if link == 0 || cache.isSlot(link, inSlab: pfn) {
+                let onFreeList = cache.central.withLock { _ -> Bool in
+                    var cursor = UInt(core.arena.frames[Int(pfn)].reserved)
+                    var steps = 0
+                    while cursor != 0 && steps <= layout.objectsPerSlab {
+                        if cursor == address { return true }
+                        cursor = layout.decode(UnsafeRawPointer(bitPattern: cursor)!.load(as: UInt.self), at: cursor)
+                        steps += 1
+                    }
+                    return false
+                }
+                if onFreeList {
+                    return violation(.doubleFree, "object \(slot) of the \(where_) is on its slab's free list (already freed, or never allocated)")
+                }
+            }
+        }
+        return nil
+    }
+}

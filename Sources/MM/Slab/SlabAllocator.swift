@@ -1,0 +1,251 @@
+// SPDX-License-Identifier: Apache-2.0
+import Synchronization
+
+/// One system's object layer: the kmalloc classes and user caches, the
+/// threads' magazines attached to it, and every path that is not a
+/// magazine hit. Kernel analogue: `mm/slub.c` and `mm/slab_common.c`.
+@usableFromInline
+final class SlabAllocator: @unchecked Sendable {  // raw tables written once per index before it is published
+    let systemID: UInt64
+    let core: PageAllocatorCore
+    let slow: SlowPath
+    /// Layouts by cache index, read by fast paths without locks.
+    let layouts: UnsafeMutablePointer<ObjectLayout>
+    /// Caches by index (retained), read without locks once published.
+    private let table: UnsafeMutablePointer<Unmanaged<SlabCache>?>
+    private let nextIndex = Locked<Int>(0)
+    /// Magazines of threads currently attached to this system.
+    let attached = Locked<Set<ObjectMagazines>>([])
+    let profile: AllocationProfile?
+
+    init(core: PageAllocatorCore, slow: SlowPath, profile: AllocationProfile?) {
+        systemID = core.systemID
+        self.core = core
+        self.slow = slow
+        self.profile = profile
+        layouts = .allocate(capacity: maxObjectCaches)
+        table = .allocate(capacity: maxObjectCaches)
+        table.initialize(repeating: nil, count: maxObjectCaches)
+        for size in kmallocSizes {
+            let name = size >= 1024 ? "kmalloc-\(size >> 10)k" : "kmalloc-\(size)"
+            // Power-of-two classes are naturally aligned (as kmalloc guarantees); 96 and 192 to 32 and 64.
+            let alignment = size & (size - 1) == 0 ? min(size, pageSize) : (size == 96 ? 32 : 64)
+            _ = try! makeCache(name: name, size: size, alignment: alignment, flags: [])
+        }
+        SlabRegistry.shared.register(self)
+    }
+
+    deinit {
+        SlabRegistry.shared.remove(systemID)
+        for i in 0..<maxObjectCaches { table[i]?.release() }
+        table.deallocate()
+        layouts.deallocate()
+    }
+
+    @inline(__always) func cache(_ index: Int) -> SlabCache { table[index]!.takeUnretainedValue() }
+
+    var cacheCount: Int { nextIndex.withLock { $0 } }
+
+    var allCaches: [SlabCache] { (0..<cacheCount).map(cache) }
+
+    /// Creates a cache. Kernel analogue: `kmem_cache_create`.
+    func makeCache(name: String, size: Int, alignment: Int, flags: ObjectCache.Flags) throws(ObjectCacheError) -> SlabCache {
+        guard !name.isEmpty else { throw ObjectCacheError(field: "name", message: "must not be empty") }
+        guard size > 0 else { throw ObjectCacheError(field: "size", message: "\(size) must be positive") }
+        guard alignment > 0, alignment & (alignment - 1) == 0, alignment <= pageSize else {
+            throw ObjectCacheError(field: "alignment", message: "\(alignment) must be a power of two in 1...\(pageSize)")
+        }
+        var secret: UInt = 0
+        while secret == 0 { secret = UInt.random(in: .min ... .max) }
+        guard var layout = ObjectLayout(size: size, alignment: max(8, alignment), redZone: flags.contains(.redZone),
+                                        secret: secret) else {
+            throw ObjectCacheError(field: "size", message: "\(size) bytes does not fit an order-\(costlyOrder) slab (\(pageSize << costlyOrder) bytes); allocate pages or virtual memory instead")
+        }
+        if !flags.isDisjoint(with: [.redZone, .poison, .zeroOnFree]) { layout.checkedOnly = 1 }
+        let index = try nextIndex.withLock { (next: inout Int) throws(ObjectCacheError) -> Int in
+            guard next < maxObjectCaches else {
+                throw ObjectCacheError(field: "name", message: "this system has created \(maxObjectCaches) object caches, its lifetime limit")
+            }
+            next += 1
+            return next - 1
+        }
+        (layouts + index).initialize(to: layout)
+        let cache = SlabCache(name: name, index: index, layout: layout, flags: flags, arena: core.arena)
+        table[index] = .passRetained(cache)
+        return cache
+    }
+
+    // MARK: Magazines
+
+    /// The calling thread's magazines, attached to this system.
+    func magazinesForCurrentThread() -> ObjectMagazines {
+        let m = ObjectMagazines.currentOrCreate()
+        if m.systemID != systemID {
+            SlabRegistry.shared.detach(m)
+            attached.withLock { _ = $0.insert(m) }
+            m.systemID = systemID
+        }
+        if m.drainRequest.pointee.load(ordering: .relaxed) != 0 {
+            m.drainRequest.pointee.store(0, ordering: .relaxed)
+            for index in m.usedIndices(below: cacheCount) { drain(m, index: index, keep: 0) }
+        }
+        return m
+    }
+
+    /// Returns all objects of `m` and frees its stacks (thread exit, or the
+    /// thread moving to another system).
+    func detach(_ m: ObjectMagazines) {
+        attached.withLock { set in
+            set.remove(m)
+            for index in m.usedIndices(below: cacheCount) {
+                drain(m, index: index, keep: 0)
+                m.stack(index).deallocate()
+                m.clearStack(index)
+            }
+        }
+    }
+
+    /// Moves all but the `keep` most recent objects of a magazine to the
+    /// cache's depot (owner thread). Kernel analogue: `flush_cpu_sheaves`.
+    func drain(_ m: ObjectMagazines, index: Int, keep: Int) {
+        let count = m.count(index)
+        let n = count.pointee.load(ordering: .relaxed)
+        let give = n - keep
+        guard give > 0 else { return }
+        let cache = self.cache(index)
+        let stack = m.stack(index)
+        let empty = cache.central.withLock { s -> [UInt32] in
+            s.depot.reserveCapacity(s.depot.count + give)
+            for i in 0..<give { s.depot.append(UInt(bitPattern: stack[i])) }
+            s.counters.drains += 1
+            cache.trimDepot(&s, keep: s.destroyed ? 0 : cache.depotLimit)
+            return cache.detachEmptySlabs(&s, keep: s.destroyed ? 0 : cache.keptEmptySlabs)
+        }
+        if keep > 0 { stack.update(from: stack + give, count: keep) }
+        count.pointee.store(keep, ordering: .relaxed)
+        freeSlabs(empty, of: cache)
+    }
+
+    /// Fills a magazine to half its limit: depot first, then slab free
+    /// lists, then a new slab from the page allocator with the request's
+    /// context (which may reclaim, wait or fail by its policy). No cache lock
+    /// is held while pages are allocated.
+    func refill(_ cache: SlabCache, _ m: ObjectMagazines, context: AllocationContext) -> Bool {
+        let index = cache.index
+        if !m.hasStack(index) { m.makeStack(index, limit: cache.magazineLimit) }
+        let stack = m.stack(index)
+        let count = m.count(index)
+        let n = count.pointee.load(ordering: .relaxed)
+        let want = max(1, cache.batch - n)
+        var corruption: [HardeningViolation] = []
+        var got = cache.central.withLock { s -> Int in
+            var k = 0
+            while k < want, let object = s.depot.popLast() {
+                stack[n + k] = UnsafeMutableRawPointer(bitPattern: object)!
+                k += 1
+            }
+            if k < want { k += cache.takeFromSlabs(&s, into: stack + n + k, max: want - k, corruption: &corruption) }
+            s.counters.refills += 1
+            return k
+        }
+        for v in corruption { core.report(v) }
+        if got == 0 {
+            guard let pfn = newSlab(cache, context: context) else { return false }
+            got = cache.central.withLock { s in
+                cache.add(pfn, &s)
+                return cache.takeFromSlabs(&s, into: stack + n, max: want, corruption: &corruption)
+            }
+        }
+        count.pointee.store(n + got, ordering: .relaxed)
+        return got > 0
+    }
+
+    /// Allocates and carves a slab for `cache` with the request's context.
+    func newSlab(_ cache: SlabCache, context: AllocationContext) -> UInt32? {
+        var pageContext = context
+        pageContext.policy.zeroed = false
+        guard let block = slow.allocate(order: cache.layout.slabOrder, context: pageContext) else { return nil }
+        let pfn = UInt32((UInt(bitPattern: block) - cache.directMap) >> UInt(pageShift))
+        cache.carve(pfn)
+        return pfn
+    }
+
+    /// Frees detached empty slabs to the page allocator.
+    func freeSlabs(_ pfns: [UInt32], of cache: SlabCache) {
+        for pfn in pfns {
+            cache.uncarve(pfn)
+            core.freeSlow(core.arena.address(ofPage: Int(pfn)), order: cache.layout.slabOrder)
+        }
+    }
+
+    // MARK: Reclaim
+
+    /// Returns the calling thread's cached objects, asks every other thread
+    /// to return theirs at its next slow path, empties the depots and frees
+    /// every completely free slab. Returns the pages freed.
+    /// Kernel analogue: `kmem_cache_shrink` on every cache (SLUB's shrinker path).
+    func reclaim() -> Int {
+        if let m = ObjectMagazines.current, m.systemID == systemID {
+            for index in m.usedIndices(below: cacheCount) { drain(m, index: index, keep: 0) }
+        }
+        attached.withLock { set in
+            for m in set { m.drainRequest.pointee.store(1, ordering: .relaxed) }
+        }
+        var pages = 0
+        for cache in allCaches {
+            let empty = cache.central.withLock { s -> [UInt32] in
+                cache.trimDepot(&s, keep: 0)
+                return cache.detachEmptySlabs(&s, keep: 0)
+            }
+            freeSlabs(empty, of: cache)
+            pages += empty.count << cache.layout.slabOrder
+        }
+        return pages
+    }
+
+    // MARK: Statistics
+
+    /// One `SlabCacheStatistics` per cache, in creation order.
+    func statistics() -> [SlabCacheStatistics] {
+        let caches = allCaches
+        var cached = [Int](repeating: 0, count: caches.count)
+        attached.withLock { set in
+            for m in set {
+                for index in m.usedIndices(below: caches.count) { cached[index] += m.count(index).pointee.load(ordering: .relaxed) }
+            }
+        }
+        return caches.map { cache in
+            let c = cache.counts()
+            return SlabCacheStatistics(
+                name: cache.name, activeObjects: max(0, c.notFreeInCentral - cached[cache.index]), totalObjects: c.total,
+                objectSize: cache.layout.size, objectsPerSlab: cache.layout.objectsPerSlab,
+                pagesPerSlab: 1 << cache.layout.slabOrder, slabs: c.slabs, cachedInThreads: cached[cache.index])
+        }
+    }
+}
+
+/// Why an object cache could not be created.
+public struct ObjectCacheError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The offending argument of `makeObjectCache`.
+    public var field: String
+    /// The rule it breaks, with the value.
+    public var message: String
+
+    public var description: String { "invalid object cache \(field): \(message)" }
+}
+
+/// One line of slabinfo. Kernel analogue: a line of `/proc/slabinfo`.
+public struct SlabCacheStatistics: Sendable, Hashable {
+    public var name: String
+    /// Objects handed out and not freed.
+    public var activeObjects: Int
+    /// Objects in all the cache's slabs.
+    public var totalObjects: Int
+    /// Usable bytes per object.
+    public var objectSize: Int
+    public var objectsPerSlab: Int
+    public var pagesPerSlab: Int
+    public var slabs: Int
+    /// Free objects held in threads' magazines (part of `totalObjects - activeObjects`).
+    public var cachedInThreads: Int
+}

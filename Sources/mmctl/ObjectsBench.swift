@@ -1,0 +1,191 @@
+// SPDX-License-Identifier: Apache-2.0
+import Foundation
+import Glibc
+import MM
+import Synchronization
+
+/// The process's `malloc` and `free`, looked up at run time: an optimizer
+/// that knows the library calls would delete an unused malloc/free pair.
+/// With `LD_PRELOAD` these are the preloaded allocator's.
+let systemMalloc = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc"),
+                                 to: (@convention(c) (Int) -> UnsafeMutableRawPointer?).self)
+let systemFree = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "free"),
+                               to: (@convention(c) (UnsafeMutableRawPointer?) -> Void).self)
+
+/// `mmctl bench objects`: the same loops through swift-mm and through the
+/// process's `malloc`/`free` (glibc, or whatever `LD_PRELOAD` put in its
+/// place), as ratios swift-mm / malloc from one run. Every loop writes one
+/// byte of each allocation so that no compiler can elide a pair.
+struct ObjectsBench {
+    var scale: Double
+
+    func run() throws -> [BenchResult] {
+        var config = MemoryConfiguration(capacity: 512 << 20)
+        config.backgroundReclaim = false
+        config.logsEvents = false
+        let mm = try MemorySystem(config)
+        let pairs = max(1000, Int(10_000_000 * scale))
+        var results: [BenchResult] = []
+
+        for (size, key) in [(16, "pair16_vs_malloc"), (256, "pair256_vs_malloc"), (1024, "pair1k_vs_malloc")] {
+            let ours = bestNanosecondsPerIteration(iterations: pairs) { n in
+                for i in 0..<n {
+                    let p = mm.allocate(byteCount: size).unsafelyUnwrapped
+                    p.storeBytes(of: UInt8(truncatingIfNeeded: i), as: UInt8.self)
+                    mm.deallocate(p)
+                }
+            }
+            let theirs = bestNanosecondsPerIteration(iterations: pairs) { n in
+                for i in 0..<n {
+                    let p = systemMalloc(size).unsafelyUnwrapped
+                    p.storeBytes(of: UInt8(truncatingIfNeeded: i), as: UInt8.self)
+                    systemFree(p)
+                }
+            }
+            results.append(BenchResult(key: key, value: ours / theirs, goal: "<= 1.0",
+                                       detail: String(format: "%d B pair: swift-mm %.2f ns, malloc %.2f ns", size, ours, theirs)))
+        }
+
+        // 1000 allocations of 64 B, then freed first-in first-out.
+        let rounds = max(10, Int(10_000 * scale))
+        let slots = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 1000)
+        defer { slots.deallocate() }
+        let oursBatch = bestNanosecondsPerIteration(iterations: rounds) { n in
+            for _ in 0..<n {
+                for i in 0..<1000 {
+                    let p = mm.allocate(byteCount: 64).unsafelyUnwrapped
+                    p.storeBytes(of: UInt8(truncatingIfNeeded: i), as: UInt8.self)
+                    slots[i] = p
+                }
+                for i in 0..<1000 { mm.deallocate(slots[i].unsafelyUnwrapped) }
+            }
+        }
+        let theirsBatch = bestNanosecondsPerIteration(iterations: rounds) { n in
+            for _ in 0..<n {
+                for i in 0..<1000 {
+                    let p = systemMalloc(64).unsafelyUnwrapped
+                    p.storeBytes(of: UInt8(truncatingIfNeeded: i), as: UInt8.self)
+                    slots[i] = p
+                }
+                for i in 0..<1000 { systemFree(slots[i]) }
+            }
+        }
+        results.append(BenchResult(key: "batch1000_vs_malloc", value: oursBatch / theirsBatch, goal: "<= 1.0",
+                                   detail: String(format: "1000 × 64 B then FIFO frees: swift-mm %.0f ns, malloc %.0f ns per round",
+                                                  oursBatch, theirsBatch)))
+
+        // 1 MiB, every page touched: pages stay resident in the arena; malloc maps and faults.
+        var automatic = AllocationPolicy.standard
+        automatic.placement = .automatic
+        let big = max(100, Int(20_000 * scale))
+        let oursBig = bestNanosecondsPerIteration(iterations: big) { n in
+            for _ in 0..<n {
+                let p = mm.allocate(byteCount: 1 << 20, policy: automatic).unsafelyUnwrapped
+                for page in stride(from: 0, to: 1 << 20, by: 4096) { p.storeBytes(of: 1, toByteOffset: page, as: UInt8.self) }
+                mm.deallocate(p)
+            }
+        }
+        let theirsBig = bestNanosecondsPerIteration(iterations: big) { n in
+            for _ in 0..<n {
+                let p = systemMalloc(1 << 20).unsafelyUnwrapped
+                for page in stride(from: 0, to: 1 << 20, by: 4096) { p.storeBytes(of: 1, toByteOffset: page, as: UInt8.self) }
+                free(p)
+            }
+        }
+        results.append(BenchResult(key: "automatic1m_vs_malloc", value: oursBig / theirsBig, goal: "<= 0.1",
+                                   detail: String(format: "1 MiB + touch 256 pages: swift-mm %.0f ns, malloc %.0f ns", oursBig, theirsBig)))
+
+        // Producer/consumer: objects allocated on one thread, freed on another.
+        let handoffs = max(10_000, Int(5_000_000 * scale))
+        let oursRemote = remoteThroughput(count: handoffs,
+                                          allocate: { mm.allocate(byteCount: 64).unsafelyUnwrapped },
+                                          free: { mm.deallocate($0) })
+        let theirsRemote = remoteThroughput(count: handoffs, allocate: { systemMalloc(64).unsafelyUnwrapped }, free: { systemFree($0) })
+        results.append(BenchResult(key: "remote_free_vs_malloc", value: oursRemote / theirsRemote, goal: ">= 1.0",
+                                   detail: String(format: "64 B handed to another thread to free: swift-mm %.1f M/s, malloc %.1f M/s",
+                                                  oursRemote / 1e6, theirsRemote / 1e6)))
+
+        let one = pairThroughput(threads: 1, pairsPerThread: pairs, mm)
+        let two = pairThroughput(threads: 2, pairsPerThread: pairs, mm)
+        results.append(BenchResult(key: "objects_two_thread_scaling", value: two / one, goal: ">= 1.9",
+                                   detail: String(format: "64 B pairs: %.1f M/s on one thread, %.1f M/s on two", one / 1e6, two / 1e6)))
+        return results
+    }
+
+    /// Objects per second through a single-producer single-consumer ring; best of three.
+    private func remoteThroughput(count: Int, allocate: @escaping @Sendable () -> UnsafeMutableRawPointer,
+                                  free: @escaping @Sendable (UnsafeMutableRawPointer) -> Void) -> Double {
+        var best = 0.0
+        for _ in 0..<3 {
+            let ring = Ring(capacity: 4096)
+            let elapsed = ContinuousClock().measure {
+                runThreads(2) { t in
+                    if t == 0 {
+                        for i in 0..<count {
+                            let p = allocate()
+                            p.storeBytes(of: UInt8(truncatingIfNeeded: i), as: UInt8.self)
+                            ring.push(UInt(bitPattern: p))
+                        }
+                    } else {
+                        for _ in 0..<count { free(UnsafeMutableRawPointer(bitPattern: ring.pop())!) }
+                    }
+                }
+            }
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            best = max(best, Double(count) / seconds)
+        }
+        return best
+    }
+
+    /// 64-byte pairs per second over all threads; best of three.
+    private func pairThroughput(threads: Int, pairsPerThread: Int, _ mm: MemorySystem) -> Double {
+        var best = 0.0
+        for _ in 0..<3 {
+            let start = Atomic<Int>(0)
+            let elapsed = ContinuousClock().measure {
+                runThreads(threads) { _ in
+                    start.wrappingAdd(1, ordering: .acquiringAndReleasing)
+                    while start.load(ordering: .acquiring) < threads {}
+                    for i in 0..<pairsPerThread {
+                        let p = mm.allocate(byteCount: 64).unsafelyUnwrapped
+                        p.storeBytes(of: UInt8(truncatingIfNeeded: i), as: UInt8.self)
+                        mm.deallocate(p)
+                    }
+                }
+            }
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            best = max(best, Double(threads * pairsPerThread) / seconds)
+        }
+        return best
+    }
+}
+
+/// A bounded single-producer single-consumer queue of words (spins when full or empty).
+final class Ring: @unchecked Sendable {  // one producer thread, one consumer thread; indices are atomics
+    private let slots: UnsafeMutablePointer<UInt>
+    private let mask: Int
+    private let head = Atomic<Int>(0)  // next to pop
+    private let tail = Atomic<Int>(0)  // next to push
+
+    init(capacity: Int) {
+        slots = .allocate(capacity: capacity)
+        mask = capacity - 1
+    }
+
+    deinit { slots.deallocate() }
+
+    func push(_ value: UInt) {
+        let t = tail.load(ordering: .relaxed)
+        while t - head.load(ordering: .acquiring) > mask {}
+        slots[t & mask] = value
+        tail.store(t + 1, ordering: .releasing)
+    }
+
+    func pop() -> UInt {
+        let h = head.load(ordering: .relaxed)
+        while tail.load(ordering: .acquiring) == h {}
+        let value = slots[h & mask]
+        head.store(h + 1, ordering: .releasing)
+        return value
+    }
+}

@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: Apache-2.0
+@testable import MM
+import Testing
+
+/// Bad frees and memory errors on objects: trapped by default (exit tests),
+/// or reported with nothing freed or lost.
+@Suite("Slab hardening")
+struct SlabHardeningTests {
+    enum BadObjectFree: String, CaseIterable, Codable, Sendable {
+        case doubleFree, doubleFreeOneWord, doubleFreeAfterDrain, interior, misaligned, neverAllocated,
+             neverAllocatedOneWord, wrongCache, pagesAsObject, objectAsPages, redZone
+
+        var expectedKind: HardeningViolation.Kind {
+            switch self {
+            case .doubleFree, .doubleFreeOneWord, .doubleFreeAfterDrain, .neverAllocatedOneWord: return .doubleFree
+            case .interior: return .interiorPointer
+            case .misaligned: return .misalignedPointer
+            case .neverAllocated: return .neverAllocated
+            case .wrongCache: return .wrongCache
+            case .pagesAsObject: return .interiorPointer
+            case .objectAsPages: return .wrongAllocator
+            case .redZone: return .redZoneOverwritten
+            }
+        }
+
+        func perform(on mm: MemorySystem) {
+            switch self {
+            case .doubleFree:
+                let p = mm.allocate(byteCount: 64)!
+                mm.deallocate(p)
+                mm.deallocate(p)
+            case .doubleFreeOneWord:
+                let p = mm.allocate(byteCount: 8)!
+                mm.deallocate(p)
+                mm.deallocate(p)
+            case .doubleFreeAfterDrain:
+                // The first free lands on the slab's free list (encoded link), not in a magazine.
+                let p = mm.allocate(byteCount: 8)!
+                let keep = mm.allocate(byteCount: 8)!  // keeps the slab alive
+                mm.deallocate(p)
+                mm.shrinkObjectCaches()
+                mm.deallocate(p)
+                _ = keep
+            case .interior:
+                let p = mm.allocate(byteCount: 256)!
+                mm.deallocate(p + 64)
+            case .misaligned:
+                let p = mm.allocate(byteCount: 256)!
+                mm.deallocate(p + 3)
+            case .neverAllocated:
+                let p = mm.allocate(byteCount: 128)!
+                mm.deallocate(p + 128)  // the next slot: carved, never handed out
+            case .neverAllocatedOneWord:
+                // One-word objects carry no fresh canary: the slot is found on the free list.
+                let p = mm.allocate(byteCount: 8)!
+                mm.shrinkObjectCaches()
+                mm.deallocate(p + 8)
+            case .wrongCache:
+                let cache = try! mm.makeObjectCache(name: "dentry", size: 192)
+                let p = mm.allocate(byteCount: 192)!
+                cache.deallocate(p)
+            case .pagesAsObject:
+                // A page block pointer plus an offset is not an object.
+                let p = mm.allocate(byteCount: 3 * pageSize)!
+                mm.deallocate(p + 64)
+            case .objectAsPages:
+                let p = mm.allocate(byteCount: 4096)!  // kmalloc-4k: one object per page
+                mm.freePages(p, order: 0)
+            case .redZone:
+                let cache = try! mm.makeObjectCache(name: "packet", size: 100, flags: [.redZone])
+                let p = cache.allocate()!
+                p.storeBytes(of: 0x41, toByteOffset: 100, as: UInt8.self)  // one byte past the end
+                cache.deallocate(p)
+            }
+        }
+    }
+
+    @Test("each bad object free traps by default, naming the pointer, the cache and the problem",
+          arguments: BadObjectFree.allCases)
+    func traps(_ bad: BadObjectFree) async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) { [bad = bad as BadObjectFree] in
+            let mm = try makeSystem()
+            bad.perform(on: mm)
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains("hardening violation: \(bad.expectedKind.rawValue)"), "\(stderr)")
+        #expect(stderr.contains("0x"))
+    }
+
+    @Test("in report mode each bad object free is one event, and nothing is lost", arguments: BadObjectFree.allCases)
+    func reports(_ bad: BadObjectFree) throws {
+        let mm = try makeSystem(hardening: .report)
+        let recorder = EventRecorder(mm)
+        bad.perform(on: mm)
+        #expect(recorder.violations.map(\.kind) == [bad.expectedKind], "\(recorder.violations)")
+        #expect(mm._invariantViolations() == [])
+    }
+
+    @Test("a write after free to a poisoned object is caught at its next allocation")
+    func poison() throws {
+        let mm = try makeSystem(hardening: .report)
+        let recorder = EventRecorder(mm)
+        let cache = try mm.makeObjectCache(name: "request", size: 64, flags: [.poison])
+        let p = try #require(cache.allocate())
+        cache.deallocate(p)
+        p.storeBytes(of: 0xDEAD, toByteOffset: 40, as: UInt16.self)  // use after free
+        let q = try #require(cache.allocate())
+        #expect(q == p)  // the checked path hands the same slot back (LIFO)
+        let v = try #require(recorder.violations.first)
+        #expect(v.kind == .writeAfterFree)
+        #expect(v.detail.contains("byte 40"))
+        cache.deallocate(q)
+    }
+
+    @Test("a write after free traps by default")
+    func poisonTraps() async {
+        await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let mm = try makeSystem()
+            let cache = try mm.makeObjectCache(name: "request", size: 64, flags: [.poison])
+            let p = cache.allocate()!
+            cache.deallocate(p)
+            p.storeBytes(of: 1, toByteOffset: 20, as: UInt8.self)
+            _ = cache.allocate()
+        }
+    }
+
+    @Test("a corrupted free-list link is detected (it is encoded with the cache secret and the slot address)")
+    func freeListCorruption() throws {
+        let mm = try makeSystem(hardening: .report)
+        let recorder = EventRecorder(mm)
+        let cache = try mm.makeObjectCache(name: "node", size: 32, flags: [.zeroOnFree])
+        let a = try #require(cache.allocate())
+        let b = try #require(cache.allocate())
+        cache.deallocate(a)
+        // The free object's first word is its encoded link; an attacker's plain pointer decodes to garbage.
+        a.storeBytes(of: UInt(bitPattern: b), as: UInt.self)
+        _ = cache.allocate()  // pops a: fine, its own slot
+        _ = cache.allocate()  // follows the corrupted link
+        #expect(recorder.violations.contains { $0.kind == .freeListCorrupted }, "\(recorder.violations)")
+    }
+
+    @Test("zeroOnFree leaves no data behind in a freed object")
+    func zeroOnFree() throws {
+        let mm = try makeSystem()
+        let cache = try mm.makeObjectCache(name: "secret", size: 256, flags: [.zeroOnFree])
+        let p = try #require(cache.allocate())
+        p.initializeMemory(as: UInt8.self, repeating: 0xAB, count: 256)
+        cache.deallocate(p)
+        // Bytes past the free-list link and canary words are zero.
+        let bytes = UnsafeRawBufferPointer(start: p + 16, count: 240)
+        #expect(bytes.allSatisfy { $0 == 0 })
+    }
+}
