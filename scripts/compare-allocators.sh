@@ -43,13 +43,13 @@ import json, sys
 directory, names = sys.argv[1], sys.argv[2:]
 runs = {n: json.load(open(f"{directory}/{n}.json")) for n in names}
 keys = list(runs[names[0]].keys())
-higher_is_better = {"remote_free_vs_malloc", "objects_two_thread_scaling"}
+higher_is_better = {"remote_free_vs_malloc", "two_thread_scaling"}
 print("| figure | " + " | ".join(names) + " | vs best |")
 print("|---|" + "---|" * (len(names) + 1))
 for k in keys:
     values = [runs[n].get(k) for n in names]
     present = [v for v in values if v is not None]
-    if k == "objects_two_thread_scaling":
+    if k == "two_thread_scaling":
         best = "-"  # swift-mm against itself: not a comparison
     else:
         best = f"{(min(present) if k in higher_is_better else max(present)):.3f}"
