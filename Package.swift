@@ -11,6 +11,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         // Only what Glibc hides: memfd_create, fallocate, _Thread_local slots, gettid.
@@ -26,10 +27,21 @@ let package = Package(
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        // The scenario lab: YAML scenarios, the runner, reports and timelines.
+        .target(
+            name: "MMLab",
+            dependencies: [
+                "MM",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         .executableTarget(
             name: "mmctl",
             dependencies: [
                 "MM",
+                "MMLab",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
@@ -37,7 +49,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MMTests",
-            dependencies: ["MM", "CMMShims"],
+            dependencies: ["MM", "MMLab", "CMMShims"],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
     ]

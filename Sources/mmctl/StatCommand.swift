@@ -1,46 +1,43 @@
 // SPDX-License-Identifier: Apache-2.0
 import ArgumentParser
 import MM
+import MMLab
 
-/// `mmctl stat`: a fresh system after a short, fixed workload, in /proc formats.
+/// `mmctl stat [NAME|FILE]`: runs a scenario once and prints the system's
+/// state at its end in /proc formats.
 struct Stat: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print meminfo, buddyinfo and vmstat of a fresh system after a short built-in workload.")
+        abstract: "Run a scenario once (its first semantics) and print meminfo, buddyinfo, slabinfo, vmstat, allocinfo and pressure at its end.")
 
-    @Option(name: .customLong("capacity-mib"), help: "Arena capacity in MiB (at least 4).")
-    var capacityMiB: Int = 64
+    @Argument(help: "A built-in scenario or a YAML file.")
+    var scenario: String = "cache-pressure"
 
     func run() throws {
-        try Stat.printWorkloadStatistics(capacityMiB: capacityMiB)
+        let loaded = try ScenarioSource.load(scenario)
+        let semantics = loaded.semantics?.first ?? .retryForever
+        var text = ""
+        let report = try ScenarioRunner.run(loaded, semantics: semantics, then: { mm in
+            let s = mm.statistics()
+            text = """
+            == meminfo ==
+            \(s.meminfo)
+            == buddyinfo ==
+            \(s.buddyinfo)
+            == slabinfo ==
+            \(s.slabinfo)
+            == vmstat ==
+            \(s.vmstat)
+            == allocinfo ==
+            \(s.allocinfo)
+            == pressure (memory) ==
+            \(s.pressure.rendered)
+            == shrinkerinfo ==
+            \(s.shrinkerinfo)
+            """
+        })
+        print("# \(loaded.name) under \(semantics.rawValue): \(report.transactions) transactions in \(format(report.seconds)) s; watchdog: \(report.verdict)\n")
+        print(text)
     }
 
-    static func printWorkloadStatistics(capacityMiB: Int) throws {
-        var config = MemoryConfiguration(capacity: capacityMiB << 20)
-        config.backgroundReclaim = false
-        let mm = try MemorySystem(config)
-        // The workload: fill about half the arena with a mix of orders,
-        // touch every block, then free every other block.
-        var held: [(UnsafeMutableRawPointer, Int)] = []
-        var used = 0
-        var order = 0
-        while used < mm.configuration.capacity / 2 {
-            guard let p = mm.allocatePages(order: order) else { break }
-            for page in 0..<(1 << order) { (p + page * pageSize).storeBytes(of: UInt64(order), as: UInt64.self) }
-            held.append((p, order))
-            used += pageSize << order
-            order = (order + 3) % (maxOrder + 1)
-        }
-        for (i, (p, order)) in held.enumerated() where i % 2 == 0 { mm.freePages(p, order: order) }
-        let s = mm.statistics()
-        print("# workload: \(held.count) blocks of orders 0...\(maxOrder) (\(used >> 20) MiB), every other one freed\n")
-        print("== meminfo ==")
-        print(s.meminfo)
-        print("== buddyinfo ==")
-        print(s.buddyinfo)
-        print("== vmstat ==")
-        print(s.vmstat)
-        print("== pressure (memory) ==")
-        print(s.pressure.rendered)
-        for (i, (p, order)) in held.enumerated() where i % 2 == 1 { mm.freePages(p, order: order) }
-    }
+    private func format(_ x: Double) -> String { String((x * 10).rounded() / 10) }
 }

@@ -9,11 +9,13 @@ import Synchronization
 /// under `--sanitize=thread` every access it protects is reported as a race
 /// (checked with a two-thread counter: one report per run). The annotations
 /// cost one call to an empty function outside sanitizer builds and are used
-/// only on slow paths.
-final class Locked<Value: Sendable>: Sendable {
+/// only on slow paths. Public so that code around swift-mm (the scenario
+/// lab, tests, benchmarks) uses the same TSan-visible lock.
+public final class Locked<Value: Sendable>: Sendable {
     private let mutex: Mutex<Value>
 
-    init(_ value: Value) {
+    /// A lock around `value`.
+    public init(_ value: Value) {
         mutex = Mutex(value)
     }
 
@@ -23,7 +25,7 @@ final class Locked<Value: Sendable>: Sendable {
     }
 
     /// Runs `body` with exclusive access to the value.
-    func withLock<R: Sendable, E: Error>(_ body: (inout Value) throws(E) -> R) throws(E) -> R {
+    public func withLock<R: Sendable, E: Error>(_ body: (inout Value) throws(E) -> R) throws(E) -> R {
         let address = syncAddress
         return try mutex.withLock { (value: inout sending Value) throws(E) -> sending R in
             cmm_tsan_acquire(address)

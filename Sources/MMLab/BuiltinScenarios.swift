@@ -1,0 +1,140 @@
+// SPDX-License-Identifier: Apache-2.0
+
+/// Scenarios compiled into the binary: `mmctl scenarios` lists them,
+/// `mmctl scenarios show NAME` prints one to copy and edit.
+public enum BuiltinScenarios {
+    /// Name and YAML text, the flagship first.
+    public static let all: [(name: String, yaml: String)] = [
+        ("transaction-commit", transactionCommit),
+        ("cache-pressure", cachePressure),
+        ("tenant-kill", tenantKill),
+    ]
+
+    /// The YAML of the built-in scenario `name`.
+    public static func yaml(named name: String) -> String? { all.first { $0.name == name }?.yaml }
+
+    static let transactionCommit = """
+    # The __GFP_NOFAIL debate, played out. Filesystem transactions hold the journal lock
+    # inside an excluding(filesystem) scope (memalloc_nofs_save) and allocate kvmalloc-sized
+    # buffers that must not fail. An inode cache fills the arena; its shrinker belongs to the
+    # filesystem domain and takes the journal lock. A network thread makes atomic allocations.
+    name: transaction-commit
+    description: >-
+      Transactions hold the journal lock in a NOFS scope and allocate buffers that must not
+      fail, while the only reclaimable memory sits behind a shrinker that needs the journal
+      lock: retryForever vs useReserves (the kernel's NOFAIL) vs a caller retry loop.
+    seed: 2021
+    duration: 6s
+    watchdog: 2s
+    semantics: [retryForever, useReserves, retryLoop]
+    arena:
+      capacity: 64MiB
+      watermarks: {min: 4MiB, low: 5MiB, high: 6MiB}
+      stallReportInterval: 500ms
+    locks:
+      - name: journal
+    caches:
+      - name: inode-cache
+        objectSize: 4KiB
+        count: 14000
+        domain: filesystem
+        lock: journal
+    workers:
+      - name: fs-transaction
+        threads: 2
+        operations:
+          - size: 128KiB..512KiB
+            count: 4
+            placement: automatic
+            guarantee: semantics
+            scopes: [excluding filesystem]
+            locks: [journal]
+            hold: 20ms
+            transaction: true
+      - name: inode-lookup
+        operations:
+          - size: 4KiB
+            count: 32
+            grow: inode-cache
+            rate: 4000
+      - name: network
+        operations:
+          - size: 256..2KiB
+            policy: atomic
+            rate: 5000
+    """
+
+    static let cachePressure = """
+    # A web cache that its shrinker trims under pressure: request buffers are fallible
+    # (failFast) and a pressure spike takes a third of the arena for a second.
+    name: cache-pressure
+    description: >-
+      A shrinkable web cache, fallible request buffers and a one-second pressure spike:
+      how reclaim keeps requests served and how much cache it costs.
+    seed: 7
+    duration: 4s
+    arena:
+      capacity: 32MiB
+    caches:
+      - name: web-cache
+        objectSize: 2KiB
+        count: 12000
+    workers:
+      - name: requests
+        threads: 2
+        operations:
+          - size: 512..16KiB
+            count: 4
+            policy: failFast
+            hold: 1ms
+            transaction: true
+      - name: cache-fill
+        operations:
+          - size: 2KiB
+            grow: web-cache
+            rate: 4000
+    events:
+      - at: 1.5s
+        action: pressure-spike
+        bytes: 12MiB
+        duration: 1s
+    """
+
+    static let tenantKill = """
+    # Two tenants' caches charged to their groups; one tenant is killed at 2 s and its
+    # memory comes back at once.
+    name: tenant-kill
+    description: >-
+      Two tenants with caches charged to their groups; tenant b is killed halfway and
+      everything charged to it is freed.
+    seed: 99
+    duration: 4s
+    arena:
+      capacity: 32MiB
+    groups:
+      - name: a
+      - name: b
+        oomScoreAdjust: 500
+    caches:
+      - name: a-cache
+        objectSize: 4KiB
+        count: 3000
+        group: a
+      - name: b-cache
+        objectSize: 4KiB
+        count: 3000
+        group: b
+    workers:
+      - name: a-requests
+        operations:
+          - size: 4KiB..32KiB
+            count: 2
+            policy: standard
+            transaction: true
+            rate: 500
+    events:
+      - at: 2s
+        action: kill-group
+        group: b
+    """
+}

@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: Apache-2.0
+import MM
+import Synchronization
+
+/// A lock of a scenario: a `ReclaimCheckedMutex`, so the reclaim-recursion
+/// checker sees the scenario's locks like a program's.
+final class LabLock: Sendable {
+    let name: String
+    let mutex: ReclaimCheckedMutex<Int>
+
+    init(name: String, domain: ReclaimDomain?) {
+        self.name = name
+        mutex = ReclaimCheckedMutex(0, name: name, takenByReclaimIn: domain)
+    }
+}
+
+/// A cache of a scenario: objects allocated from the system, freed by its
+/// shrinker (which takes `lock` for every scan, as an inode cache takes the
+/// journal lock) or all at once when its group is killed.
+final class LabCache: Shrinker {
+    let name: String
+    let domain: ReclaimDomain?
+    let seeks: Int
+    let objectSize: Int
+    let lock: LabLock?
+    let group: MemoryGroup?
+    private let mm: MemorySystem
+    private let objects = Locked<[UInt]>([])
+    private let population = Atomic<Int>(0)
+
+    init(spec: Scenario.CacheSpec, mm: MemorySystem, lock: LabLock?, group: MemoryGroup?) {
+        name = spec.name
+        domain = spec.domain.map(LabScopes.domain)
+        seeks = spec.seeks ?? 2
+        objectSize = spec.objectSize.bytes
+        self.lock = lock
+        self.group = group
+        self.mm = mm
+    }
+
+    var count: Int { population.load(ordering: .relaxed) }
+
+    func countObjects(_ control: ShrinkControl) -> Int { population.load(ordering: .relaxed) }
+
+    func scanObjects(_ control: ShrinkControl) -> ShrinkResult {
+        if let lock {
+            return .freed(lock.mutex.withLock { _ in evict(control.objectsToScan) })
+        }
+        return .freed(evict(control.objectsToScan))
+    }
+
+    /// Frees up to `n` of the oldest objects.
+    func evict(_ n: Int) -> Int {
+        let taken = objects.withLock { list -> [UInt] in
+            let k = min(n, list.count)
+            let out = Array(list.prefix(k))
+            list.removeFirst(k)
+            return out
+        }
+        for p in taken { mm.deallocate(UnsafeMutableRawPointer(bitPattern: p)!) }
+        population.wrappingSubtract(taken.count, ordering: .relaxed)
+        return taken.count
+    }
+
+    /// Keeps `pointer` as one more cached object.
+    func add(_ pointer: UnsafeMutableRawPointer) {
+        objects.withLock { $0.append(UInt(bitPattern: pointer)) }
+        population.wrappingAdd(1, ordering: .relaxed)
+    }
+
+    /// Allocates `count` objects (fallibly, charged to the cache's group); returns how many it got.
+    @discardableResult
+    func grow(count: Int, policy: AllocationPolicy = .standard) -> Int {
+        var policy = policy
+        policy.group = group
+        var got = 0
+        for _ in 0..<count {
+            guard let p = mm.allocate(byteCount: objectSize, policy: policy) else { break }
+            p.storeBytes(of: UInt64(got), as: UInt64.self)
+            add(p)
+            got += 1
+        }
+        return got
+    }
+
+    /// Frees every object without the lock (the group was killed, or the run is over).
+    @discardableResult
+    func dropAll() -> Int { evict(Int.max) }
+}

@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: Apache-2.0
+
+/// What one run of a scenario under one semantics measured.
+public struct RunReport: Codable, Sendable {
+    /// The semantics of `guarantee: semantics` operations in this run.
+    public var semantics: CommitSemantics
+    public var seconds: Double
+    /// Operations marked `transaction: true` that completed.
+    public var transactions: Int
+    /// All completed operations.
+    public var operations: Int
+    /// Latency of the allocations of operations with a guarantee (all operations' if none has one), µs.
+    public var latencyP50Microseconds: Double
+    public var latencyP99Microseconds: Double
+    public var latencyMaxMicroseconds: Double
+    /// `allocationStall` events ("possible memory allocation deadlock").
+    public var stallReports: Int
+    public var oomKills: Int
+    /// `.atomic` allocations that returned nil.
+    public var atomicFailures: Int
+    /// Every fallible allocation that returned nil (a retry loop's retries included).
+    public var allocationFailures: Int
+    /// The lowest free memory sampled, and the `min` watermark.
+    public var lowestFreeBytes: Int
+    public var minWatermarkBytes: Int
+    public var lowWatermarkBytes: Int
+    public var highWatermarkBytes: Int
+    /// Time requests spent stalled in the slow path (reclaiming or waiting), ms (pressure "some" total).
+    public var reclaimMilliseconds: Double
+    public var directReclaims: Int
+    public var backgroundReclaims: Int
+    /// The deadlock watchdog's verdict.
+    public var deadlocked: Bool
+    public var verdict: String
+    /// Longest time without a completed transaction, s.
+    public var longestGapSeconds: Double
+    /// Whether threads had to be rescued (memory freed behind the shrinkers' locks) to end the run.
+    public var neededRescue: Bool
+    /// Free memory over time, for the timeline.
+    public var timeline: [Sample]
+    /// Moments worth marking on the timeline.
+    public var markers: [Marker]
+
+    public struct Sample: Codable, Sendable {
+        public var t: Double
+        public var freeBytes: Int
+    }
+
+    public struct Marker: Codable, Sendable {
+        public enum Kind: String, Codable, Sendable { case reclaim, stall, oomKill, deadlock }
+        public var t: Double
+        public var kind: Kind
+    }
+}
+
+/// The runs of one scenario side by side, with a conclusion drawn from their numbers.
+public struct ScenarioReport: Codable, Sendable {
+    public var scenario: String
+    public var description: String
+    public var runs: [RunReport]
+    /// Plain-language sentences computed from the runs.
+    public var conclusion: [String]
+
+    init(scenario: Scenario, runs: [RunReport]) {
+        self.scenario = scenario.name
+        self.description = scenario.description
+        self.runs = runs
+        self.conclusion = ScenarioReport.conclude(runs)
+    }
+
+    /// Sentences about what each semantics did, from the numbers only.
+    static func conclude(_ runs: [RunReport]) -> [String] {
+        var out: [String] = []
+        func mib(_ b: Int) -> String { String(format1(Double(b) / 1048576)) + " MiB" }
+        for r in runs {
+            var s = "\(r.semantics.rawValue): \(r.transactions) transactions"
+            if r.deadlocked {
+                s += "; deadlocked — \(r.verdict)"
+                if r.stallReports > 0 { s += "; \(r.stallReports) stall reports said so while it hung" }
+            } else {
+                s += "; kept making progress (longest gap \(format1(r.longestGapSeconds)) s)"
+            }
+            if r.lowestFreeBytes < r.minWatermarkBytes {
+                s += "; dipped \(mib(r.minWatermarkBytes - r.lowestFreeBytes)) below the min watermark into the reserves"
+            }
+            if r.oomKills > 0 { s += "; \(r.oomKills) OOM kill\(r.oomKills == 1 ? "" : "s")" }
+            if r.atomicFailures > 0 { s += "; \(r.atomicFailures) atomic allocation failures" }
+            if r.semantics == .retryLoop && r.allocationFailures > 0 {
+                s += "; the caller's loop absorbed \(r.allocationFailures) failed attempts"
+            }
+            out.append(s + ".")
+        }
+        guard runs.count > 1 else { return out }
+        let best = runs.max { ($0.deadlocked ? 0 : 1, $0.transactions) < ($1.deadlocked ? 0 : 1, $1.transactions) }!
+        let stuck = runs.filter(\.deadlocked).map(\.semantics.rawValue)
+        if !stuck.isEmpty && !best.deadlocked {
+            var s = "Only waiting is not enough here: \(stuck.joined(separator: " and ")) deadlocked, while \(best.semantics.rawValue) completed \(best.transactions) transactions"
+            if best.lowestFreeBytes < best.minWatermarkBytes || best.atomicFailures > 0 {
+                s += " by spending reserves"
+                if best.atomicFailures > 0 { s += " that atomic allocations then lacked (\(best.atomicFailures) failed)" }
+            }
+            out.append(s + ".")
+        } else if stuck.count == runs.count {
+            out.append("Every semantics deadlocked: the fix is not in the allocator but in the caller (release the lock before waiting, or let the shrinker skip when the lock is held).")
+        } else {
+            let least = runs.min { $0.latencyMaxMicroseconds < $1.latencyMaxMicroseconds }!
+            out.append("No semantics deadlocked; \(best.semantics.rawValue) completed the most transactions (\(best.transactions)), \(least.semantics.rawValue) had the lowest worst-case allocation latency (\(format1(least.latencyMaxMicroseconds / 1000)) ms).")
+        }
+        return out
+    }
+}
+
+func format1(_ x: Double) -> String {
+    let scaled = (x * 10).rounded() / 10
+    return scaled == scaled.rounded() ? String(Int(scaled)) + ".0" : String(scaled)
+}

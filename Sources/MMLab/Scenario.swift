@@ -1,0 +1,232 @@
+// SPDX-License-Identifier: Apache-2.0
+import MM
+
+/// A workload for a `MemorySystem`, read from YAML: an arena, caches that
+/// reclaim can shrink, worker threads that allocate, timed events, and the
+/// allocation semantics to compare. Choices are drawn from `seed`; the
+/// threads, the memory and the time are real.
+public struct Scenario: Codable, Sendable {
+    /// Short name (the file's, for built-ins).
+    public var name: String
+    /// One or two sentences: what the scenario shows.
+    public var description: String
+    /// Seed of every random choice (sizes, jitter).
+    public var seed: UInt64
+    /// How long each run lasts.
+    public var duration: Seconds
+    public var arena: ArenaSpec
+    /// The semantics that `guarantee: semantics` operations take, one run each
+    /// (default: one run, `retryForever`).
+    public var semantics: [CommitSemantics]?
+    /// A run without progress for this long gets the deadlock verdict (default 2 s).
+    public var watchdog: Seconds?
+    public var groups: [GroupSpec]?
+    /// Locks that operations hold and shrinkers take.
+    public var locks: [LockSpec]?
+    public var caches: [CacheSpec]?
+    public var workers: [WorkerSpec]
+    public var events: [EventSpec]?
+
+    /// The arena of each run.
+    public struct ArenaSpec: Codable, Sendable {
+        public var capacity: ByteSize
+        public var watermarks: WatermarkSpec?
+        /// Interval of `allocationStall` reports (default 1 s in scenarios).
+        public var stallReportInterval: Seconds?
+    }
+
+    public struct WatermarkSpec: Codable, Sendable {
+        public var min: ByteSize
+        public var low: ByteSize
+        public var high: ByteSize
+    }
+
+    /// A memory group (cgroup-like) that caches can be charged to.
+    public struct GroupSpec: Codable, Sendable {
+        public var name: String
+        public var oomScoreAdjust: Int?
+    }
+
+    /// A lock, optionally declared as taken by reclaim of a domain.
+    public struct LockSpec: Codable, Sendable {
+        public var name: String
+    }
+
+    /// A cache of objects that a shrinker frees under pressure.
+    public struct CacheSpec: Codable, Sendable {
+        public var name: String
+        /// Bytes per object.
+        public var objectSize: ByteSize
+        /// Objects allocated when the run starts.
+        public var count: Int
+        /// The shrinker's seeks (default 2).
+        public var seeks: Int?
+        /// The reclaim domain of its shrinker: `filesystem`, `io`, or a new name (within `filesystem`); none: any context.
+        public var domain: String?
+        /// A lock its shrinker takes for every scan.
+        public var lock: String?
+        /// The group its objects are charged to.
+        public var group: String?
+    }
+
+    /// Threads that loop over `operations` until the run ends.
+    public struct WorkerSpec: Codable, Sendable {
+        public var name: String
+        public var threads: Int?
+        public var operations: [OperationSpec]
+    }
+
+    /// One step of a worker's loop.
+    public struct OperationSpec: Codable, Sendable {
+        /// Bytes per allocation: `4KiB`, or a range `64KiB..256KiB` drawn uniformly.
+        public var size: SizeRange
+        /// Allocations per step (default 1); all are held, then freed.
+        public var count: Int?
+        /// `contiguous`, `virtual` or `automatic` (default `contiguous`).
+        public var placement: String?
+        /// A preset: `standard`, `failFast`, `retryWhileProgress`, `nonBlocking`, `atomic` (default `standard`).
+        public var policy: String?
+        /// `retryForever`, `useReserves`, or `semantics` (the run's); none: fallible.
+        public var guarantee: String?
+        /// Scopes entered around the step: `excluding <domain>...`, `noDirectReclaim`, `nonBlocking`, `quiet`, `retryForever`, `useReserves`.
+        public var scopes: [String]?
+        /// Locks held around the step, in order.
+        public var locks: [String]?
+        /// How long the memory (and locks) are held.
+        public var hold: Seconds?
+        /// Steps per second per thread (default: as fast as possible).
+        public var rate: Double?
+        /// Add the allocations to this cache instead of freeing them (a cache that grows).
+        public var grow: String?
+        /// A completed step counts as a transaction (the progress the watchdog watches).
+        public var transaction: Bool?
+    }
+
+    /// Something that happens once, at `at` seconds into the run.
+    public struct EventSpec: Codable, Sendable {
+        public var at: Seconds
+        /// `pressure-spike` (allocate `bytes` for `duration`), `grow-cache` (add `bytes` of objects to `cache`),
+        /// `kill-group` (free everything charged to `group`).
+        public var action: String
+        public var bytes: ByteSize?
+        public var duration: Seconds?
+        public var cache: String?
+        public var group: String?
+    }
+}
+
+/// What an allocation that must not fail does: the three answers of the
+/// `__GFP_NOFAIL` debate.
+public enum CommitSemantics: String, Codable, Sendable, CaseIterable {
+    /// Reclaim and wait as long as it takes; never OOM-kill, never reserves (what XFS asked for).
+    case retryForever
+    /// Today's kernel `__GFP_NOFAIL`: after reclaim fails, the OOM handler and the `.high` reserve.
+    case useReserves
+    /// A fallible `.standard` allocation in a caller loop that sleeps 20 ms and retries (XFS `kmem_alloc`, 2021).
+    case retryLoop
+}
+
+/// A byte count written `4096`, `64KiB`, `4MiB` or `1GiB`.
+public struct ByteSize: Codable, Sendable, Hashable, CustomStringConvertible {
+    public var bytes: Int
+
+    public init(_ bytes: Int) { self.bytes = bytes }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let n = try? container.decode(Int.self) { bytes = n; return }
+        let text = try container.decode(String.self)
+        guard let n = ByteSize.parse(text) else {
+            throw DecodingError.dataCorruptedError(in: container, debugDescription: "\"\(text)\" is not a size (examples: 4096, 64KiB, 4MiB, 1GiB)")
+        }
+        bytes = n
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+
+    static func parse(_ text: String) -> Int? {
+        let t = text.trimmingCharacters(in: " ")
+        for (suffix, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10), ("B", 0)] where t.hasSuffix(suffix) {
+            guard let n = Int(t.dropLast(suffix.count).trimmingCharacters(in: " ")) else { return nil }
+            let (v, overflow) = n.multipliedReportingOverflow(by: 1 << shift)
+            return overflow ? nil : v
+        }
+        return Int(t)
+    }
+
+    public var description: String {
+        if bytes != 0 && bytes % (1 << 30) == 0 { return "\(bytes >> 30)GiB" }
+        if bytes != 0 && bytes % (1 << 20) == 0 { return "\(bytes >> 20)MiB" }
+        if bytes != 0 && bytes % (1 << 10) == 0 { return "\(bytes >> 10)KiB" }
+        return "\(bytes)"
+    }
+}
+
+/// A size or a range of sizes: `4KiB` or `64KiB..256KiB`.
+public struct SizeRange: Codable, Sendable, Hashable, CustomStringConvertible {
+    public var lower: Int
+    public var upper: Int
+
+    public init(_ lower: Int, _ upper: Int) { self.lower = lower; self.upper = upper }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let n = try? container.decode(Int.self) { lower = n; upper = n; return }
+        let text = try container.decode(String.self)
+        let parts = text.split(separator: ".", omittingEmptySubsequences: true)
+        if text.contains(".."), parts.count == 2, let a = ByteSize.parse(String(parts[0])), let b = ByteSize.parse(String(parts[1])) {
+            lower = a; upper = b; return
+        }
+        if let n = ByteSize.parse(text) { lower = n; upper = n; return }
+        throw DecodingError.dataCorruptedError(in: container, debugDescription: "\"\(text)\" is not a size or a range (examples: 4KiB, 64KiB..256KiB)")
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+
+    public var description: String {
+        lower == upper ? ByteSize(lower).description : "\(ByteSize(lower))..\(ByteSize(upper))"
+    }
+}
+
+/// A duration written `6s`, `250ms`, `50us` or a number of seconds.
+public struct Seconds: Codable, Sendable, Hashable, CustomStringConvertible {
+    public var value: Double
+
+    public init(_ value: Double) { self.value = value }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let n = try? container.decode(Double.self) { value = n; return }
+        let text = try container.decode(String.self).trimmingCharacters(in: " ")
+        for (suffix, factor) in [("ms", 1e-3), ("us", 1e-6), ("s", 1.0)] where text.hasSuffix(suffix) {
+            if let n = Double(text.dropLast(suffix.count)) { value = n * factor; return }
+        }
+        throw DecodingError.dataCorruptedError(in: container, debugDescription: "\"\(text)\" is not a duration (examples: 6s, 250ms, 50us)")
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+
+    public var description: String {
+        value >= 1 || value == 0 ? "\(value)s" : value >= 1e-3 ? "\(value * 1e3)ms" : "\(value * 1e6)us"
+    }
+
+    var duration: Duration { .nanoseconds(Int64(value * 1e9)) }
+}
+
+extension StringProtocol {
+    func trimmingCharacters(in set: Character) -> String {
+        var s = Substring(self)
+        while s.first == set { s = s.dropFirst() }
+        while s.last == set { s = s.dropLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,340 @@
+// SPDX-License-Identifier: Apache-2.0
+import Histogram
+import MM
+import Synchronization
+
+/// Runs a scenario: one fresh `MemorySystem` per semantics, real threads,
+/// real memory, real time. Kernel analogue: none — this is the lab where the
+/// `__GFP_NOFAIL` debate is played out.
+public enum ScenarioRunner {
+    /// Runs every semantics of the scenario in turn and draws the conclusion.
+    /// `progress(semantics, fraction)` is called about ten times a second.
+    public static func run(_ scenario: Scenario,
+                           progress: (@Sendable (CommitSemantics, Double) -> Void)? = nil) throws -> ScenarioReport {
+        let runs = try (scenario.semantics ?? [.retryForever]).map { semantics in
+            try run(scenario, semantics: semantics, progress: progress)
+        }
+        return ScenarioReport(scenario: scenario, runs: runs)
+    }
+
+    /// Runs the scenario once; `then` (if given) sees the system at the end, before teardown.
+    public static func run(_ scenario: Scenario, semantics: CommitSemantics,
+                           progress: (@Sendable (CommitSemantics, Double) -> Void)? = nil,
+                           then inspect: ((MemorySystem) -> Void)? = nil) throws -> RunReport {
+        let run = try ScenarioRun(scenario: scenario, semantics: semantics)
+        return run.execute(progress: progress, inspect: inspect)
+    }
+}
+
+/// The shared state of one run.
+final class ScenarioRun: Sendable {
+    let scenario: Scenario
+    let semantics: CommitSemantics
+    let mm: MemorySystem
+    let locks: [String: LabLock]
+    let caches: [String: LabCache]
+    let groups: [String: MemoryGroup]
+    let stop = Atomic<Bool>(false)
+    /// After teardown has given up on stuck threads: loops give up too.
+    let abandon = Atomic<Bool>(false)
+    let start: Double
+    let transactions = Atomic<Int>(0)
+    let operations = Atomic<Int>(0)
+    let atomicFailures = Atomic<Int>(0)
+    let failures = Atomic<Int>(0)
+    let hasTransactions: Bool
+    let progressTimes = Locked<[Double]>([])
+    let latency = Locked(Histogram<UInt64>(highestTrackableValue: 600_000_000))
+    let eventTimes = Locked<[RunReport.Marker]>([])
+    let samples = Locked<[RunReport.Sample]>([])
+    let reclaimMarks = Locked<[Double]>([])
+
+    init(scenario: Scenario, semantics: CommitSemantics) throws {
+        self.scenario = scenario
+        self.semantics = semantics
+        var config = MemoryConfiguration(capacity: scenario.arena.capacity.bytes)
+        config.logsEvents = false
+        config.stallReportInterval = (scenario.arena.stallReportInterval ?? Seconds(1)).duration
+        if let w = scenario.arena.watermarks {
+            config.watermarks = Watermarks(min: w.min.bytes, low: w.low.bytes, high: w.high.bytes)
+        }
+        mm = try MemorySystem(config)
+        var groups: [String: MemoryGroup] = [:]
+        let cacheSpecs = scenario.caches ?? []
+        let killed = Locked<[String]>([])
+        for g in scenario.groups ?? [] {
+            groups[g.name] = mm.makeGroup(name: g.name, oomScoreAdjust: g.oomScoreAdjust ?? 0) { group in
+                killed.withLock { $0.append(group.name) }
+            }
+        }
+        var locks: [String: LabLock] = [:]
+        for l in scenario.locks ?? [] {
+            let domain = cacheSpecs.first { $0.lock == l.name }?.domain.map(LabScopes.domain)
+            locks[l.name] = LabLock(name: l.name, domain: domain)
+        }
+        var caches: [String: LabCache] = [:]
+        for c in cacheSpecs {
+            caches[c.name] = LabCache(spec: c, mm: mm, lock: c.lock.flatMap { locks[$0] }, group: c.group.flatMap { groups[$0] })
+        }
+        self.groups = groups
+        self.locks = locks
+        self.caches = caches
+        hasTransactions = scenario.workers.contains { $0.operations.contains { $0.transaction == true } }
+        start = monotonicSeconds()
+        // A killed group's caches drop everything (the process is gone).
+        let byGroup = caches.values
+        mm.addEventSink { [eventTimes, start] event in
+            let t = monotonicSeconds() - start
+            switch event {
+            case .allocationStall: eventTimes.withLock { $0.append(RunReport.Marker(t: t, kind: .stall)) }
+            case .oomKill(let kill):
+                eventTimes.withLock { $0.append(RunReport.Marker(t: t, kind: .oomKill)) }
+                for cache in byGroup where cache.group?.name == kill.victim { cache.dropAll() }
+            default: break
+            }
+        }
+        for cache in caches.values { _ = mm.registerShrinker(cache) }
+    }
+
+    var now: Double { monotonicSeconds() - start }
+
+    func execute(progress: (@Sendable (CommitSemantics, Double) -> Void)?, inspect: ((MemorySystem) -> Void)?) -> RunReport {
+        for spec in scenario.caches ?? [] { caches[spec.name]!.grow(count: spec.count) }
+        let runStart = now
+        let duration = scenario.duration.value
+        var threads: [LabThread] = []
+        threads.append(LabThread { [self] in sample(until: runStart + duration) })
+        for (w, worker) in scenario.workers.enumerated() {
+            for t in 0..<(worker.threads ?? 1) {
+                let seed = scenario.seed ^ (UInt64(w) << 32) ^ UInt64(t) &* 0x9E37_79B9
+                threads.append(LabThread { [self] in work(worker, seed: seed) })
+            }
+        }
+        if let events = scenario.events, !events.isEmpty {
+            threads.append(LabThread { [self] in play(events.sorted { $0.at.value < $1.at.value }, from: runStart) })
+        }
+        while now < runStart + duration {
+            progress?(semantics, min(1, (now - runStart) / duration))
+            sleepSeconds(min(0.1, max(0.001, runStart + duration - now)))
+        }
+        progress?(semantics, 1)
+        let end = now
+        stop.store(true, ordering: .relaxed)
+        inspect?(mm)
+        // Teardown: threads stuck in a deadlock are freed by dropping every cache
+        // behind the shrinkers' locks (the rescue); what still does not stop is abandoned.
+        var neededRescue = false
+        var stuck = false
+        for thread in threads where !thread.join(before: .now + .milliseconds(300)) {
+            if !neededRescue {
+                neededRescue = true
+                for cache in caches.values { cache.dropAll() }
+            }
+            if !thread.join(before: .now + .seconds(10)) { stuck = true }
+        }
+        if stuck {
+            abandon.store(true, ordering: .relaxed)
+            // Threads still running use the system: keep it alive for the process's lifetime.
+            _ = Unmanaged.passRetained(mm)
+        }
+        let report = makeReport(runStart: runStart, end: end, neededRescue: neededRescue)
+        for cache in caches.values { cache.dropAll() }
+        return report
+    }
+
+    // MARK: Threads
+
+    private func sample(until deadline: Double) {
+        var lastBackground = 0
+        while !stop.load(ordering: .relaxed) {
+            let s = mm.statistics()
+            let t = now
+            samples.withLock { $0.append(RunReport.Sample(t: t, freeBytes: s.freeBytes)) }
+            let runs = s[counter: "background_reclaim_runs"] + s[counter: "direct_reclaim_runs"]
+            if runs > lastBackground { reclaimMarks.withLock { $0.append(t) } }
+            lastBackground = runs
+            sleepSeconds(0.02)
+        }
+    }
+
+    private func play(_ events: [Scenario.EventSpec], from runStart: Double) {
+        for event in events {
+            while now < runStart + event.at.value {
+                if stop.load(ordering: .relaxed) { return }
+                sleepSeconds(min(0.01, runStart + event.at.value - now))
+            }
+            switch event.action {
+            case "pressure-spike":
+                var held: [UnsafeMutableRawPointer] = []
+                var remaining = event.bytes!.bytes
+                while remaining > 0, !stop.load(ordering: .relaxed) {
+                    let chunk = min(remaining, 64 << 10)
+                    guard let p = mm.allocate(byteCount: chunk, policy: .failFast) else { break }
+                    p.storeBytes(of: 1, as: UInt8.self)
+                    held.append(p)
+                    remaining -= chunk
+                }
+                let until = now + (event.duration?.value ?? 1)
+                while now < until && !stop.load(ordering: .relaxed) { sleepSeconds(0.01) }
+                for p in held { mm.deallocate(p) }
+            case "grow-cache":
+                let cache = caches[event.cache!]!
+                cache.grow(count: max(1, event.bytes!.bytes / cache.objectSize))
+            default:
+                for cache in caches.values where cache.group?.name == event.group { cache.dropAll() }
+            }
+        }
+    }
+
+    private func work(_ worker: Scenario.WorkerSpec, seed: UInt64) {
+        var rng = LabRandom(state: seed)
+        var histogram = Histogram<UInt64>(highestTrackableValue: 600_000_000)
+        let measuredOnly = worker.operations.contains { $0.guarantee != nil }
+        var next = monotonicSeconds()
+        loop: while !stop.load(ordering: .relaxed) {
+            for op in worker.operations {
+                if stop.load(ordering: .relaxed) { break loop }
+                if let rate = op.rate {
+                    next += 1 / rate
+                    let wait = next - monotonicSeconds()
+                    if wait > 0 { sleepSeconds(wait) } else if wait < -1 { next = monotonicSeconds() }
+                }
+                perform(op, rng: &rng, histogram: &histogram, measure: !measuredOnly || op.guarantee != nil)
+            }
+        }
+        latency.withLock { $0.add(histogram) }
+    }
+
+    private func perform(_ op: Scenario.OperationSpec, rng: inout LabRandom, histogram: inout Histogram<UInt64>, measure: Bool) {
+        var scope = AllocationScope.none
+        for text in op.scopes ?? [] { scope = scope.union(try! LabScopes.parse(text)) }
+        let locks = (op.locks ?? []).map { self.locks[$0]! }
+        withAllocationScope(scope) {
+            withLocks(locks[...]) {
+                var held: [UnsafeMutableRawPointer] = []
+                var complete = true
+                for _ in 0..<(op.count ?? 1) {
+                    let size = rng.next(in: op.size.lower...op.size.upper)
+                    let t0 = monotonicSeconds()
+                    let p = allocate(size, op)
+                    if measure { _ = histogram.record(UInt64(max(0, (monotonicSeconds() - t0) * 1e6))) }
+                    guard let p else { complete = false; break }
+                    p.storeBytes(of: UInt8(truncatingIfNeeded: size), as: UInt8.self)
+                    held.append(p)
+                }
+                if let hold = op.hold?.value, hold > 0 { sleepSeconds(hold) }
+                if let grow = op.grow.flatMap({ caches[$0] }) {
+                    for p in held { grow.add(p) }
+                } else {
+                    for p in held { mm.deallocate(p) }
+                }
+                if complete {
+                    operations.wrappingAdd(1, ordering: .relaxed)
+                    if op.transaction == true || !hasTransactions {
+                        if op.transaction == true { transactions.wrappingAdd(1, ordering: .relaxed) }
+                        let t = now
+                        progressTimes.withLock { $0.append(t) }
+                    }
+                }
+            }
+        }
+    }
+
+    private func withLocks(_ locks: ArraySlice<LabLock>, _ body: () -> Void) {
+        guard let first = locks.first else { return body() }
+        first.mutex.withLock { _ in withLocks(locks.dropFirst(), body) }
+    }
+
+    /// One allocation with the operation's policy, guarantee or the run's semantics.
+    private func allocate(_ size: Int, _ op: Scenario.OperationSpec) -> UnsafeMutableRawPointer? {
+        var policy: AllocationPolicy
+        switch op.policy ?? "standard" {
+        case "failFast": policy = .failFast
+        case "retryWhileProgress": policy = .retryWhileProgress
+        case "nonBlocking": policy = .nonBlocking
+        case "atomic": policy = .atomic
+        default: policy = .standard
+        }
+        switch op.placement ?? "contiguous" {
+        case "virtual": policy.placement = .virtual
+        case "automatic": policy.placement = .automatic
+        default: policy.placement = .contiguous
+        }
+        let guarantee: CommitSemantics? = switch op.guarantee {
+        case "retryForever": .retryForever
+        case "useReserves": .useReserves
+        case "semantics": semantics
+        default: nil
+        }
+        switch guarantee {
+        case .retryForever?: return mm.allocateGuaranteed(byteCount: size, .retryForever)
+        case .useReserves?: return mm.allocateGuaranteed(byteCount: size, .useReserves)
+        case .retryLoop?:
+            // XFS kmem_alloc (2021): retry a fallible allocation, sleeping 20 ms, for as long as it takes.
+            var quiet = policy
+            quiet.persistence = .standard
+            quiet.blocking = true
+            while true {
+                if let p = mm.allocate(byteCount: size, policy: quiet) { return p }
+                failures.wrappingAdd(1, ordering: .relaxed)
+                if abandon.load(ordering: .relaxed) { return nil }
+                sleepSeconds(0.02)
+            }
+        case nil:
+            let p = mm.allocate(byteCount: size, policy: policy)
+            if p == nil {
+                failures.wrappingAdd(1, ordering: .relaxed)
+                if op.policy == "atomic" { atomicFailures.wrappingAdd(1, ordering: .relaxed) }
+            }
+            return p
+        }
+    }
+
+    // MARK: Report
+
+    private func makeReport(runStart: Double, end: Double, neededRescue: Bool) -> RunReport {
+        let s = mm.statistics()
+        let hist = latency.withLock { $0 }
+        let times = progressTimes.withLock { $0 }.filter { $0 <= end }.sorted()
+        var gapStart = runStart, longest = 0.0, longestAt = runStart
+        for t in times + [end] {
+            if t - gapStart > longest { longest = t - gapStart; longestAt = gapStart }
+            gapStart = t
+        }
+        let threshold = scenario.watchdog?.value ?? 2
+        let tail = end - (times.last ?? runStart)
+        let deadlocked = tail >= threshold
+        let what = hasTransactions ? "transaction" : "operation"
+        let verdict: String
+        if deadlocked {
+            verdict = "no \(what) completed in the last \(format1(tail)) s (from t = \(format1((times.last ?? runStart) - runStart)) s to the end)"
+        } else if longest >= threshold {
+            verdict = "stalled \(format1(longest)) s at t = \(format1(longestAt - runStart)) s, then recovered"
+        } else {
+            verdict = "no deadlock (longest gap \(format1(longest * 1000)) ms)"
+        }
+        var markers = eventTimes.withLock { $0 }.map { RunReport.Marker(t: $0.t - runStart, kind: $0.kind) }
+        markers += reclaimMarks.withLock { $0 }.map { RunReport.Marker(t: $0 - runStart, kind: .reclaim) }
+        if deadlocked { markers.append(RunReport.Marker(t: (times.last ?? runStart) - runStart, kind: .deadlock)) }
+        let timeline = samples.withLock { $0 }.filter { $0.t >= runStart && $0.t <= end }
+            .map { RunReport.Sample(t: $0.t - runStart, freeBytes: $0.freeBytes) }
+        let stallCount = markers.filter { $0.kind == .stall && $0.t <= end - runStart }.count
+        let oomCount = markers.filter { $0.kind == .oomKill }.count
+        let lowest = timeline.map(\.freeBytes).min() ?? s.freeBytes
+        let p50 = hist.totalCount > 0 ? Double(hist.valueAtPercentile(50)) : 0
+        let p99 = hist.totalCount > 0 ? Double(hist.valueAtPercentile(99)) : 0
+        return RunReport(
+            semantics: semantics, seconds: end - runStart,
+            transactions: transactions.load(ordering: .relaxed), operations: operations.load(ordering: .relaxed),
+            latencyP50Microseconds: p50, latencyP99Microseconds: p99,
+            latencyMaxMicroseconds: Double(hist.maxRecorded),
+            stallReports: stallCount, oomKills: oomCount,
+            atomicFailures: atomicFailures.load(ordering: .relaxed), allocationFailures: failures.load(ordering: .relaxed),
+            lowestFreeBytes: lowest,
+            minWatermarkBytes: s.watermarks.min, lowWatermarkBytes: s.watermarks.low, highWatermarkBytes: s.watermarks.high,
+            reclaimMilliseconds: Double(s.pressure.some.totalMicroseconds) / 1000,
+            directReclaims: s[counter: "direct_reclaim_runs"], backgroundReclaims: s[counter: "background_reclaim_runs"],
+            deadlocked: deadlocked, verdict: verdict, longestGapSeconds: longest, neededRescue: neededRescue,
+            timeline: timeline, markers: markers.sorted { $0.t < $1.t })
+    }
+}
