@@ -60,20 +60,26 @@ public struct ScenarioReport: Codable, Sendable {
     public var runs: [RunReport]
     /// Plain-language sentences computed from the runs.
     public var conclusion: [String]
+    /// Whether some operation takes the run's semantics (otherwise the runs are labelled "run").
+    public var comparesSemantics: Bool
 
     init(scenario: Scenario, runs: [RunReport]) {
         self.scenario = scenario.name
         self.description = scenario.description
         self.runs = runs
-        self.conclusion = ScenarioReport.conclude(runs)
+        comparesSemantics = scenario.workers.contains { $0.operations.contains { $0.guarantee == "semantics" } }
+        self.conclusion = ScenarioReport.conclude(runs, labelled: comparesSemantics)
     }
 
+    /// The column label of a run.
+    func label(_ run: RunReport) -> String { comparesSemantics ? run.semantics.rawValue : "run" }
+
     /// Sentences about what each semantics did, from the numbers only.
-    static func conclude(_ runs: [RunReport]) -> [String] {
+    static func conclude(_ runs: [RunReport], labelled: Bool = true) -> [String] {
         var out: [String] = []
         func mib(_ b: Int) -> String { String(format1(Double(b) / 1048576)) + " MiB" }
         for r in runs {
-            var s = "\(r.semantics.rawValue): \(r.transactions) transactions"
+            var s = "\(labelled ? r.semantics.rawValue : "The run"): \(r.transactions) transactions"
             if r.deadlocked {
                 s += "; deadlocked — \(r.verdict)"
                 if r.stallReports > 0 { s += "; \(r.stallReports) stall reports said so while it hung" }

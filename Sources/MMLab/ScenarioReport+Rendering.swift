@@ -26,13 +26,13 @@ extension ScenarioReport {
         let columnWidth = max(16, runs.map(\.semantics.rawValue.count).max() ?? 0) + 2
         func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
         var out = "\(scenario) — \(description)\n\n"
-        out += pad("", labelWidth) + runs.map { pad($0.semantics.rawValue, columnWidth) }.joined() + "\n"
+        out += pad("", labelWidth) + runs.map { pad(label($0), columnWidth) }.joined() + "\n"
         for (label, value) in rows {
             out += pad(label, labelWidth) + runs.map { pad(value($0), columnWidth) }.joined() + "\n"
         }
         out += "\nWatchdog:\n"
         for r in runs {
-            out += "  \(r.semantics.rawValue): \(r.verdict)\(r.neededRescue ? " (threads were freed at the end by dropping the caches)" : "")\n"
+            out += "  \(label(r)): \(r.verdict)\(r.neededRescue ? " (threads were freed at the end by dropping the caches)" : "")\n"
         }
         out += "\nConclusion:\n" + conclusion.map { "  - \($0)\n" }.joined()
         return out

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+import Foundation
 
 extension ScenarioReport {
     /// One timeline panel per run: free memory against time, the min/low/high
@@ -44,7 +45,7 @@ extension ScenarioReport {
             let yMax = max(mib(run.highWatermarkBytes) * 1.6, samplesMax * 1.1, 1)
             func x(_ t: Double) -> Double { left + t / duration * plotWidth }
             func y(_ m: Double) -> Double { y0 + plotHeight - min(m, yMax) / yMax * plotHeight }
-            out += "<g>\n<text x=\"\(f(left))\" y=\"\(f(y0 - 8))\" font-size=\"14\" font-weight=\"bold\">\(run.semantics.rawValue): \(run.transactions) transactions — \(escape(run.verdict))</text>\n"
+            out += "<g>\n<text x=\"\(f(left))\" y=\"\(f(y0 - 8))\" font-size=\"14\" font-weight=\"bold\">\(label(run)): \(run.transactions) transactions — \(escape(run.verdict))</text>\n"
             out += "<rect x=\"\(f(left))\" y=\"\(f(y0))\" width=\"\(f(plotWidth))\" height=\"\(f(plotHeight))\" fill=\"none\" stroke=\"#333\"/>\n"
             // Deadlock shading.
             for m in run.markers where m.kind == .deadlock {
@@ -94,6 +95,6 @@ extension ScenarioReport {
 
 extension String {
     func replacingAll(_ target: String, _ replacement: String) -> String {
-        split(separator: Character(target), omittingEmptySubsequences: false).joined(separator: replacement)
+        replacingOccurrences(of: target, with: replacement)
     }
 }

@@ -67,7 +67,7 @@ enum ScenarioSource {
 
     private static func check(_ body: @autoclosure () throws -> Scenario) throws -> Scenario {
         do { return try body() } catch let error as ScenarioError {
-            throw ValidationError(error.description)
+            throw ScenarioFileError(description: error.description)
         }
     }
 }
@@ -97,4 +97,9 @@ struct Scenarios: ParsableCommand {
             throw ValidationError("usage: mmctl scenarios [show NAME]")
         }
     }
+}
+
+/// A scenario file that was refused: printed as `Error: FILE:LINE:COLUMN: error: …`, exit status 1.
+struct ScenarioFileError: Error, CustomStringConvertible {
+    var description: String
 }

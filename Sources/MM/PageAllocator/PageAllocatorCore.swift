@@ -174,6 +174,9 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
     /// Returns the coldest blocks of every order in `lists` to the zone,
     /// keeping `keepingFraction` (0 or 1/2) of each list. Owner thread only.
     func drain(_ lists: PerThreadPageLists, keepingFraction: Int) {
+        // Waiters are woken only when blocks came back: two threads whose direct
+        // reclaim finds nothing must not wake each other into a busy loop.
+        guard lists.cachedPages > 0 else { return }
         zone.withLock { state in
             returnBlocks(of: lists, keepingFraction: keepingFraction, into: &state)
             publish(state)

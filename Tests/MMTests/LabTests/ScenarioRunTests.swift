@@ -1,0 +1,132 @@
+// SPDX-License-Identifier: Apache-2.0
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+import MM
+@testable import MMLab
+import Testing
+
+/// Runs of small scenarios: real threads and time, so the checks are on
+/// what must hold, not on exact counts. Named "Stress" for the TSan run.
+@Suite("Scenario runs (Stress)")
+struct ScenarioRunTests {
+    /// The flagship in miniature: a transaction that holds the journal while
+    /// it allocates, a cache whose shrinker needs the journal, a cache that
+    /// grows into every free page.
+    static let deadlock = """
+    name: mini-commit
+    description: the flagship in miniature
+    seed: 3
+    duration: 1500ms
+    watchdog: 600ms
+    semantics: [retryForever, useReserves]
+    arena:
+      capacity: 16MiB
+      watermarks: {min: 1MiB, low: 1280KiB, high: 1536KiB}
+      stallReportInterval: 200ms
+    locks:
+      - name: journal
+    caches:
+      - name: inodes
+        objectSize: 4KiB
+        count: 3400
+        domain: filesystem
+        lock: journal
+    workers:
+      - name: tx
+        operations:
+          - size: 64KiB..128KiB
+            count: 4
+            placement: automatic
+            guarantee: semantics
+            scopes: [excluding filesystem]
+            locks: [journal]
+            hold: 20ms
+            transaction: true
+      - name: lookup
+        operations:
+          - size: 4KiB
+            count: 32
+            grow: inodes
+            rate: 2000
+      - name: net
+        operations:
+          - size: 64..512
+            policy: atomic
+            rate: 1000
+    """
+
+    @Test("retryForever deadlocks behind the journal lock; useReserves keeps committing from the reserves")
+    func flagshipInMiniature() throws {
+        let scenario = try ScenarioLoader.load(yaml: Self.deadlock, source: "mini")
+        let report = try ScenarioRunner.run(scenario)
+        #expect(report.runs.map(\.semantics) == [.retryForever, .useReserves])
+        let forever = report.runs[0], reserves = report.runs[1]
+        #expect(forever.deadlocked, "\(forever.verdict)")
+        #expect(forever.neededRescue)
+        #expect(forever.stallReports >= 1)
+        #expect(forever.lowestFreeBytes >= forever.minWatermarkBytes - 256 << 10)  // never into the reserves
+        #expect(!reserves.deadlocked, "\(reserves.verdict)")
+        #expect(reserves.transactions > forever.transactions)
+        #expect(reserves.lowestFreeBytes < reserves.minWatermarkBytes)  // it dug into the .high reserve
+        for run in report.runs {
+            #expect(run.latencyP50Microseconds <= run.latencyP99Microseconds)
+            #expect(run.latencyP99Microseconds <= run.latencyMaxMicroseconds)
+            #expect(!run.timeline.isEmpty)
+            #expect(run.seconds >= 1.4)
+        }
+        #expect(report.conclusion.contains { $0.contains("retryForever deadlocked") && $0.contains("useReserves completed") },
+                "\(report.conclusion)")
+        #expect(report.table.contains("DEADLOCK"))
+    }
+
+    @Test("the conclusion is computed from the numbers")
+    func conclusion() {
+        func run(_ s: CommitSemantics, _ tx: Int, deadlocked: Bool, lowest: Int, atomic: Int) -> RunReport {
+            RunReport(semantics: s, seconds: 5, transactions: tx, operations: tx, latencyP50Microseconds: 1,
+                      latencyP99Microseconds: 2, latencyMaxMicroseconds: 3000, stallReports: deadlocked ? 4 : 0,
+                      oomKills: 0, atomicFailures: atomic, allocationFailures: 0, lowestFreeBytes: lowest,
+                      minWatermarkBytes: 4 << 20, lowWatermarkBytes: 5 << 20, highWatermarkBytes: 6 << 20,
+                      reclaimMilliseconds: 1, directReclaims: 0, backgroundReclaims: 0, deadlocked: deadlocked,
+                      verdict: deadlocked ? "no transaction completed in the last 4.0 s" : "no deadlock",
+                      longestGapSeconds: deadlocked ? 4 : 0.01, neededRescue: deadlocked, timeline: [], markers: [])
+        }
+        let a = ScenarioReport.conclude([run(.retryForever, 3, deadlocked: true, lowest: 4 << 20, atomic: 0),
+                                         run(.useReserves, 90, deadlocked: false, lowest: 3 << 20, atomic: 12)])
+        #expect(a.last == "Only waiting is not enough here: retryForever deadlocked, while useReserves completed 90 transactions by spending reserves that atomic allocations then lacked (12 failed).")
+        #expect(a[1].contains("dipped 1.0 MiB below the min watermark"))
+        let b = ScenarioReport.conclude([run(.retryForever, 50, deadlocked: false, lowest: 5 << 20, atomic: 0),
+                                         run(.useReserves, 60, deadlocked: false, lowest: 5 << 20, atomic: 0)])
+        #expect(b.last?.hasPrefix("No semantics deadlocked; useReserves completed the most transactions (60)") == true)
+        let c = ScenarioReport.conclude([run(.retryForever, 1, deadlocked: true, lowest: 4 << 20, atomic: 0),
+                                         run(.retryLoop, 1, deadlocked: true, lowest: 4 << 20, atomic: 0)])
+        #expect(c.last?.hasPrefix("Every semantics deadlocked") == true)
+    }
+
+    @Test("the SVG timeline is well-formed XML with a panel, axes and a legend per run")
+    func svg() throws {
+        let yaml = BuiltinScenarios.yaml(named: "cache-pressure")!.replacingAll("duration: 4s", "duration: 800ms")
+            .replacingAll("at: 1.5s", "at: 300ms").replacingAll("duration: 1s", "duration: 200ms")
+        let scenario = try ScenarioLoader.load(yaml: yaml, source: "cache-pressure")
+        let report = try ScenarioRunner.run(scenario)
+        let svg = report.svg
+        final class Counter: NSObject, XMLParserDelegate {
+            var elements: [String: Int] = [:]
+            var texts = ""
+            func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?,
+                        attributes: [String: String] = [:]) { elements[name, default: 0] += 1 }
+            func parser(_ parser: XMLParser, foundCharacters string: String) { texts += string }
+        }
+        let parser = XMLParser(data: Data(svg.utf8))
+        let counter = Counter()
+        parser.delegate = counter
+        #expect(parser.parse(), "\(parser.parserError.map { "\($0)" } ?? "")")
+        #expect(counter.elements["svg"] == 1)
+        #expect(counter.elements["polyline"] == report.runs.count)
+        #expect(counter.texts.contains("time (s)") && counter.texts.contains("free memory (MiB)"))
+        #expect(counter.texts.contains("stall report") && counter.texts.contains("OOM kill") && counter.texts.contains("min"))
+        #expect(report.runs[0].transactions > 0)
+        #expect(!report.runs[0].deadlocked)
+    }
+}
