@@ -29,17 +29,20 @@ final class LabThread: @unchecked Sendable {  // `thread` is written once in ini
 
     var isFinished: Bool { finished.value.load(ordering: .acquiring) }
 
-    /// Joins if the thread finishes before `deadline`; otherwise detaches it and returns false.
+    /// Joins if the thread finishes before `deadline`; otherwise returns
+    /// false and the thread stays joinable (or can be `abandon`ed).
     func join(before deadline: ContinuousClock.Instant) -> Bool {
         while !isFinished {
-            if ContinuousClock.now >= deadline {
-                pthread_detach(thread)
-                return false
-            }
+            if ContinuousClock.now >= deadline { return false }
             usleep(2000)
         }
         pthread_join(thread, nil)
         return true
+    }
+
+    /// Gives up on a thread that is still running: it is detached and left to finish on its own.
+    func abandon() {
+        pthread_detach(thread)
     }
 }
 

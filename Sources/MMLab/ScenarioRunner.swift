@@ -130,7 +130,10 @@ final class ScenarioRun: Sendable {
                 neededRescue = true
                 for cache in caches.values { cache.dropAll() }
             }
-            if !thread.join(before: .now + .seconds(10)) { stuck = true }
+            if !thread.join(before: .now + .seconds(10)) {
+                stuck = true
+                thread.abandon()
+            }
         }
         if stuck {
             abandon.store(true, ordering: .relaxed)
