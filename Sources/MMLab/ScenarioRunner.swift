@@ -17,11 +17,14 @@ public enum ScenarioRunner {
         return ScenarioReport(scenario: scenario, runs: runs)
     }
 
-    /// Runs the scenario once; `then` (if given) sees the system at the end, before teardown.
+    /// Runs the scenario once; `then` (if given) sees the system at the end,
+    /// before teardown. `allocationProfiling` turns on allocinfo (every
+    /// request then takes the slow path).
     public static func run(_ scenario: Scenario, semantics: CommitSemantics,
+                           allocationProfiling: Bool = false,
                            progress: (@Sendable (CommitSemantics, Double) -> Void)? = nil,
                            then inspect: ((MemorySystem) -> Void)? = nil) throws -> RunReport {
-        let run = try ScenarioRun(scenario: scenario, semantics: semantics)
+        let run = try ScenarioRun(scenario: scenario, semantics: semantics, allocationProfiling: allocationProfiling)
         return run.execute(progress: progress, inspect: inspect)
     }
 }
@@ -49,11 +52,12 @@ final class ScenarioRun: Sendable {
     let samples = Locked<[RunReport.Sample]>([])
     let reclaimMarks = Locked<[Double]>([])
 
-    init(scenario: Scenario, semantics: CommitSemantics) throws {
+    init(scenario: Scenario, semantics: CommitSemantics, allocationProfiling: Bool = false) throws {
         self.scenario = scenario
         self.semantics = semantics
         var config = MemoryConfiguration(capacity: scenario.arena.capacity.bytes)
         config.logsEvents = false
+        config.allocationProfiling = allocationProfiling
         config.stallReportInterval = (scenario.arena.stallReportInterval ?? Seconds(1)).duration
         if let w = scenario.arena.watermarks {
             config.watermarks = Watermarks(min: w.min.bytes, low: w.low.bytes, high: w.high.bytes)

@@ -7,7 +7,7 @@ import MMLab
 /// state at its end in /proc formats.
 struct Stat: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run a scenario once (its first semantics) and print meminfo, buddyinfo, slabinfo, vmstat, allocinfo and pressure at its end.")
+        abstract: "Run a scenario once (its first semantics, with allocation profiling on) and print meminfo, buddyinfo, slabinfo, vmstat, allocinfo and pressure at its end.")
 
     @Argument(help: "A built-in scenario or a YAML file.")
     var scenario: String = "cache-pressure"
@@ -16,7 +16,7 @@ struct Stat: ParsableCommand {
         let loaded = try ScenarioSource.load(scenario)
         let semantics = loaded.semantics?.first ?? .retryForever
         var text = ""
-        let report = try ScenarioRunner.run(loaded, semantics: semantics, then: { mm in
+        let report = try ScenarioRunner.run(loaded, semantics: semantics, allocationProfiling: true, then: { mm in
             let s = mm.statistics()
             text = """
             == meminfo ==
