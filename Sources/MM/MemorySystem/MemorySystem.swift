@@ -198,6 +198,7 @@ public final class MemorySystem: Sendable {
             counters: [
                 .init(name: "nr_free_pages", value: p.buddyFreePages + p.cachedPages),
                 .init(name: "nr_free_pcp", value: p.cachedPages),
+                .init(name: "nr_free_pages_lowest", value: min(core.lowestFreePages.load(ordering: .relaxed), core.arena.pageCount)),
                 .init(name: "pgalloc", value: c.pgalloc),
                 .init(name: "pgfree", value: c.pgfree),
                 .init(name: "pgalloc_fail", value: c.pgallocFail),

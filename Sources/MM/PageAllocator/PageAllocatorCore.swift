@@ -49,6 +49,8 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
     /// Reasons the fast path must see no request: fault injection configured
     /// or armed on some thread (set by the slow path).
     let fastPathHolds = Atomic<Int>(0)
+    /// The fewest free pages the buddy lists have held since the system was created.
+    let lowestFreePages = Atomic<Int>(.max)
     /// Nonzero while object requests must take the slow path too (the object
     /// layer has no watermark check; it reads this flag instead).
     let objectFastPathClosed: UnsafeMutablePointer<Atomic<Int>>
@@ -133,7 +135,10 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
 
     @inline(__always)
     private func publish(_ state: borrowing ZoneState) {
-        freePagesHot.pointee.store(state.buddy.freePages, ordering: .relaxed)
+        let free = state.buddy.freePages
+        freePagesHot.pointee.store(free, ordering: .relaxed)
+        // Written only under the zone lock: a plain compare and store is enough.
+        if free < lowestFreePages.load(ordering: .relaxed) { lowestFreePages.store(free, ordering: .relaxed) }
     }
 
     // MARK: Per-thread lists
