@@ -66,8 +66,11 @@ final class BackgroundReclaimer: @unchecked Sendable {  // pthread handle writte
                 let gained = engine.backgroundPass()
                 fruitless = gained > 0 ? 0 : fruitless + 1
                 if fruitless >= BackgroundReclaimer.passesBeforeOOM {
-                    // R6: it runs unrestricted, so it may invoke the OOM handler for waiters.
-                    if core.waitQueue.waiterCount > 0 {
+                    // R6: it runs unrestricted, so it may invoke the OOM handler for waiters —
+                    // unless memory came back meanwhile (a victim released, a racing free): like the
+                    // kernel's last-chance allocation at the high watermark before out_of_memory().
+                    let refilled = core.freePagesHot.pointee.load(ordering: .relaxed) > core.watermarks.high
+                    if core.waitQueue.waiterCount > 0 && !refilled {
                         if case .noVictim = engine.outOfMemory(trigger: "background reclaimer: no progress with \(core.waitQueue.waiterCount) request(s) waiting") {
                             slowPath.noVictimLeft(trigger: "background reclaimer")
                         }
