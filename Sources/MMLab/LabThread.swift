@@ -59,10 +59,16 @@ func monotonicSeconds() -> Double {
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }
 
-/// SplitMix64: choices repeat from the scenario's seed.
-struct LabRandom {
+/// SplitMix64: a small deterministic generator, so that a scenario's (or a
+/// test's) choices repeat from its seed.
+public struct SeededGenerator: RandomNumberGenerator, Sendable {
     var state: UInt64
-    mutating func next() -> UInt64 {
+
+    /// A generator whose sequence is fixed by `seed`.
+    public init(seed: UInt64) { state = seed }
+
+    /// The next 64 random bits.
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9

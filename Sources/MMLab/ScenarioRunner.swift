@@ -194,7 +194,7 @@ final class ScenarioRun: Sendable {
     }
 
     private func work(_ worker: Scenario.WorkerSpec, seed: UInt64) {
-        var rng = LabRandom(state: seed)
+        var rng = SeededGenerator(seed: seed)
         var histogram = Histogram<UInt64>(highestTrackableValue: 600_000_000)
         let measuredOnly = worker.operations.contains { $0.guarantee != nil }
         var next = monotonicSeconds()
@@ -212,7 +212,7 @@ final class ScenarioRun: Sendable {
         latency.withLock { $0.add(histogram) }
     }
 
-    private func perform(_ op: Scenario.OperationSpec, rng: inout LabRandom, histogram: inout Histogram<UInt64>, measure: Bool) {
+    private func perform(_ op: Scenario.OperationSpec, rng: inout SeededGenerator, histogram: inout Histogram<UInt64>, measure: Bool) {
         var scope = AllocationScope.none
         for text in op.scopes ?? [] { scope = scope.union(try! LabScopes.parse(text)) }
         let locks = (op.locks ?? []).map { self.locks[$0]! }

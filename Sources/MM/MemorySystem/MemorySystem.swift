@@ -66,7 +66,7 @@ public final class MemorySystem: Sendable {
         } else {
             backgroundReclaimer = nil
         }
-        SystemRegistry.shared.register(core)
+        SystemRegistry.shared.register(core, slab: slab)
     }
 
     deinit {

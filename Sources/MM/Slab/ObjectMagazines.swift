@@ -112,38 +112,8 @@ struct ObjectMagazines: Hashable, @unchecked Sendable {  // the raw memory is on
     static let threadExitKey = ThreadExitKey { raw in
         guard let raw else { return }
         let m = ObjectMagazines(base: raw)
-        SlabRegistry.shared.detach(m)
+        SystemRegistry.shared.detach(m)
         if cmm_thread_slots_get().pointee.objectCaches == raw { cmm_thread_slots_get().pointee.objectCaches = nil }
         munmap(raw, byteCount)
-    }
-}
-
-/// The live slab allocators of the process, by system identifier, so that a
-/// thread leaving (or switching systems) can return its objects to a system
-/// that still exists and forget those of a dropped one.
-final class SlabRegistry: Sendable {
-    static let shared = SlabRegistry()
-    private let allocators = Locked<[UInt64: SlabAllocator]>([:])
-
-    func register(_ slab: SlabAllocator) { allocators.withLock { $0[slab.systemID] = slab } }
-
-    func remove(_ id: UInt64) {
-        let removed = allocators.withLock { $0.removeValue(forKey: id) }
-        _ = removed
-    }
-
-    /// Returns the objects in `magazines` to their system and leaves them attached to none.
-    func detach(_ magazines: ObjectMagazines) {
-        let id = magazines.systemID
-        guard id != 0 else { return }
-        if let slab = allocators.withLock({ $0[id] }) {
-            slab.detach(magazines)
-        } else {
-            for index in magazines.usedIndices(below: maxObjectCaches) {
-                magazines.stack(index).deallocate()
-                magazines.clearStack(index)
-            }
-        }
-        magazines.systemID = 0
     }
 }

@@ -32,11 +32,9 @@ final class SlabAllocator: @unchecked Sendable {  // raw tables written once per
             let alignment = size & (size - 1) == 0 ? min(size, pageSize) : (size == 96 ? 32 : 64)
             _ = try! makeCache(name: name, size: size, alignment: alignment, flags: [])
         }
-        SlabRegistry.shared.register(self)
     }
 
     deinit {
-        SlabRegistry.shared.remove(systemID)
         for i in 0..<maxObjectCaches { table[i]?.release() }
         table.deallocate()
         layouts.deallocate()
@@ -81,7 +79,7 @@ final class SlabAllocator: @unchecked Sendable {  // raw tables written once per
     func magazinesForCurrentThread() -> ObjectMagazines {
         let m = ObjectMagazines.currentOrCreate()
         if m.systemID != systemID {
-            SlabRegistry.shared.detach(m)
+            SystemRegistry.shared.detach(m)
             attached.withLock { _ = $0.insert(m) }
             m.systemID = systemID
         }

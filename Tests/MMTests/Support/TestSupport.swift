@@ -2,6 +2,7 @@
 import Glibc
 import Testing
 @testable import MM
+import MMLab
 import Synchronization
 
 /// A system for tests: quiet (no log sink), small by default.
@@ -65,18 +66,8 @@ func runThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
     for t in threads { pthread_join(t, nil) }
 }
 
-/// A small deterministic generator (SplitMix64) so failures reproduce from the seed.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+/// Tests use the lab's SplitMix64 so failures reproduce from the seed.
+typealias SeededGenerator = MMLab.SeededGenerator
 
 /// Writes a tag into the first word of every page of a block.
 func stamp(_ p: UnsafeMutableRawPointer, order: Int, tag: UInt64) {
