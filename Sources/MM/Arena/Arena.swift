@@ -37,7 +37,9 @@ final class Arena: @unchecked Sendable {
         }
         if case .failure(let e) = syscalls.truncate(fd, capacity) { throw fail(e) }
         let map: UnsafeMutableRawPointer
-        switch syscalls.mapShared(fd, capacity) {
+        // Aligned to the largest block, so that every block is aligned to its size in
+        // absolute addresses too (an order-1 slab of 8 KiB objects is 8 KiB aligned).
+        switch syscalls.mapShared(fd, capacity, pageSize << maxOrder) {
         case .success(let p): map = p
         case .failure(let e): throw fail(e)
         }

@@ -22,7 +22,8 @@ public struct SystemError: Error, Sendable, Hashable, CustomStringConvertible {
 struct Syscalls: Sendable {
     var memfdCreate: @Sendable (_ name: String) -> Result<Int32, SystemError>
     var truncate: @Sendable (_ fd: Int32, _ length: Int) -> Result<Void, SystemError>
-    var mapShared: @Sendable (_ fd: Int32, _ length: Int) -> Result<UnsafeMutableRawPointer, SystemError>
+    /// Maps `length` bytes of `fd` shared, at an address that is a multiple of `alignment`.
+    var mapShared: @Sendable (_ fd: Int32, _ length: Int, _ alignment: Int) -> Result<UnsafeMutableRawPointer, SystemError>
     var mapAnonymous: @Sendable (_ length: Int) -> Result<UnsafeMutableRawPointer, SystemError>
     var advise: @Sendable (_ address: UnsafeMutableRawPointer, _ length: Int, _ advice: Int32) -> Result<Void, SystemError>
     var punchHole: @Sendable (_ fd: Int32, _ offset: Int, _ length: Int) -> Result<Void, SystemError>
@@ -40,9 +41,23 @@ struct Syscalls: Sendable {
             ftruncate(fd, off_t(length)) == 0
                 ? .success(()) : .failure(SystemError(call: "ftruncate", errno: Glibc.errno))
         },
-        mapShared: { fd, length in
-            let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
-            guard let p, p != MAP_FAILED else { return .failure(SystemError(call: "mmap", errno: Glibc.errno)) }
+        mapShared: { fd, length, alignment in
+            // Reserve enough to align, map the file over the aligned part, return the slack.
+            let span = length + alignment
+            let r = mmap(nil, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            guard let r, r != MAP_FAILED else { return .failure(SystemError(call: "mmap", errno: Glibc.errno)) }
+            let base = UInt(bitPattern: r)
+            let aligned = (base + UInt(alignment) - 1) & ~(UInt(alignment) - 1)
+            let start = UnsafeMutableRawPointer(bitPattern: aligned)!
+            let p = mmap(start, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0)
+            guard let p, p != MAP_FAILED else {
+                let error = SystemError(call: "mmap", errno: Glibc.errno)
+                munmap(r, span)
+                return .failure(error)
+            }
+            if aligned > base { munmap(r, Int(aligned - base)) }
+            let end = aligned + UInt(length)
+            if base + UInt(span) > end { munmap(UnsafeMutableRawPointer(bitPattern: end)!, Int(base + UInt(span) - end)) }
             return .success(p)
         },
         mapAnonymous: { length in

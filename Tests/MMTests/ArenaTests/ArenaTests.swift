@@ -14,6 +14,19 @@ struct ArenaTests {
         #expect(mm.core.arena.frames[Int(pfn)].state == PageState.allocated.rawValue)
     }
 
+    @Test("the direct map starts on a 4 MiB boundary, so every block is aligned to its size in absolute addresses")
+    func absoluteAlignment() throws {
+        for _ in 0..<8 {
+            let mm = try makeSystem(capacity: 8 << 20)
+            #expect(UInt(bitPattern: mm.pages.directMap) % UInt(pageSize << maxOrder) == 0)
+            for order in 0...maxOrder {
+                let p = try #require(mm.allocatePages(order: order))
+                #expect(UInt(bitPattern: p) % UInt(pageSize << order) == 0, "order \(order)")
+                mm.freePages(p, order: order)
+            }
+        }
+    }
+
     @Test("metadata is a separate mapping of at most 64 bytes per page")
     func metadataSeparate() throws {
         #expect(MemoryLayout<PageFrame>.stride <= 64)

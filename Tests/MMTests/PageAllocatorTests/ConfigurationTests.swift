@@ -88,7 +88,7 @@ struct ConfigurationTests {
         switch call {
         case "memfd_create": syscalls.memfdCreate = { _ in .failure(fail) }
         case "ftruncate": syscalls.truncate = { _, _ in .failure(fail) }
-        case "mmap": syscalls.mapShared = { _, _ in .failure(fail) }
+        case "mmap": syscalls.mapShared = { _, _, _ in .failure(fail) }
         default: syscalls.advise = { _, _, _ in .failure(fail) }
         }
         var config = MemoryConfiguration(capacity: 4 << 20)
