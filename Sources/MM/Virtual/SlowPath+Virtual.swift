@@ -1,17 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 
 extension SlowPath {
-    /// The kvmalloc placement: up to one page, contiguous with the full
-    /// policy; larger, first contiguous pages *without* reclaim, reserves or
-    /// failure reports, then virtual with the caller's full policy and
-    /// guarantee. Kernel analogue: `kvmalloc_node` with `kmalloc_gfp_adjust`.
+    /// The kvmalloc placement above `kmallocMaxSize` (smaller requests never
+    /// get here: the object layer serves them): first contiguous pages
+    /// *without* reclaim, reserves or failure reports, then virtual with the
+    /// caller's full policy and guarantee.
+    /// Kernel analogue: `kvmalloc_node` with `kmalloc_gfp_adjust`.
     func allocateAutomatic(byteCount: Int, policy: AllocationPolicy, guarantee: Guarantee?,
                            file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
         let order = ByteRouting.order(forBytes: byteCount)
-        if byteCount <= pageSize {
-            return allocatePagesSlow(order: order, policy: policy, byteCount: byteCount, guarantee: guarantee,
-                                     file: file, line: line)
-        }
         if byteCount <= maxContiguousBytes, let p = pages.allocate(order: order, policy: policy.opportunistic,
                                                                     byteCount: byteCount, file: file, line: line) {
             return p
