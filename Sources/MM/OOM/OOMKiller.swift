@@ -53,10 +53,14 @@ final class OOMKiller: Sendable {
         var skip = Set<ObjectIdentifier>()
         for g in all {
             guard let state = g.victim.withLock({ $0 }) else { continue }
-            if g.ownUsage < state.usageAtKill || g.ownUsage == 0 {
-                g.victim.withLock { $0 = nil }          // it released memory
+            if g.ownUsage == 0 {
+                g.victim.withLock { $0 = nil }          // it released everything
             } else if now - state.killedAt < reapTimeout {
-                return .killed(victim: g.name)          // still releasing: wait for it
+                return .killed(victim: g.name)          // still releasing: wait for it (a victim's
+                                                        // release takes time; killing it again would not help)
+            } else if g.ownUsage < state.usageAtKill {
+                g.victim.withLock { $0 = nil }          // it released what it could: not stuck,
+                skip.insert(ObjectIdentifier(g))        // but not the next victim in the same breath
             } else {
                 skip.insert(ObjectIdentifier(g))
                 let first = g.victim.withLock { v -> Bool in
