@@ -222,6 +222,7 @@ public final class MemorySystem: Sendable {
                 .init(name: "background_reclaim_pages", value: rc.backgroundPages),
                 .init(name: "background_wakeups", value: rc.backgroundWakeups),
                 .init(name: "oom_kill", value: rc.oomKills),
+                .init(name: "oom_victim_wait", value: rc.oomVictimWaits),
                 .init(name: "oom_no_victim", value: rc.oomNoVictim),
                 .init(name: "vmalloc_areas", value: vm.areas),
                 .init(name: "vmalloc_mappings", value: vm.mappings),

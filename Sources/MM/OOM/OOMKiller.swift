@@ -46,7 +46,7 @@ final class OOMKiller: Sendable {
             if busy { return false }
             busy = true
             return true
-        }) else { return .killed(victim: "(another OOM kill in progress)") }
+        }) else { return .waitingForVictim(victim: "(another OOM kill in progress)") }
         defer { inProgress.withLock { $0 = false } }
 
         let now = ContinuousClock.now
@@ -56,7 +56,7 @@ final class OOMKiller: Sendable {
             if g.ownUsage == 0 {
                 g.victim.withLock { $0 = nil }          // it released everything
             } else if now - state.killedAt < reapTimeout {
-                return .killed(victim: g.name)          // still releasing: wait for it (a victim's
+                return .waitingForVictim(victim: g.name) // still releasing: wait for it (a victim's
                                                         // release takes time; killing it again would not help)
             } else if g.ownUsage < state.usageAtKill {
                 g.victim.withLock { $0 = nil }          // it released what it could: not stuck,

@@ -6,7 +6,7 @@ struct ReclaimCounters: Sendable {
     var directRuns = 0, backgroundRuns = 0
     var directPages = 0, backgroundPages = 0
     var backgroundWakeups = 0
-    var oomKills = 0, oomNoVictim = 0
+    var oomKills = 0, oomVictimWaits = 0, oomNoVictim = 0
 }
 
 /// Reclaim passes: shrinkers by decreasing priority, per-thread lists
@@ -106,6 +106,7 @@ final class ReclaimEngine: Sendable {
         counters.withLock { c in
             switch outcome {
             case .killed: c.oomKills += 1
+            case .waitingForVictim: c.oomVictimWaits += 1
             case .noVictim: c.oomNoVictim += 1
             }
         }

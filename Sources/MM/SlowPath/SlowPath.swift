@@ -6,6 +6,11 @@ import Synchronization
 enum OOMOutcome: Sendable {
     /// A victim was told to release memory.
     case killed(victim: String)
+    /// An earlier victim is still releasing its memory (or another thread is
+    /// choosing one): nobody new was killed, the caller waits for that memory.
+    /// Kernel analogue: `out_of_memory()` returning true without a kill when
+    /// a victim is already exiting (`task_will_free_mem`, `oom_lock` held).
+    case waitingForVictim(victim: String)
     /// No victim could be chosen.
     case noVictim
 }
@@ -236,7 +241,7 @@ final class SlowPath: Sendable {
         counters.withLock { $0.oomInvocations += 1 }
         let handler = hooks.withLock { $0.outOfMemory }
         switch handler(context) {
-        case .killed:
+        case .killed, .waitingForVictim:
             let deadline = ContinuousClock.now + configuration.oomReapTimeout
             while ContinuousClock.now < deadline {
                 let generation = core.waitQueue.generation

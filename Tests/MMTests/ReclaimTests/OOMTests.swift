@@ -104,6 +104,10 @@ struct OOMTests {
         _ = fillPages(mm, .atomic)
         #expect(mm.reclaim.outOfMemory(trigger: "test") == .killed(victim: "stubborn"))
         #expect(stubborn.isOOMVictim)
+        // Within the reap timeout the victim is waited for: no second kill, not counted as one.
+        #expect(mm.reclaim.outOfMemory(trigger: "test") == .waitingForVictim(victim: "stubborn"))
+        #expect(mm.statistics()[counter: "oom_kill"] == 1)
+        #expect(mm.statistics()[counter: "oom_victim_wait"] == 1)
         sleep(milliseconds: 80)
         #expect(mm.reclaim.outOfMemory(trigger: "test") == .killed(victim: "other"))
         let stuck = recorder.stuckVictims
@@ -140,6 +144,7 @@ extension OOMOutcome: Equatable {
     public static func == (a: OOMOutcome, b: OOMOutcome) -> Bool {
         switch (a, b) {
         case (.killed(let x), .killed(let y)): return x == y
+        case (.waitingForVictim(let x), .waitingForVictim(let y)): return x == y
         case (.noVictim, .noVictim): return true
         default: return false
         }
