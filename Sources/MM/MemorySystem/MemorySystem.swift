@@ -240,15 +240,17 @@ public final class MemorySystem: Sendable {
 
     /// Checks the allocator's invariants (every page in exactly one free or
     /// allocated block, free blocks maximally merged, lists and counters in
-    /// agreement) and traps with the list of problems if any is broken.
-    /// Call it only while no other thread uses the system.
+    /// agreement; the calling thread's magazines and every depot holding
+    /// free, canaried slots of their cache) and traps with the list of
+    /// problems if any is broken. Call it only while no other thread uses
+    /// the system.
     public func _checkInvariants() {
-        let problems = core.invariantViolations()
+        let problems = _invariantViolations()
         precondition(problems.isEmpty, "swift-mm invariants broken:\n" + problems.joined(separator: "\n"))
     }
 
     /// The broken invariants in words (empty when all hold); see `_checkInvariants()`.
     public func _invariantViolations() -> [String] {
-        core.invariantViolations()
+        core.invariantViolations() + objects.slab.invariantViolations()
     }
 }

@@ -51,9 +51,11 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
     let fastPathHolds = Atomic<Int>(0)
     /// The fewest free pages the buddy lists have held since the system was created.
     let lowestFreePages = Atomic<Int>(.max)
-    /// Nonzero while object requests must take the slow path too (the object
-    /// layer has no watermark check; it reads this flag instead).
-    let objectFastPathClosed: UnsafeMutablePointer<Atomic<Int>>
+    /// `systemID` while the object layer's fast path is open,
+    /// `ObjectMagazines.closedKey` while object requests must take the slow
+    /// path too (the object layer has no watermark check; its fast path
+    /// compares this with the magazines' owner instead).
+    let objectFastPathKey: UnsafeMutablePointer<Atomic<UInt64>>
     /// Live allocations per call site, when allocation profiling is on.
     let profile: AllocationProfile?
 
@@ -62,7 +64,7 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
     func refreshFastPath() {
         let closed = fastPathHolds.load(ordering: .relaxed) > 0 || ChargingScopes.isActive
         fastPathThreshold.pointee.store(closed ? Int.max : watermarks.low, ordering: .relaxed)
-        objectFastPathClosed.pointee.store(closed ? 1 : 0, ordering: .relaxed)
+        objectFastPathKey.pointee.store(closed ? ObjectMagazines.closedKey : systemID, ordering: .relaxed)
     }
 
     /// Blocked allocations wait here; every free to the buddy lists wakes them.
@@ -89,8 +91,8 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
          profile: AllocationProfile?) {
         self.systemID = systemID
         self.profile = profile
-        objectFastPathClosed = .allocate(capacity: 1)
-        objectFastPathClosed.initialize(to: Atomic(0))
+        objectFastPathKey = .allocate(capacity: 1)
+        objectFastPathKey.initialize(to: Atomic(systemID))
         self.groups = groups
         self.arena = arena
         self.watermarks = PageWatermarks(watermarks)
@@ -121,8 +123,8 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
         freePagesHot.deallocate()
         fastPathThreshold.deinitialize(count: 1)
         fastPathThreshold.deallocate()
-        objectFastPathClosed.deinitialize(count: 1)
-        objectFastPathClosed.deallocate()
+        objectFastPathKey.deinitialize(count: 1)
+        objectFastPathKey.deallocate()
     }
 
     /// Milliseconds since the system was created (wraps after 49 days; only differences are used).

@@ -55,8 +55,7 @@ final class SystemRegistry: Sendable {
             slab.detach(magazines)
         } else {
             for index in magazines.usedIndices(below: maxObjectCaches) {
-                magazines.stack(index).deallocate()
-                magazines.clearStack(index)
+                magazines.freeStack(index)
             }
         }
         magazines.systemID = 0

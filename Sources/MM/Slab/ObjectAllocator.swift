@@ -20,8 +20,10 @@ struct ObjectAllocator: @unchecked Sendable {  // raw pointers into tables owned
     @usableFromInline let capacityBytes: UInt
     @usableFromInline let frames: UnsafeMutablePointer<PageFrame>
     @usableFromInline let layouts: UnsafeMutablePointer<ObjectLayout>
-    /// Nonzero while every object request must take the slow path.
-    @usableFromInline let closed: UnsafeMutablePointer<Atomic<Int>>
+    /// The system's identifier while the fast path is open,
+    /// `ObjectMagazines.closedKey` while every object request must take the
+    /// slow path: one compare with the magazines' owner checks both.
+    @usableFromInline let fastPathKey: UnsafeMutablePointer<Atomic<UInt64>>
     @usableFromInline let slab: SlabAllocator
 
     init(slab: SlabAllocator) {
@@ -31,7 +33,7 @@ struct ObjectAllocator: @unchecked Sendable {  // raw pointers into tables owned
         capacityBytes = UInt(slab.core.arena.capacity)
         frames = slab.core.arena.frames
         layouts = slab.layouts
-        closed = slab.core.objectFastPathClosed
+        fastPathKey = slab.core.objectFastPathKey
     }
 
     /// Pops an object of the cache at `index` from the calling thread's
@@ -41,13 +43,15 @@ struct ObjectAllocator: @unchecked Sendable {  // raw pointers into tables owned
         let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
         guard let raw = slots.pointee.objectCaches, slots.pointee.heldCheckedLocks == 0 else { return nil }
         let m = ObjectMagazines(base: raw)
-        guard m.systemID == systemID, closed.pointee.load(ordering: .relaxed) == 0 else { return nil }
+        guard m.systemID == fastPathKey.pointee.load(ordering: .relaxed) else { return nil }
         let count = m.count(index)
         let n = count.pointee.load(ordering: .relaxed)
         guard n > 0 else { return nil }
-        let p = m.stack(index)[n &- 1]
+        let top = m.top(index)
+        let p = top.pointee
+        top.pointee = m.stack(index)[n &- 2]  // the spare entry when n == 1
         count.pointee.store(n &- 1, ordering: .relaxed)
-        (p + (layouts + index).pointee.canaryOffset).storeBytes(of: 0, as: UInt.self)
+        (p + ObjectLayout.fastCanaryOffset).storeBytes(of: 0, as: UInt.self)
         return p
     }
 
@@ -69,42 +73,36 @@ struct ObjectAllocator: @unchecked Sendable {  // raw pointers into tables owned
         (frames + Int(truncatingIfNeeded: offset &>> UInt(pageShift))).pointee.owner
     }
 
-    /// Frees an object whose slab page names cache `owner - 1`.
+    /// Frees an object whose slab page names cache `owner - 1`. Caches the
+    /// fast path must not serve (debug flags, destroyed) give threads no
+    /// magazine room (limit 0), so the push check sends their frees to the
+    /// slow path without a test of its own.
     @inlinable @inline(__always)
     func free(_ p: UnsafeMutableRawPointer, offset: UInt, owner: UInt32) {
         let index = Int(truncatingIfNeeded: owner &- 1)
-        let layout = layouts + index
-        if layout.pointee.checkedOnly == 0, let raw = cmm_thread_slots_get().pointee.objectCaches {
+        if let raw = cmm_thread_slots_get().pointee.objectCaches {
             let m = ObjectMagazines(base: raw)
+            let layout = layouts + index
             let inSlab = offset & layout.pointee.slabMask
             let slot = (inSlab &* layout.pointee.reciprocal) &>> 32
-            let address = UInt(bitPattern: p)
-            let canary = layout.pointee.freeCanary(address)
-            let canaryWord = p + layout.pointee.canaryOffset
-            // The slot check comes first: it also proves the canary word aligned.
-            if m.systemID == systemID && closed.pointee.load(ordering: .relaxed) == 0
+            let canary = layout.pointee.freeCanary(UInt(bitPattern: p))
+            let canaryWord = p + ObjectLayout.fastCanaryOffset
+            // The slot check comes first: it also proves the canary word aligned and inside the slot.
+            if m.systemID == fastPathKey.pointee.load(ordering: .relaxed)
                 && slot &* UInt(bitPattern: layout.pointee.stride) == inSlab
-                && slot < UInt(bitPattern: layout.pointee.objectsPerSlab),
-               case let word = canaryWord.load(as: UInt.self), (word ^ canary) > 1
-                && (layout.pointee.canaryOffset != 0 || !plausibleLink(word, at: address, layout)) {
+                && slot < UInt(bitPattern: layout.pointee.objectsPerSlab)
+                && (canaryWord.load(as: UInt.self) ^ canary) > 1 {
                 let count = m.count(index)
                 let n = count.pointee.load(ordering: .relaxed)
                 if n < m.limit(index) {
                     canaryWord.storeBytes(of: canary, as: UInt.self)
                     m.stack(index)[n] = p
+                    m.top(index).pointee = p
                     count.pointee.store(n &+ 1, ordering: .relaxed)
                     return
                 }
             }
         }
         slab.freeSlow(p)
-    }
-
-    /// Whether a one-word object's word could be a slab free-list link (then
-    /// the slow path looks for the object on its slab's free list).
-    @inlinable @inline(__always)
-    func plausibleLink(_ word: UInt, at address: UInt, _ layout: UnsafeMutablePointer<ObjectLayout>) -> Bool {
-        let link = word ^ layout.pointee.secret ^ address.byteSwapped
-        return link == 0 || (link ^ address) <= layout.pointee.slabMask
     }
 }

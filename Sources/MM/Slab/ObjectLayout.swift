@@ -9,7 +9,11 @@
 /// object carries a *free canary* (`secret ^ address`) in the word at
 /// `canaryOffset`; an object never handed out carries the *fresh canary*
 /// (`free canary ^ 1`). Free objects in a slab's free list also hold the
-/// encoded address of the next one in their first word.
+/// encoded address of the next one in their first word. Slots are at least
+/// two words apart (an 8-byte object takes 16 bytes, like glibc's smallest
+/// chunk), so the canary always has a word of its own at offset 8 — a
+/// constant the fast paths use — except in red-zoned 8-byte caches, which
+/// only the checked path serves.
 /// Kernel analogue: the geometry fields of `struct kmem_cache`
 /// (`size`, `object_size`, `oo`, `random` of `CONFIG_SLAB_FREELIST_HARDENED`).
 @frozen @usableFromInline
@@ -23,8 +27,11 @@ struct ObjectLayout {
     /// `ceil(2^32 / stride)`: slot index = `(offsetInSlab * reciprocal) >> 32`, exact below 2^17.
     @usableFromInline var reciprocal: UInt
     @usableFromInline var objectsPerSlab: Int
-    /// Byte offset of the canary word: 8 when objects have two words, else 0.
+    /// Byte offset of the canary word: `fastCanaryOffset` in every cache the
+    /// fast path serves; 0 in red-zoned 8-byte caches (link and canary share a word).
     @usableFromInline var canaryOffset: Int
+    /// Where the fast paths find the canary (the second word of every slot).
+    @usableFromInline static let fastCanaryOffset = 8
     /// Per-cache random secret for canaries and free-list links.
     @usableFromInline var secret: UInt
     /// Nonzero when every allocation and free must take the checked path
@@ -57,7 +64,7 @@ struct ObjectLayout {
     /// slabs easy to find under fragmentation (a 4 KiB object needs one free
     /// page, not eight). `nil` when even an order-3 slab cannot hold one.
     init?(size: Int, alignment: Int, redZone: Bool, secret: UInt) {
-        let raw = max(8, size) + (redZone ? ObjectLayout.redZoneBytes : 0)
+        let raw = redZone ? max(8, size) + ObjectLayout.redZoneBytes : max(16, size)
         let stride = (raw + alignment - 1) & ~(alignment - 1)
         func waste(_ o: Int) -> Int {
             let slab = pageSize << o
@@ -73,7 +80,7 @@ struct ObjectLayout {
         self.slabMask = UInt(pageSize << order) - 1
         self.reciprocal = ((1 << 32) + UInt(stride) - 1) / UInt(stride)
         self.objectsPerSlab = perSlab
-        self.canaryOffset = max(8, size) >= 16 ? 8 : 0
+        self.canaryOffset = stride >= 16 && (!redZone || size >= 16) ? ObjectLayout.fastCanaryOffset : 0
         self.secret = secret
         self.checkedOnly = 0
         self.alignment = alignment

@@ -14,6 +14,7 @@ extension SlabAllocator {
                 let stack = m.stack(index)
                 for k in 0..<count.pointee.load(ordering: .relaxed) { stolen.append(UInt(bitPattern: stack[k])) }
                 count.pointee.store(0, ordering: .relaxed)
+                m.closeStack(index)  // later frees take the checked path
             }
         }
         var leaks: [HardeningViolation] = []

@@ -39,10 +39,9 @@ extension SlabAllocator {
             if m.count(index).pointee.load(ordering: .relaxed) == 0 {
                 guard refill(cache, m, context: context) else { return nil }
             }
-            let count = m.count(index)
-            let n = count.pointee.load(ordering: .relaxed)
+            let n = m.count(index).pointee.load(ordering: .relaxed)
             p = m.stack(index)[n - 1]
-            count.pointee.store(n - 1, ordering: .relaxed)
+            m.setCount(index, n - 1)
             (p! + cache.layout.canaryOffset).storeBytes(of: 0, as: UInt.self)
         }
         guard let p else { return nil }
@@ -143,10 +142,9 @@ extension SlabAllocator {
             drain(m, index: index, keep: m.limit(index) / 2)
         }
         (p + layout.canaryOffset).storeBytes(of: layout.freeCanary(address), as: UInt.self)
-        let count = m.count(index)
-        let n = count.pointee.load(ordering: .relaxed)
+        let n = m.count(index).pointee.load(ordering: .relaxed)
         m.stack(index)[n] = p
-        count.pointee.store(n + 1, ordering: .relaxed)
+        m.setCount(index, n + 1)
     }
 
     /// Whether freeing `p` (inside a slab of `cache`) is valid; the

@@ -97,8 +97,7 @@ final class SlabAllocator: @unchecked Sendable {  // raw tables written once per
             set.remove(m)
             for index in m.usedIndices(below: cacheCount) {
                 drain(m, index: index, keep: 0)
-                m.stack(index).deallocate()
-                m.clearStack(index)
+                m.freeStack(index)
             }
         }
     }
@@ -113,14 +112,17 @@ final class SlabAllocator: @unchecked Sendable {  // raw tables written once per
         let cache = self.cache(index)
         let stack = m.stack(index)
         let empty = cache.central.withLock { s -> [UInt32] in
-            s.depot.reserveCapacity(s.depot.count + give)
-            for i in 0..<give { s.depot.append(UInt(bitPattern: stack[i])) }
+            UnsafeRawPointer(stack).withMemoryRebound(to: UInt.self, capacity: give) {
+                s.depot.append(contentsOf: UnsafeBufferPointer(start: $0, count: give))
+            }
             s.counters.drains += 1
-            cache.trimDepot(&s, keep: s.destroyed ? 0 : cache.depotLimit)
+            // Past its limit the depot returns its older half at once: one move of the rest, not one per drain.
+            if s.destroyed { cache.trimDepot(&s, keep: 0) }
+            else if s.depot.count > cache.depotLimit { cache.trimDepot(&s, keep: cache.depotLimit / 2) }
             return cache.detachEmptySlabs(&s, keep: s.destroyed ? 0 : cache.keptEmptySlabs)
         }
         if keep > 0 { stack.update(from: stack + give, count: keep) }
-        count.pointee.store(keep, ordering: .relaxed)
+        m.setCount(index, keep)
         freeSlabs(empty, of: cache)
     }
 
@@ -137,10 +139,14 @@ final class SlabAllocator: @unchecked Sendable {  // raw tables written once per
         let want = max(1, cache.batch - n)
         var corruption: [HardeningViolation] = []
         var got = cache.central.withLock { s -> Int in
-            var k = 0
-            while k < want, let object = s.depot.popLast() {
-                stack[n + k] = UnsafeMutableRawPointer(bitPattern: object)!
-                k += 1
+            var k = min(want, s.depot.count)
+            if k > 0 {
+                s.depot.withUnsafeBufferPointer { depot in
+                    UnsafeMutableRawPointer(stack + n).withMemoryRebound(to: UInt.self, capacity: k) {
+                        $0.update(from: depot.baseAddress! + (depot.count - k), count: k)
+                    }
+                }
+                s.depot.removeLast(k)
             }
             if k < want { k += cache.takeFromSlabs(&s, into: stack + n + k, max: want - k, corruption: &corruption) }
             s.counters.refills += 1
@@ -154,7 +160,7 @@ final class SlabAllocator: @unchecked Sendable {  // raw tables written once per
                 return cache.takeFromSlabs(&s, into: stack + n, max: want, corruption: &corruption)
             }
         }
-        count.pointee.store(n + got, ordering: .relaxed)
+        m.setCount(index, n + got)
         return got > 0
     }
 

@@ -8,14 +8,14 @@ import Testing
 struct SlabHardeningTests {
     enum BadObjectFree: String, CaseIterable, Codable, Sendable {
         case doubleFree, doubleFreeOneWord, doubleFreeAfterDrain, interior, misaligned, neverAllocated,
-             neverAllocatedOneWord, wrongCache, pagesAsObject, objectAsPages, redZone
+             neverAllocatedSmallest, wrongCache, pagesAsObject, objectAsPages, redZone
 
         var expectedKind: HardeningViolation.Kind {
             switch self {
-            case .doubleFree, .doubleFreeOneWord, .doubleFreeAfterDrain, .neverAllocatedOneWord: return .doubleFree
+            case .doubleFree, .doubleFreeOneWord, .doubleFreeAfterDrain: return .doubleFree
             case .interior: return .interiorPointer
             case .misaligned: return .misalignedPointer
-            case .neverAllocated: return .neverAllocated
+            case .neverAllocated, .neverAllocatedSmallest: return .neverAllocated
             case .wrongCache: return .wrongCache
             case .pagesAsObject: return .interiorPointer
             case .objectAsPages: return .wrongAllocator
@@ -50,11 +50,11 @@ struct SlabHardeningTests {
             case .neverAllocated:
                 let p = mm.allocate(byteCount: 128)!
                 mm.deallocate(p + 128)  // the next slot: carved, never handed out
-            case .neverAllocatedOneWord:
-                // One-word objects carry no fresh canary: the slot is found on the free list.
+            case .neverAllocatedSmallest:
+                // 8-byte objects sit 16 bytes apart: the next slot has a canary word of its own.
                 let p = mm.allocate(byteCount: 8)!
                 mm.shrinkObjectCaches()
-                mm.deallocate(p + 8)
+                mm.deallocate(p + 16)
             case .wrongCache:
                 let cache = try! mm.makeObjectCache(name: "dentry", size: 192)
                 let p = mm.allocate(byteCount: 192)!
