@@ -15,7 +15,6 @@ import Synchronization
 /// which names the problem.
 @frozen @usableFromInline
 struct ObjectAllocator: @unchecked Sendable {  // raw pointers into tables owned by `slab`, which it keeps alive
-    @usableFromInline let systemID: UInt64
     @usableFromInline let directMap: UnsafeMutableRawPointer
     @usableFromInline let capacityBytes: UInt
     @usableFromInline let frames: UnsafeMutablePointer<PageFrame>
@@ -28,7 +27,6 @@ struct ObjectAllocator: @unchecked Sendable {  // raw pointers into tables owned
 
     init(slab: SlabAllocator) {
         self.slab = slab
-        systemID = slab.systemID
         directMap = slab.core.arena.directMap
         capacityBytes = UInt(slab.core.arena.capacity)
         frames = slab.core.arena.frames

@@ -57,24 +57,27 @@ struct ObjectMagazines: Hashable, @unchecked Sendable {  // the raw memory is on
         (base + 8).assumingMemoryBound(to: Atomic<Int>.self)
     }
 
+    /// The 32-byte record of the cache at `index`: stack base (0), count (8), limit (16), top copy (24).
+    @inlinable @inline(__always)
+    func record(_ index: Int) -> UnsafeMutableRawPointer {
+        base + (ObjectMagazines.headerBytes &+ index &* ObjectMagazines.recordBytes)
+    }
+
     /// The stack of the cache at `index`: its objects' addresses.
     @inlinable @inline(__always)
     func stack(_ index: Int) -> UnsafeMutablePointer<UnsafeMutableRawPointer> {
-        (base + (ObjectMagazines.headerBytes &+ index &* ObjectMagazines.recordBytes))
-            .load(as: UnsafeMutablePointer<UnsafeMutableRawPointer>.self)
+        record(index).load(as: UnsafeMutablePointer<UnsafeMutableRawPointer>.self)
     }
 
     @inlinable @inline(__always)
     func count(_ index: Int) -> UnsafeMutablePointer<Atomic<Int>> {
-        (base + (ObjectMagazines.headerBytes &+ index &* ObjectMagazines.recordBytes &+ 8))
-            .assumingMemoryBound(to: Atomic<Int>.self)
+        (record(index) + 8).assumingMemoryBound(to: Atomic<Int>.self)
     }
 
     /// The object on top of the stack (meaningful while the count is positive).
     @inlinable @inline(__always)
     func top(_ index: Int) -> UnsafeMutablePointer<UnsafeMutableRawPointer> {
-        (base + (ObjectMagazines.headerBytes &+ index &* ObjectMagazines.recordBytes &+ 24))
-            .assumingMemoryBound(to: UnsafeMutableRawPointer.self)
+        (record(index) + 24).assumingMemoryBound(to: UnsafeMutableRawPointer.self)
     }
 
     /// Sets the count of the stack at `index` and refreshes its top copy (slow paths).
@@ -85,17 +88,17 @@ struct ObjectMagazines: Hashable, @unchecked Sendable {  // the raw memory is on
 
     @inlinable @inline(__always)
     func limit(_ index: Int) -> Int {
-        (base + (ObjectMagazines.headerBytes &+ index &* ObjectMagazines.recordBytes &+ 16)).load(as: Int.self)
+        (record(index) + 16).load(as: Int.self)
     }
 
     /// Whether the cache at `index` has a stack yet.
     func hasStack(_ index: Int) -> Bool {
-        (base + (ObjectMagazines.headerBytes + index * ObjectMagazines.recordBytes)).load(as: UInt.self) != 0
+        record(index).load(as: UInt.self) != 0
     }
 
     /// Gives the cache at `index` a stack of `limit` entries (owner thread, once per cache).
     func makeStack(_ index: Int, limit: Int) {
-        let record = base + (ObjectMagazines.headerBytes + index * ObjectMagazines.recordBytes)
+        let record = record(index)
         let storage = UnsafeMutablePointer<UnsafeMutableRawPointer>.allocate(capacity: limit + 1)
         storage.initialize(to: base)  // the spare entry below the base: read, never used
         record.storeBytes(of: storage + 1, as: UnsafeMutablePointer<UnsafeMutableRawPointer>.self)
@@ -105,7 +108,7 @@ struct ObjectMagazines: Hashable, @unchecked Sendable {  // the raw memory is on
     /// Leaves the stack of the cache at `index` no room, so that every free
     /// of its objects takes the slow path (the cache became checked-only).
     func closeStack(_ index: Int) {
-        (base + (ObjectMagazines.headerBytes + index * ObjectMagazines.recordBytes + 16)).storeBytes(of: 0, as: Int.self)
+        (record(index) + 16).storeBytes(of: 0, as: Int.self)
     }
 
     /// Frees the stack of the cache at `index` (its objects must have been returned) and forgets it.
@@ -116,7 +119,7 @@ struct ObjectMagazines: Hashable, @unchecked Sendable {  // the raw memory is on
 
     /// Forgets the stack of the cache at `index`.
     private func clearStack(_ index: Int) {
-        let record = base + (ObjectMagazines.headerBytes + index * ObjectMagazines.recordBytes)
+        let record = record(index)
         record.storeBytes(of: 0, as: UInt.self)
         count(index).pointee.store(0, ordering: .relaxed)
         (record + 16).storeBytes(of: 0, as: Int.self)

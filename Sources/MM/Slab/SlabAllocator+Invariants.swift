@@ -14,8 +14,8 @@ extension SlabAllocator {
             for index in m.usedIndices(below: caches.count) {
                 let cache = caches[index]
                 let n = m.count(index).pointee.load(ordering: .relaxed)
-                if n < 0 || n > max(m.limit(index), cache.magazineLimit) {
-                    problems.append("\(cache.name): magazine count \(n) outside 0...\(m.limit(index))")
+                if n < 0 || n > cache.magazineLimit {
+                    problems.append("\(cache.name): magazine count \(n) outside 0...\(cache.magazineLimit)")
                     continue
                 }
                 if n > 0 && m.top(index).pointee != m.stack(index)[n - 1] {
