@@ -69,10 +69,20 @@ public final class MemorySystem: Sendable {
         SystemRegistry.shared.register(core, slab: slab)
     }
 
+    /// Releases everything the system holds: the background reclaimer
+    /// thread, every thread's cached blocks and magazine stacks for it (live
+    /// threads included), and, once the layers are released, the arena's
+    /// mappings. The layers refer to one another through the reclaim hooks;
+    /// those references are cut here so that nothing outlives the system.
     deinit {
         core.lowWatermarkHook.withLock { $0 = nil }
         backgroundReclaimer?.stop()
-        SystemRegistry.shared.remove(core.systemID)
+        let core = self.core
+        pages.slow.hooks.withLock { hooks in
+            hooks.directReclaim = { [core] _, _ in core.drainForReclaim() }
+            hooks.outOfMemory = { _ in .noVictim }
+        }
+        SystemRegistry.shared.remove(core, slab: objects.slab)
     }
 
     // MARK: Pages

@@ -80,6 +80,14 @@ struct PerThreadPageLists {
         counter.pointee.store(counter.pointee.load(ordering: .relaxed) &+ n, ordering: .relaxed)
     }
 
+    /// Empties the lists without returning their blocks and attaches them to
+    /// no system (the blocks' system is gone, or has taken them back).
+    func forget() {
+        for order in 0..<perThreadOrderCount { count(order).pointee.store(0, ordering: .relaxed) }
+        drainRequest.pointee.store(0, ordering: .relaxed)
+        systemID = 0
+    }
+
     /// Total pages held in all four lists.
     var cachedPages: Int {
         var total = 0

@@ -25,40 +25,60 @@ final class SystemRegistry: Sendable {
 
     func makeID() -> UInt64 { nextID.wrappingAdd(1, ordering: .relaxed).oldValue }
 
-    func remove(_ id: UInt64) {
-        // The core is released outside the lock: its deinit unmaps the arena.
-        let removed = systems.withLock { $0.removeValue(forKey: id) }
+    /// Removes a system that is being dropped and releases the per-thread
+    /// state that every thread (alive or not) holds for it: page lists are
+    /// emptied (their blocks die with the arena) and magazine stacks freed.
+    /// Done under the registry lock, which is also the lock under which an
+    /// owner thread detaches its own state, so the two never race. No thread
+    /// may be inside the system itself (it has no references left).
+    func remove(_ core: PageAllocatorCore, slab: SlabAllocator) {
+        let removed = systems.withLock { systems -> Entry? in
+            let entry = systems.removeValue(forKey: core.systemID)
+            for handle in core.withAttached({ Array($0) }) {
+                let lists = PerThreadPageLists(base: handle.base)
+                guard lists.systemID == core.systemID else { continue }
+                lists.forget()
+            }
+            core.attachedLists.withLock { $0.removeAll() }
+            for magazines in slab.attached.withLock({ Array($0) }) where magazines.systemID == core.systemID {
+                magazines.forget(below: slab.cacheCount)
+            }
+            slab.attached.withLock { $0.removeAll() }
+            return entry
+        }
+        // The layers are released outside the lock.
         _ = removed
     }
 
     /// Returns every block in `lists` to the system they belong to (if it is
-    /// still alive) and leaves the lists attached to none.
+    /// still alive) and leaves the lists attached to none. Owner thread only.
+    ///
+    /// Under the registry lock the lists leave their system's attached set,
+    /// so a system dropped meanwhile no longer sees them; the blocks go back
+    /// outside the lock (returning them may take other locks and even
+    /// re-enter the registry for this thread's other per-thread state).
     func detach(_ lists: PerThreadPageLists) {
-        let id = lists.systemID
-        guard id != 0 else { return }
-        let core = systems.withLock { $0[id]?.core }
-        if let core {
-            core.detach(lists)
-        } else {
-            for order in 0..<perThreadOrderCount { lists.count(order).pointee.store(0, ordering: .relaxed) }
+        let core = systems.withLock { systems -> PageAllocatorCore? in
+            guard lists.systemID != 0, let core = systems[lists.systemID]?.core else { return nil }
+            core.attachedLists.withLock { _ = $0.remove(ListsHandle(base: lists.base)) }
+            return core
         }
-        lists.systemID = 0
+        core?.detach(lists)
+        lists.forget()
     }
 
     /// Returns the objects in `magazines` to their system (if it is still
     /// alive; a dropped system's objects are forgotten) and leaves them
-    /// attached to none, their stacks freed.
+    /// attached to none, their stacks freed. Owner thread only; the same
+    /// hand-over as for page lists.
     func detach(_ magazines: ObjectMagazines) {
-        let id = magazines.systemID
-        guard id != 0 else { return }
-        if let slab = systems.withLock({ $0[id]?.slab }) {
-            slab.detach(magazines)
-        } else {
-            for index in magazines.usedIndices(below: maxObjectCaches) {
-                magazines.freeStack(index)
-            }
+        let slab = systems.withLock { systems -> SlabAllocator? in
+            guard magazines.systemID != 0, let slab = systems[magazines.systemID]?.slab else { return nil }
+            slab.attached.withLock { _ = $0.remove(magazines) }
+            return slab
         }
-        magazines.systemID = 0
+        slab?.detach(magazines)
+        magazines.forget(below: maxObjectCaches)
     }
 }
 

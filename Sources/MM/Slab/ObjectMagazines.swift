@@ -125,6 +125,15 @@ struct ObjectMagazines: Hashable, @unchecked Sendable {  // the raw memory is on
         (record + 16).storeBytes(of: 0, as: Int.self)
     }
 
+    /// Frees every stack without returning its objects and attaches the
+    /// magazines to no system (the objects' system is gone, or has taken
+    /// them back). `bound` limits the records walked.
+    func forget(below bound: Int) {
+        for index in usedIndices(below: bound) { freeStack(index) }
+        drainRequest.pointee.store(0, ordering: .relaxed)
+        systemID = 0
+    }
+
     /// Indices whose stacks exist (walks the records; slow).
     func usedIndices(below bound: Int) -> [Int] {
         (0..<min(bound, maxObjectCaches)).filter { hasStack($0) }

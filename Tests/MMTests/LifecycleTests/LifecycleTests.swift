@@ -1,0 +1,206 @@
+// SPDX-License-Identifier: Apache-2.0
+import Glibc
+import Testing
+@testable import MM
+import Synchronization
+
+/// What the process holds right now: open descriptors, mappings, resident bytes.
+struct ProcessFootprint: CustomStringConvertible {
+    var fds: Int
+    var maps: Int
+    var rssBytes: Int
+
+    static func now() -> ProcessFootprint {
+        var fds = 0
+        if let dir = opendir("/proc/self/fd") {
+            while readdir(dir) != nil { fds += 1 }
+            closedir(dir)
+        }
+        let maps = readProcFile("/proc/self/maps").split(separator: "\n").count
+        let statm = readProcFile("/proc/self/statm").split(separator: " ")
+        let rss = statm.count > 1 ? (Int(statm[1]) ?? 0) * pageSize : 0
+        return ProcessFootprint(fds: fds, maps: maps, rssBytes: rss)
+    }
+
+    var description: String { "fds \(fds), maps \(maps), RSS \(rssBytes >> 10) KiB" }
+}
+
+/// Writes `text` to file descriptor 2 (for exit tests' observed stderr).
+func writeToStandardError(_ text: String) {
+    var text = text
+    text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+}
+
+/// The whole text of a /proc file (they report size 0, so read to the end).
+func readProcFile(_ path: String) -> String {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { return "" }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, 65536) }
+        if n <= 0 { break }
+        bytes += buffer[0..<n]
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
+
+/// A shrinker that holds on to its system only weakly, as a cache inside the
+/// system's user would (a strong reference would be the user's own cycle).
+private final class WeakCache: Shrinker, @unchecked Sendable {  // the list is behind its lock
+    let name = "lifecycle-cache"
+    let domain: ReclaimDomain? = nil
+    weak var mm: MemorySystem?
+    let objects = Locked<[UInt]>([])
+    init(_ mm: MemorySystem) { self.mm = mm }
+    func countObjects(_ control: ShrinkControl) -> Int { objects.withLock { $0.count } }
+    func scanObjects(_ control: ShrinkControl) -> ShrinkResult {
+        let victims = objects.withLock { list -> [UInt] in
+            let k = min(control.objectsToScan, list.count)
+            defer { list.removeFirst(k) }
+            return Array(list.prefix(k))
+        }
+        for v in victims { mm?.deallocate(UnsafeMutableRawPointer(bitPattern: v)!) }
+        return .freed(victims.count)
+    }
+}
+
+/// Creates a system, uses every part of it (pages, objects, vmalloc, a
+/// shrinker, groups, scopes, a sink, background reclaim, another live
+/// thread's caches), frees what it allocated and drops it.
+func useAndDropOneSystem(helper: LiveHelperThread) throws {
+    var config = MemoryConfiguration(capacity: 16 << 20)
+    config.logsEvents = false
+    config.backgroundReclaim = true
+    let mm = try MemorySystem(config)
+    let events = Atomic<Int>(0)
+    mm.addEventSink { _ in events.wrappingAdd(1, ordering: .relaxed) }
+    let cache = WeakCache(mm)
+    let registration = mm.registerShrinker(cache)
+    let group = mm.makeGroup(name: "tenant", onOOMKill: { _ in })
+    var policy = AllocationPolicy.standard
+    policy.group = group
+    var kept: [UnsafeMutableRawPointer] = []
+    withAllocationScope(.excluding(.filesystem)) {
+        for size in [16, 64, 256, 4096, 20_000, 1 << 20] {
+            if let p = mm.allocate(byteCount: size, policy: policy) { kept.append(p) }
+        }
+    }
+    let token = AllocationScope.enter(.noDirectReclaim)
+    for _ in 0..<8 {
+        if let p = mm.allocate(byteCount: 128) { cache.objects.withLock { $0.append(UInt(bitPattern: p)) } }
+    }
+    token.exit()
+    if let pages = mm.allocatePages(order: 2) { mm.freePages(pages, order: 2) }
+    // Another thread that stays alive caches this system's pages and objects.
+    helper.run { mm.deallocate(mm.allocate(byteCount: 48)!); mm.freePages(mm.allocatePages(order: 0)!, order: 0) }
+    mm.reclaim(bytes: 1 << 20)
+    for p in kept { mm.deallocate(p) }
+    for o in cache.objects.withLock({ $0 }) { mm.deallocate(UnsafeMutableRawPointer(bitPattern: o)!) }
+    registration.unregister()
+}
+
+/// A thread that stays alive and runs jobs handed to it, one at a time.
+final class LiveHelperThread: @unchecked Sendable {  // job and flags behind the lock
+    private let lock = ConditionVariableBox()
+    private var job: (@Sendable () -> Void)?
+    private var stopping = false
+    private var thread = pthread_t()
+
+    init() {
+        let me = Unmanaged.passRetained(self).toOpaque()
+        pthread_create(&thread, nil, { raw in
+            let me = Unmanaged<LiveHelperThread>.fromOpaque(raw!).takeRetainedValue()
+            me.loop()
+            return nil
+        }, me)
+    }
+
+    private func loop() {
+        while true {
+            lock.lock()
+            while job == nil && !stopping { lock.wait() }
+            if stopping && job == nil { lock.unlock(); return }
+            let work = job!
+            lock.unlock()
+            work()
+            lock.lock()
+            job = nil
+            lock.broadcast()
+            lock.unlock()
+        }
+    }
+
+    /// Runs `work` on the helper and waits for it.
+    func run(_ work: @escaping @Sendable () -> Void) {
+        lock.lock()
+        job = work
+        lock.broadcast()
+        while job != nil { lock.wait() }
+        lock.unlock()
+    }
+
+    func stop() {
+        lock.lock()
+        stopping = true
+        lock.broadcast()
+        lock.unlock()
+        pthread_join(thread, nil)
+    }
+}
+
+/// A pthread mutex and condition, for the helper thread.
+final class ConditionVariableBox: @unchecked Sendable {  // used only through pthread calls
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    init() { pthread_mutex_init(mutex, nil); pthread_cond_init(condition, nil) }
+    func lock() { pthread_mutex_lock(mutex) }
+    func unlock() { pthread_mutex_unlock(mutex) }
+    func wait() { pthread_cond_wait(condition, mutex) }
+    func broadcast() { pthread_cond_broadcast(condition) }
+}
+
+@Suite("Lifecycle: a dropped system leaves nothing behind")
+struct LifecycleTests {
+    @Test("dropping the last reference runs the system's deinit and the arena's")
+    func dropReleasesTheArena() throws {
+        weak var weakSystem: MemorySystem?
+        weak var weakArena: Arena?
+        do {
+            var config = MemoryConfiguration(capacity: 8 << 20)
+            config.logsEvents = false
+            config.backgroundReclaim = true
+            let mm = try MemorySystem(config)
+            mm.deallocate(mm.allocate(byteCount: 64)!)
+            _ = mm.registerShrinker(RecordingShrinker(freeable: 1))
+            weakSystem = mm
+            weakArena = mm.core.arena
+        }
+        #expect(weakSystem == nil)
+        #expect(weakArena == nil, "the arena outlived its system: a reference cycle keeps it")
+    }
+
+    @Test("1000 systems created, used and dropped: descriptors, mappings and RSS come back")
+    func thousandSystems() async {
+        let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            let helper = LiveHelperThread()
+            // Warm up lazy globals (registries, TLS records) before the baseline.
+            for _ in 0..<20 { try! useAndDropOneSystem(helper: helper) }
+            let before = ProcessFootprint.now()
+            for _ in 0..<1000 { try! useAndDropOneSystem(helper: helper) }
+            let after = ProcessFootprint.now()
+            let message = "before: \(before); after 1000 systems: \(after)\n"
+            writeToStandardError(message)
+            guard after.fds <= before.fds + 2, after.maps <= before.maps + 8,
+                  after.rssBytes <= before.rssBytes + (8 << 20) else {
+                writeToStandardError("leak: a dropped system left descriptors, mappings or memory behind\n")
+                exit(1)
+            }
+            helper.stop()
+        }
+        let report = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(report.contains("after 1000 systems"), "\(report)")
+        print(report)
+    }
+}
