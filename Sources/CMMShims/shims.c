@@ -4,15 +4,18 @@
 #include <fcntl.h>
 #include <unistd.h>
 #include <sys/syscall.h>
+#include <pthread.h>
 
 _Thread_local cmm_thread_slots cmm_slots __attribute__((tls_model("initial-exec")));
 
-int cmm_memfd_create(const char *name) {
-    return memfd_create(name, MFD_CLOEXEC);
-}
+#include <sys/prctl.h>
+#ifndef PR_SET_VMA
+#define PR_SET_VMA 0x53564d41
+#define PR_SET_VMA_ANON_NAME 0
+#endif
 
-int cmm_punch_hole(int fd, off_t offset, off_t length) {
-    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+int cmm_name_mapping(void *address, size_t length, const char *name) {
+    return prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, (unsigned long)address, length, (unsigned long)name);
 }
 
 pid_t cmm_gettid(void) {
@@ -28,4 +31,16 @@ void cmm_tsan_acquire(void *address) {
 
 void cmm_tsan_release(void *address) {
     if (__tsan_release) __tsan_release(address);
+}
+
+static pthread_rwlock_t cmm_fork_gate = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+
+void cmm_fork_gate_read_lock(void) { pthread_rwlock_rdlock(&cmm_fork_gate); }
+void cmm_fork_gate_read_unlock(void) { pthread_rwlock_unlock(&cmm_fork_gate); }
+void cmm_fork_gate_write_lock(void) { pthread_rwlock_wrlock(&cmm_fork_gate); }
+void cmm_fork_gate_write_unlock(void) { pthread_rwlock_unlock(&cmm_fork_gate); }
+
+void cmm_fork_gate_reinit(void) {
+    pthread_rwlock_t fresh = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+    cmm_fork_gate = fresh;
 }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // CMMShims: the few things Glibc hides from Swift (it is imported without
-// _GNU_SOURCE). Wrappers only; every decision is made in Swift.
+// _GNU_SOURCE, and variadic functions do not import). Wrappers only; every decision is made in Swift.
 #ifndef CMMSHIMS_H
 #define CMMSHIMS_H
 
@@ -11,11 +11,12 @@
 extern "C" {
 #endif
 
-/// memfd_create(2) with MFD_CLOEXEC. Returns -1 and sets errno on failure.
-int cmm_memfd_create(const char *name);
+#include <stddef.h>
 
-/// fallocate(2) with FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE.
-int cmm_punch_hole(int fd, off_t offset, off_t length);
+/// prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, ...): names an anonymous mapping
+/// in /proc/self/maps ("[anon:NAME]"; Linux 5.17+ with CONFIG_ANON_VMA_NAME,
+/// otherwise -1 and errno). prctl is variadic, which Swift cannot call.
+int cmm_name_mapping(void *address, size_t length, const char *name);
 
 /// gettid(2).
 pid_t cmm_gettid(void);
@@ -36,6 +37,7 @@ typedef struct cmm_thread_slots {
     void *scopeState;     // per-thread allocation-scope state
     void *lockState;      // per-thread ReclaimCheckedMutex bookkeeping
     uint64_t heldCheckedLocks;  // ReclaimCheckedMutex locks held: allocations check them
+    uint64_t forkGateDepth;     // allocator locks this thread holds (see cmm_fork_gate_*)
 } cmm_thread_slots;
 
 extern _Thread_local cmm_thread_slots cmm_slots
@@ -44,6 +46,19 @@ extern _Thread_local cmm_thread_slots cmm_slots
 static inline __attribute__((always_inline)) cmm_thread_slots *cmm_thread_slots_get(void) {
     return &cmm_slots;
 }
+
+/// The fork gate: a process-wide reader-writer lock (writer-preferring,
+/// which needs glibc's non-portable attribute that Glibc hides from Swift).
+/// Every allocator lock is taken inside a read hold of the gate; the
+/// pthread_atfork prepare handler takes it for writing, so that no other
+/// thread holds an allocator lock at the moment of fork.
+void cmm_fork_gate_read_lock(void);
+void cmm_fork_gate_read_unlock(void);
+void cmm_fork_gate_write_lock(void);
+void cmm_fork_gate_write_unlock(void);
+/// Re-initialises the gate, unlocked (in a forked child, whose only thread
+/// holds it for writing under the parent's thread id).
+void cmm_fork_gate_reinit(void);
 
 #ifdef __cplusplus
 }

@@ -20,36 +20,29 @@ public struct SystemError: Error, Sendable, Hashable, CustomStringConvertible {
 ///
 /// Every entry returns `Result` instead of the C convention of `-1` + `errno`.
 struct Syscalls: Sendable {
-    var memfdCreate: @Sendable (_ name: String) -> Result<Int32, SystemError>
-    var truncate: @Sendable (_ fd: Int32, _ length: Int) -> Result<Void, SystemError>
-    /// Maps `length` bytes of `fd` shared, at an address that is a multiple of `alignment`.
-    var mapShared: @Sendable (_ fd: Int32, _ length: Int, _ alignment: Int) -> Result<UnsafeMutableRawPointer, SystemError>
+    /// Maps `length` bytes of private anonymous memory (`MAP_NORESERVE`) at an
+    /// address that is a multiple of `alignment`.
+    var mapPrivate: @Sendable (_ length: Int, _ alignment: Int) -> Result<UnsafeMutableRawPointer, SystemError>
     var mapAnonymous: @Sendable (_ length: Int) -> Result<UnsafeMutableRawPointer, SystemError>
     var advise: @Sendable (_ address: UnsafeMutableRawPointer, _ length: Int, _ advice: Int32) -> Result<Void, SystemError>
-    var punchHole: @Sendable (_ fd: Int32, _ offset: Int, _ length: Int) -> Result<Void, SystemError>
+    /// Reserves `length` bytes of address space (`PROT_NONE`).
     var reserve: @Sendable (_ length: Int) -> Result<UnsafeMutableRawPointer, SystemError>
-    var mapFixed: @Sendable (_ address: UnsafeMutableRawPointer, _ length: Int, _ fd: Int32, _ offset: Int) -> Result<Void, SystemError>
+    /// Maps fresh private anonymous memory over part of a reservation (`MAP_FIXED`).
+    var mapFixed: @Sendable (_ address: UnsafeMutableRawPointer, _ length: Int) -> Result<Void, SystemError>
+    /// Turns a range back into reserved address space, dropping its memory.
     var unmapToReserved: @Sendable (_ address: UnsafeMutableRawPointer, _ length: Int) -> Result<Void, SystemError>
 
     /// The real system calls.
     static let live = Syscalls(
-        memfdCreate: { name in
-            let fd = cmm_memfd_create(name)
-            return fd >= 0 ? .success(fd) : .failure(SystemError(call: "memfd_create", errno: Glibc.errno))
-        },
-        truncate: { fd, length in
-            ftruncate(fd, off_t(length)) == 0
-                ? .success(()) : .failure(SystemError(call: "ftruncate", errno: Glibc.errno))
-        },
-        mapShared: { fd, length, alignment in
-            // Reserve enough to align, map the file over the aligned part, return the slack.
+        mapPrivate: { length, alignment in
+            // Reserve enough to align, map over the aligned part, return the slack.
             let span = length + alignment
             let r = mmap(nil, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
             guard let r, r != MAP_FAILED else { return .failure(SystemError(call: "mmap", errno: Glibc.errno)) }
             let base = UInt(bitPattern: r)
             let aligned = (base + UInt(alignment) - 1) & ~(UInt(alignment) - 1)
             let start = UnsafeMutableRawPointer(bitPattern: aligned)!
-            let p = mmap(start, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0)
+            let p = mmap(start, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0)
             guard let p, p != MAP_FAILED else {
                 let error = SystemError(call: "mmap", errno: Glibc.errno)
                 munmap(r, span)
@@ -69,17 +62,13 @@ struct Syscalls: Sendable {
             madvise(address, length, advice) == 0
                 ? .success(()) : .failure(SystemError(call: "madvise", errno: Glibc.errno))
         },
-        punchHole: { fd, offset, length in
-            cmm_punch_hole(fd, off_t(offset), off_t(length)) == 0
-                ? .success(()) : .failure(SystemError(call: "fallocate(PUNCH_HOLE)", errno: Glibc.errno))
-        },
         reserve: { length in
             let p = mmap(nil, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
             guard let p, p != MAP_FAILED else { return .failure(SystemError(call: "mmap(PROT_NONE)", errno: Glibc.errno)) }
             return .success(p)
         },
-        mapFixed: { address, length, fd, offset in
-            let p = mmap(address, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, off_t(offset))
+        mapFixed: { address, length in
+            let p = mmap(address, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0)
             guard let p, p != MAP_FAILED else { return .failure(SystemError(call: "mmap(MAP_FIXED)", errno: Glibc.errno)) }
             return .success(())
         },

@@ -66,6 +66,14 @@ final class PressureTracker: Sendable {
         }
     }
 
+    /// In a forked child: the parent's stalled threads do not exist here.
+    func resetAfterFork() {
+        state.withLock { s in
+            PressureTracker.accumulate(&s, now: .now)
+            s.stalled = 0
+        }
+    }
+
     func exitStall() {
         state.withLock { s in
             PressureTracker.accumulate(&s, now: .now)

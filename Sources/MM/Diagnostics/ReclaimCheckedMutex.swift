@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-import CMMShims
+import Glibc
 import Synchronization
 
 /// A mutex that the reclaim-recursion checker knows about.
@@ -26,9 +26,23 @@ public struct ReclaimCheckedMutex<Value: Sendable>: ~Copyable, Sendable {
     /// The lock's name (its lock class: locks with the same name share what was learned).
     public let name: String
 
-    final class Box: Sendable {
-        let mutex: Mutex<Value>
-        init(_ value: sending Value) { mutex = Mutex(value) }
+    /// A glibc mutex and the value (not Synchronization's `Mutex`, which a
+    /// forked child cannot use once it has a second thread; see `Locked`).
+    final class Box: @unchecked Sendable {  // the value is only touched under the mutex
+        let mutex: UnsafeMutablePointer<pthread_mutex_t>
+        let value: UnsafeMutablePointer<Value>
+        init(_ value: sending Value) {
+            mutex = .allocate(capacity: 1)
+            pthread_mutex_init(mutex, nil)
+            self.value = .allocate(capacity: 1)
+            self.value.initialize(to: value)
+        }
+        deinit {
+            value.deinitialize(count: 1)
+            value.deallocate()
+            pthread_mutex_destroy(mutex)
+            mutex.deallocate()
+        }
     }
 
     /// A lock around `value`. `domain`: a reclaim domain whose shrinkers are
@@ -47,12 +61,9 @@ public struct ReclaimCheckedMutex<Value: Sendable>: ~Copyable, Sendable {
         ReclaimRecursionChecker.shared.willLock(instance: instance, lockClass: lockClass, name: name,
                                                 site: CallSite(file, line))
         defer { ReclaimRecursionChecker.shared.didUnlock(instance: instance) }
-        let address = Unmanaged.passUnretained(box).toOpaque()
-        return try box.mutex.withLock { (value: inout sending Value) throws(E) -> sending R in
-            cmm_tsan_acquire(address)
-            defer { cmm_tsan_release(address) }
-            return try body(&value)
-        }
+        pthread_mutex_lock(box.mutex)
+        defer { pthread_mutex_unlock(box.mutex) }
+        return try body(&box.value.pointee)
     }
 
     /// Runs `body` with the lock held if it is free now; returns nil without
@@ -60,18 +71,12 @@ public struct ReclaimCheckedMutex<Value: Sendable>: ~Copyable, Sendable {
     /// blocking on a lock an allocating thread holds.
     public func withLockIfAvailable<R, E: Error>(file: StaticString = #fileID, line: UInt = #line,
                                                  _ body: (inout sending Value) throws(E) -> sending R) throws(E) -> sending R? {
-        let address = Unmanaged.passUnretained(box).toOpaque()
+        guard pthread_mutex_trylock(box.mutex) == 0 else { return nil }
+        defer { pthread_mutex_unlock(box.mutex) }
         let checker = ReclaimRecursionChecker.shared
-        let (instance, lockClass, name) = (self.instance, self.lockClass, self.name)
-        return try box.mutex.withLockIfAvailable { (value: inout sending Value) throws(E) -> sending R in
-            cmm_tsan_acquire(address)
-            checker.willLock(instance: instance, lockClass: lockClass, name: name, site: CallSite(file, line))
-            defer {
-                checker.didUnlock(instance: instance)
-                cmm_tsan_release(address)
-            }
-            return try body(&value)
-        }
+        checker.willLock(instance: instance, lockClass: lockClass, name: name, site: CallSite(file, line))
+        defer { checker.didUnlock(instance: instance) }
+        return try body(&box.value.pointee)
     }
 }
 

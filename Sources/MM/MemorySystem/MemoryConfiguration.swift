@@ -60,7 +60,8 @@ public struct MemoryConfiguration: Sendable {
     public var maxVirtualMappings: Int?
     /// Deliberate failures of fallible requests, for testing error paths.
     public var faultInjection: FaultInjection?
-    /// Name of the memfd (visible in `/proc/self/maps`).
+    /// Name of the direct map in `/proc/self/maps` (`[anon:NAME]`, where the
+    /// kernel supports naming anonymous mappings).
     public var name: String = "swift-mm"
 
     /// A configuration with `capacity` bytes and defaults for the rest.

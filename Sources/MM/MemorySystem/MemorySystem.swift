@@ -66,7 +66,14 @@ public final class MemorySystem: Sendable {
         } else {
             backgroundReclaimer = nil
         }
-        SystemRegistry.shared.register(core, slab: slab)
+        let reclaimer = backgroundReclaimer
+        SystemRegistry.shared.register(core, slab: slab) { [slow, engine, reclaimer] in
+            slow.core.waitQueue.resetAfterFork()
+            engine.pressure.resetAfterFork()
+            engine.shrinkers.resetAfterFork()
+            engine.oom.resetAfterFork()
+            reclaimer?.wake()  // its thread did not survive the fork: start this process's own
+        }
     }
 
     /// Releases everything the system holds: the background reclaimer
@@ -191,7 +198,7 @@ public final class MemorySystem: Sendable {
             freeBytes: (p.buddyFreePages + p.cachedPages) << pageShift,
             perThreadFreeBytes: p.cachedPages << pageShift,
             releasedBytes: p.releasedPages << pageShift,
-            residentBytes: core.arena.residentBytes(),
+            residentBytes: core.arena.residentBytes(belowPage: core.zone.withLock { $0.buddy.frontier }) + pages.slow.virtual.residentBytes(),
             metadataResidentBytes: core.arena.residentMetadataBytes(),
             watermarks: configuration.effectiveWatermarks,
             freeBlocksPerOrder: p.freeBlocks,

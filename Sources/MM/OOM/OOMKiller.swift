@@ -25,6 +25,10 @@ final class OOMKiller: Sendable {
         }
     }
 
+    /// In a forked child: an OOM kill that a thread of the parent was making
+    /// is not in progress here.
+    func resetAfterFork() { inProgress.withLock { $0 = false } }
+
     func group(id: UInt32) -> MemoryGroup? {
         groups.withLock { id > 0 && Int(id) <= $0.count ? $0[Int(id) - 1] : nil }
     }

@@ -15,6 +15,15 @@ public let costlyOrder = 3
 /// descriptors, so freeing never touches user memory. Blocks whose memory was
 /// returned to the OS go to the tail of their list and warm blocks to the
 /// head, so warm memory is reused first.
+///
+/// Metadata is as lazy as the arena: the largest blocks above the
+/// *frontier* have never been handed out, are on no list and have all-zero
+/// descriptors that nobody has touched. When the lists have no block large
+/// enough, the block at the frontier is taken (its head descriptor written
+/// then), so creating a zone of any size writes no descriptor at all.
+/// Kernel analogue: deferred `struct page` initialisation
+/// (`deferred_init_memmap`), which also initialises memory map sections on
+/// demand instead of at boot.
 struct BuddyZone: @unchecked Sendable {  // raw pointers into the arena; guarded by the zone Mutex
     let frames: UnsafeMutablePointer<PageFrame>
     let pageCount: Int
@@ -24,8 +33,15 @@ struct BuddyZone: @unchecked Sendable {  // raw pointers into the arena; guarded
     private(set) var blockCounts: [Int]
     /// Pages in free blocks.
     private(set) var freePages = 0
-    /// Pages in free blocks whose memory has been returned to the OS.
+    /// Pages in free blocks whose memory has been returned to the OS (or
+    /// was never touched: the blocks above the frontier count here too).
     private(set) var releasedPages = 0
+    /// First page of the never-used region: every largest block from here to
+    /// the end is free, listed nowhere, its descriptors untouched zeros.
+    private(set) var frontier = 0
+
+    /// Free largest blocks above the frontier.
+    var untouchedBlocks: Int { (pageCount - frontier) >> maxOrder }
 
     init(frames: UnsafeMutablePointer<PageFrame>, pageCount: Int, tick: UInt32) {
         precondition(pageCount % (1 << maxOrder) == 0)
@@ -34,14 +50,22 @@ struct BuddyZone: @unchecked Sendable {  // raw pointers into the arena; guarded
         heads = Array(repeating: PageFrame.none, count: maxOrder + 1)
         tails = heads
         blockCounts = Array(repeating: 0, count: maxOrder + 1)
-        // A fresh memfd is all holes: the blocks start out "released".
-        var pfn = 0
-        while pfn < pageCount {
-            frames[pfn].flags = PageFrame.flagReleased
-            frames[pfn].freedTick = tick
-            link(pfn, order: maxOrder)
-            pfn += 1 << maxOrder
-        }
+        // Everything starts above the frontier: free, untouched, released.
+        freePages = pageCount
+        releasedPages = pageCount
+    }
+
+    /// Takes the largest block at the frontier onto the free lists (as a
+    /// released block, which it is); false when the frontier is at the end.
+    private mutating func advanceFrontier() -> Bool {
+        guard frontier < pageCount else { return false }
+        let pfn = frontier
+        frontier += 1 << maxOrder
+        freePages -= 1 << maxOrder
+        releasedPages -= 1 << maxOrder
+        frames[pfn].flags = PageFrame.flagReleased
+        link(pfn, order: maxOrder)
+        return true
     }
 
     /// Whether taking a block of `order` leaves at least `floor` free pages.
@@ -100,7 +124,10 @@ struct BuddyZone: @unchecked Sendable {  // raw pointers into the arena; guarded
     mutating func take(order: Int) -> Int? {
         var current = order
         while current <= maxOrder && heads[current] == PageFrame.none { current += 1 }
-        guard current <= maxOrder else { return nil }
+        if current > maxOrder {
+            guard advanceFrontier() else { return nil }
+            current = maxOrder
+        }
         let pfn = Int(heads[current])
         unlink(pfn, order: current)
         let released = frames[pfn].flags & PageFrame.flagReleased

@@ -18,7 +18,10 @@ extension PageAllocatorCore {
                 c.pgfree += freed + state.foldedFreed
                 return PageStatistics(
                     buddyFreePages: state.buddy.freePages, cachedPages: cached,
-                    releasedPages: state.buddy.releasedPages, freeBlocks: state.buddy.blockCounts,
+                    releasedPages: state.buddy.releasedPages,
+                    freeBlocks: state.buddy.blockCounts.enumerated().map { order, count in
+                        order == maxOrder ? count + state.buddy.untouchedBlocks : count
+                    },
                     counters: c, threadsWithLists: attached.count)
             }
         }
@@ -34,8 +37,15 @@ extension PageAllocatorCore {
                 let n = arena.pageCount
                 var freeSeen = 0, cachedSeen = 0, releasedSeen = 0
                 var blocks = Array(repeating: 0, count: maxOrder + 1)
+                // Above the frontier: free largest blocks, descriptors untouched.
+                let frontier = state.buddy.frontier
+                if frontier & ((1 << maxOrder) - 1) != 0 || frontier > n {
+                    problems.append("the frontier \(frontier) is not a largest-block boundary inside the arena")
+                }
+                freeSeen += n - frontier
+                releasedSeen += n - frontier
                 var pfn = 0
-                while pfn < n && problems.count < 20 {
+                while pfn < Swift.min(n, frontier) && problems.count < 20 {
                     let f = frames[pfn]
                     guard let state = PageState(rawValue: f.state), state != .tail else {
                         problems.append("page \(pfn) is not the head of any block (state \(f.state))")

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+import CMMShims
 import Synchronization
 
 /// The live systems of the process, by identifier. It lets a thread return
@@ -13,12 +14,15 @@ final class SystemRegistry: Sendable {
     private struct Entry: Sendable {
         let core: PageAllocatorCore
         let slab: SlabAllocator
+        /// Clears the system's records of threads that do not exist in a forked child.
+        let repairAfterFork: @Sendable () -> Void
     }
     private let systems = Locked<[UInt64: Entry]>([:])
     private let nextID = Atomic<UInt64>(1)
 
-    func register(_ core: PageAllocatorCore, slab: SlabAllocator) {
-        systems.withLock { $0[core.systemID] = Entry(core: core, slab: slab) }
+    func register(_ core: PageAllocatorCore, slab: SlabAllocator, repairAfterFork: @escaping @Sendable () -> Void) {
+        ForkGate.install()
+        systems.withLock { $0[core.systemID] = Entry(core: core, slab: slab, repairAfterFork: repairAfterFork) }
     }
 
     func allCores() -> [PageAllocatorCore] { systems.withLock { $0.values.map(\.core) } }
@@ -96,5 +100,34 @@ extension SystemRegistry {
     /// scope started or the last one ended).
     func refreshFastPaths() {
         for core in allCores() { core.refreshFastPath() }
+    }
+}
+
+extension SystemRegistry {
+    /// In a forked child (the `pthread_atfork` child handler, once the fork
+    /// gate is open again): only the forking thread exists. Every other
+    /// thread's cached blocks and objects go back to their system, and their
+    /// records are freed; then each system clears what those threads were
+    /// doing (waiting, stalling, shrinking, killing).
+    func repairAfterFork() {
+        let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
+        let myLists = slots.pointee.pageLists
+        let myMagazines = slots.pointee.objectCaches
+        let entries = systems.withLock { Array($0.values) }
+        for entry in entries {
+            for handle in entry.core.withAttached({ Array($0) }) where handle.base != myLists {
+                let lists = PerThreadPageLists(base: handle.base)
+                entry.core.detach(lists)
+                lists.forget()
+                handle.base.deallocate()
+            }
+            for magazines in entry.slab.attached.withLock({ Array($0) }) where magazines.base != myMagazines {
+                entry.slab.attached.withLock { _ = $0.remove(magazines) }
+                entry.slab.detach(magazines)
+                magazines.forget(below: maxObjectCaches)
+                ObjectMagazines.unmapRecords(magazines)
+            }
+            entry.repairAfterFork()
+        }
     }
 }

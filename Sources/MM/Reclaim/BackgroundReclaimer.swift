@@ -15,6 +15,9 @@ final class BackgroundReclaimer: @unchecked Sendable {  // pthread handle writte
     private let pending = Atomic<Bool>(false)
     private let stopping = Atomic<Bool>(false)
     private var thread = pthread_t()
+    /// The fork generation in which the thread was started: a forked child
+    /// has no such thread and starts its own on the first wake-up.
+    private let startedGeneration = Atomic<Int>(-1)
     /// Passes without progress before the OOM handler is asked, when requests wait.
     static let passesBeforeOOM = 3
 
@@ -24,6 +27,11 @@ final class BackgroundReclaimer: @unchecked Sendable {  // pthread handle writte
     }
 
     func start() {
+        startedGeneration.store(ForkGate.generation, ordering: .releasing)
+        startThread()
+    }
+
+    private func startThread() {
         let context = Unmanaged.passRetained(self).toOpaque()
         let rc = pthread_create(&thread, nil, { raw in
             let me = Unmanaged<BackgroundReclaimer>.fromOpaque(raw!).takeRetainedValue()
@@ -36,14 +44,30 @@ final class BackgroundReclaimer: @unchecked Sendable {  // pthread handle writte
     /// Stops the thread and waits for it (system teardown).
     func stop() {
         stopping.store(true, ordering: .releasing)
-        wake()
-        pthread_join(thread, nil)
+        pending.store(true, ordering: .releasing)
+        lock.broadcast()
+        // Only a thread started in this process can be joined (not the parent's, after fork).
+        if startedGeneration.load(ordering: .acquiring) == ForkGate.generation {
+            pthread_join(thread, nil)
+        }
     }
 
     /// Asks for a pass; cheap when one is already pending.
     func wake() {
+        restartAfterFork()
         guard !pending.exchange(true, ordering: .acquiringAndReleasing) else { return }
         lock.broadcast()
+    }
+
+    /// In a forked child, starts this process's own thread (once).
+    private func restartAfterFork() {
+        let generation = ForkGate.generation
+        let started = startedGeneration.load(ordering: .acquiring)
+        guard started != generation, !stopping.load(ordering: .acquiring) else { return }
+        if startedGeneration.compareExchange(expected: started, desired: generation, ordering: .acquiringAndReleasing).exchanged {
+            pending.store(false, ordering: .relaxed)
+            startThread()
+        }
     }
 
     private func sleep(upTo timeout: Duration) {

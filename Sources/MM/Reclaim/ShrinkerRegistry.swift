@@ -71,6 +71,14 @@ final class ShrinkerRegistry: Sendable {
         }
     }
 
+    /// In a forked child: threads of the parent that were inside shrinker
+    /// callbacks do not exist here.
+    func resetAfterFork() {
+        entries.withLock { state in
+            for entry in state.list { entry.activeThreads.removeAll() }
+        }
+    }
+
     var isEmpty: Bool { entries.withLock { $0.list.isEmpty } }
 
     func statistics() -> [ShrinkerStatistics] {

@@ -163,4 +163,10 @@ struct ObjectMagazines: Hashable, @unchecked Sendable {  // the raw memory is on
         if cmm_thread_slots_get().pointee.objectCaches == raw { cmm_thread_slots_get().pointee.objectCaches = nil }
         munmap(raw, byteCount)
     }
+
+    /// Unmaps the records of a thread that no longer exists (a forked child's
+    /// copy of another thread's magazines, already forgotten).
+    static func unmapRecords(_ m: ObjectMagazines) {
+        munmap(m.base, byteCount)
+    }
 }

@@ -91,14 +91,16 @@ final class SlabAllocator: @unchecked Sendable {  // raw tables written once per
     }
 
     /// Returns all objects of `m` and frees its stacks (thread exit, or the
-    /// thread moving to another system).
+    /// thread moving to another system). The magazines leave the attached
+    /// set first; the objects go back without that lock held, since freeing
+    /// empty slabs reaches the page allocator, which may re-enter the
+    /// registry for this thread's page lists (lock order: registry, then a
+    /// system's attached sets, never the reverse).
     func detach(_ m: ObjectMagazines) {
-        attached.withLock { set in
-            set.remove(m)
-            for index in m.usedIndices(below: cacheCount) {
-                drain(m, index: index, keep: 0)
-                m.freeStack(index)
-            }
+        _ = attached.withLock { $0.remove(m) }
+        for index in m.usedIndices(below: cacheCount) {
+            drain(m, index: index, keep: 0)
+            m.freeStack(index)
         }
     }
 

@@ -17,6 +17,9 @@ final class FreeWaitQueue: Sendable {
     /// The current generation; pass it to `wait`.
     var generation: UInt64 { generationCounter.load(ordering: .acquiring) }
 
+    /// In a forked child: the parent's waiters do not exist here.
+    func resetAfterFork() { waiters.store(0, ordering: .relaxed) }
+
     /// Memory was freed: wake every waiter (cheap when there are none).
     func notifyFreed() {
         generationCounter.wrappingAdd(1, ordering: .releasing)

@@ -4,11 +4,22 @@ import Glibc
 /// A POSIX mutex and condition variable on the monotonic clock, for the
 /// places where a thread must sleep until another wakes it or a timeout
 /// passes. ThreadSanitizer understands both.
+///
+/// Sleepers hold no allocator lock, so the fork gate does not cover these;
+/// instead every instance is listed, and a forked child re-initialises them
+/// all (a thread of the parent may have been inside one, and waiters of the
+/// parent do not exist in the child).
 final class ConditionLock: @unchecked Sendable {  // the pthread objects are only used through pthread calls
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
 
     init() {
+        initializeObjects()
+        let address = UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque())
+        ConditionLock.all.withLock { _ = $0.insert(address) }
+    }
+
+    private func initializeObjects() {
         pthread_mutex_init(mutex, nil)
         var attributes = pthread_condattr_t()
         pthread_condattr_init(&attributes)
@@ -18,10 +29,25 @@ final class ConditionLock: @unchecked Sendable {  // the pthread objects are onl
     }
 
     deinit {
+        let address = UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque())
+        ConditionLock.all.withLock { _ = $0.remove(address) }
         pthread_cond_destroy(condition)
         pthread_mutex_destroy(mutex)
         condition.deallocate()
         mutex.deallocate()
+    }
+
+    /// The addresses of every live instance (an instance removes itself in deinit).
+    private static let all = Locked<Set<UInt>>([])
+
+    /// In a forked child: every mutex and condition variable starts afresh.
+    static func reinitializeAllAfterFork() {
+        all.withLock { locks in
+            for address in locks {
+                Unmanaged<ConditionLock>.fromOpaque(UnsafeRawPointer(bitPattern: address)!).takeUnretainedValue()
+                    .initializeObjects()
+            }
+        }
     }
 
     /// Wakes every thread sleeping in `wait`.

@@ -1,36 +1,52 @@
 // SPDX-License-Identifier: Apache-2.0
-import CMMShims
-import Synchronization
+import Glibc
 
-/// A `Mutex` that ThreadSanitizer can see: every critical section is
-/// bracketed with `__tsan_acquire`/`__tsan_release` on the lock's address.
+/// The lock of every piece of allocator state: a POSIX mutex around a
+/// value, which ThreadSanitizer sees and which a `fork()` never catches held.
 ///
-/// Synchronization's `Mutex` takes its futex in an uninstrumented library, so
-/// under `--sanitize=thread` every access it protects is reported as a race
-/// (checked with a two-thread counter: one report per run). The annotations
-/// cost one call to an empty function outside sanitizer builds and are used
-/// only on slow paths. Public so that code around swift-mm (the scenario
-/// lab, tests, benchmarks) uses the same TSan-visible lock.
-public final class Locked<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
+/// - fork: the section runs inside a read hold of the process's fork gate
+///   (`ForkGate`), which the `pthread_atfork` prepare handler takes for
+///   writing. So at the moment of `fork()` no other thread is inside any
+///   `Locked` section, and the child finds every lock free and every state
+///   consistent (jemalloc and scudo take each of their locks in the prepare
+///   handler for the same reason; one gate does it for all of ours).
+/// - Why not Synchronization's `Mutex`: on Linux it is a priority-inheritance
+///   futex that stores its owner's thread id, which it caches per thread. A
+///   forked child's thread keeps the parent's cached id, so once the child
+///   has a second thread any contended `Mutex` fails with "Unknown error
+///   occurred while attempting to acquire a Mutex" (seen in the fork tests).
+///   glibc's mutexes are fork-aware; TSan also understands them directly.
+///
+/// Public so that code around swift-mm (the scenario lab, tests,
+/// benchmarks) uses the same lock. Do not sleep inside a section: a
+/// `fork()` waits for every section to end.
+public final class Locked<Value: Sendable>: @unchecked Sendable {  // the value is only touched under the mutex
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let value: UnsafeMutablePointer<Value>
 
     /// A lock around `value`.
     public init(_ value: Value) {
-        mutex = Mutex(value)
+        mutex = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+        self.value = .allocate(capacity: 1)
+        self.value.initialize(to: value)
     }
 
-    @inline(__always)
-    private var syncAddress: UnsafeMutableRawPointer {
-        Unmanaged.passUnretained(self).toOpaque()
+    deinit {
+        value.deinitialize(count: 1)
+        value.deallocate()
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
     }
 
     /// Runs `body` with exclusive access to the value.
     public func withLock<R: Sendable, E: Error>(_ body: (inout Value) throws(E) -> R) throws(E) -> R {
-        let address = syncAddress
-        return try mutex.withLock { (value: inout sending Value) throws(E) -> sending R in
-            cmm_tsan_acquire(address)
-            defer { cmm_tsan_release(address) }
-            return try body(&value)
+        ForkGate.enter()
+        pthread_mutex_lock(mutex)
+        defer {
+            pthread_mutex_unlock(mutex)
+            ForkGate.leave()
         }
+        return try body(&value.pointee)
     }
 }

@@ -23,6 +23,9 @@ extension SlowPath {
         let site = CallSite(file, line)
         let total = (byteCount + pageSize - 1) >> pageShift
         var blocks: [(pfn: Int, order: Int)] = []
+        // The area is fresh anonymous memory, zero already: the frames need no zeroing.
+        var policy = policy
+        policy.zeroed = false
         var quietPolicy = policy
         quietPolicy.reportsFailure = false
         func pfn(_ p: UnsafeMutableRawPointer) -> Int {

@@ -9,8 +9,8 @@ struct VirtualArea: Sendable {
     var pages: Int
     /// The buddy blocks behind it, in address order: (pfn, order).
     var blocks: [(pfn: Int, order: Int)]
-    /// `mmap` calls that mapped it (each one VMA).
-    var mappings: Int
+    /// Runs of physically contiguous frames among its blocks.
+    var runs: Int
     var requested: Int
     var site: CallSite?
 }
@@ -20,10 +20,10 @@ struct VirtualCounters: Sendable {
     var allocations = 0, frees = 0, failures = 0, mapCountFailures = 0, purges = 0
 }
 
-/// vmalloc over the memfd: a large `PROT_NONE` reservation in which each
-/// area maps buddy pages by their memfd offset (`MAP_FIXED | MAP_SHARED`),
-/// largest blocks first and physically contiguous runs in one call, with an
-/// unmapped guard page after it. Freed areas are unmapped at once (their
+/// vmalloc: a large `PROT_NONE` reservation in which each area is one
+/// private anonymous mapping (`MAP_FIXED`) backed, in the arena's
+/// accounting, by buddy blocks taken largest first wherever they are, with
+/// an unmapped guard page after it. Freed areas are unmapped at once (their
 /// pages go back to the buddy allocator) but their address ranges are
 /// recycled lazily, in batches, so a stale pointer keeps faulting for a
 /// while. Mappings are counted against `vm.max_map_count`, so an allocation
@@ -83,6 +83,9 @@ final class VirtualAllocator: Sendable {
         return Swift.max(64, (max - used) / 2)
     }
 
+    /// The region's address range.
+    var region: Range<UInt> { base..<(base + UInt(regionPages << pageShift)) }
+
     @inline(__always)
     func contains(_ pointer: UnsafeRawPointer) -> Bool {
         UInt(bitPattern: pointer) &- base < UInt(regionPages << pageShift)
@@ -124,12 +127,18 @@ final class VirtualAllocator: Sendable {
 
     // MARK: Allocation
 
-    /// Maps `blocks` (gathered by the caller from the page allocator) as one
-    /// area; on failure the caller returns the blocks. Returns the address,
-    /// or the reason it could not.
+    /// Makes one area of `blocks` (gathered by the caller from the page
+    /// allocator); on failure the caller returns the blocks. Returns the
+    /// address, or the reason it could not.
+    ///
+    /// The area is one private anonymous mapping at its place in the
+    /// region: its memory lives there, while the frames it holds account for
+    /// it in the arena (they may be scattered all over it). The direct map's
+    /// view of those frames is discarded, run by run, so no memory is held
+    /// twice.
     func map(blocks: [(pfn: Int, order: Int)], requested: Int, site: CallSite?) -> Result<UInt, VirtualFailure> {
         let pages = blocks.reduce(0) { $0 + (1 << $1.order) }
-        // Physically contiguous neighbours share one mmap call.
+        // Physically contiguous neighbours are discarded in one call.
         var runs: [(pfn: Int, pages: Int)] = []
         for b in blocks {
             if let last = runs.last, last.pfn + last.pages == b.pfn {
@@ -139,28 +148,23 @@ final class VirtualAllocator: Sendable {
             }
         }
         return state.withLock { s in
-            // Each run is one VMA; the area splits the reservation once more.
-            guard s.mappings + runs.count + 1 <= mapLimit else {
+            // The area is one VMA and splits the reservation once more.
+            guard s.mappings + 2 <= mapLimit else {
                 s.counters.mapCountFailures += 1
-                return .failure(.mapCount(needed: runs.count + 1, used: s.mappings, limit: mapLimit))
+                return .failure(.mapCount(needed: 2, used: s.mappings, limit: mapLimit))
             }
             guard let first = reserveRange(pages + 1, &s) else {
                 return .failure(.addressSpace(pages: pages))
             }
-            var page = first
-            for run in runs {
-                let address = UnsafeMutableRawPointer(bitPattern: base + UInt(page << pageShift))!
-                if case .failure(let e) = arena.syscalls.mapFixed(address, run.pages << pageShift, arena.fd, run.pfn << pageShift) {
-                    _ = arena.syscalls.unmapToReserved(UnsafeMutableRawPointer(bitPattern: base + UInt(first << pageShift))!,
-                                                       (page - first) << pageShift)
-                    s.free.append(first..<(first + pages + 1))
-                    return .failure(.system(e))
-                }
-                page += run.pages
+            let address = UnsafeMutableRawPointer(bitPattern: base + UInt(first << pageShift))!
+            if case .failure(let e) = arena.syscalls.mapFixed(address, pages << pageShift) {
+                s.free.append(first..<(first + pages + 1))
+                return .failure(.system(e))
             }
-            s.areas[first] = VirtualArea(firstPage: first, pages: pages, blocks: blocks, mappings: runs.count,
+            for run in runs { _ = arena.discard(firstPage: run.pfn, pageCount: run.pages) }
+            s.areas[first] = VirtualArea(firstPage: first, pages: pages, blocks: blocks, runs: runs.count,
                                          requested: requested, site: site)
-            s.mappings += runs.count + 1
+            s.mappings += 2
             s.mappedPages += pages
             s.counters.allocations += 1
             return .success(base + UInt(first << pageShift))
@@ -182,7 +186,7 @@ final class VirtualAllocator: Sendable {
                 return .failure(.neverAllocated)
             }
             _ = arena.syscalls.unmapToReserved(UnsafeMutableRawPointer(bitPattern: address)!, area.pages << pageShift)
-            s.mappings -= area.mappings + 1
+            s.mappings -= 2
             s.mappedPages -= area.pages
             s.lazy.append(area.firstPage..<(area.firstPage + area.pages + 1))
             s.lazyPages += area.pages + 1
@@ -198,6 +202,16 @@ final class VirtualAllocator: Sendable {
         return state.withLock { $0.areas[Int(offset >> UInt(pageShift))].map { $0.pages << pageShift } }
     }
 
+    /// Bytes of the live areas that the kernel backs with memory.
+    func residentBytes() -> Int {
+        state.withLock { s in
+            s.areas.values.reduce(0) { total, area in
+                total + ResidentMemory.bytes(at: UnsafeMutableRawPointer(bitPattern: base + UInt(area.firstPage << pageShift))!,
+                                             length: area.pages << pageShift)
+            }
+        }
+    }
+
     func countFailure() { state.withLock { $0.counters.failures += 1 } }
 
     // MARK: Statistics
@@ -211,7 +225,7 @@ final class VirtualAllocator: Sendable {
             let lines = s.areas.values.sorted { $0.firstPage < $1.firstPage }.map { a -> String in
                 let start = base + UInt(a.firstPage << pageShift)
                 let end = start + UInt((a.pages + 1) << pageShift)
-                return "0x\(String(start, radix: 16))-0x\(String(end, radix: 16)) \((a.pages + 1) << pageShift) \(a.site?.description ?? "-") pages=\(a.pages) runs=\(a.mappings) vmalloc\n"
+                return "0x\(String(start, radix: 16))-0x\(String(end, radix: 16)) \((a.pages + 1) << pageShift) \(a.site?.description ?? "-") pages=\(a.pages) runs=\(a.runs) vmalloc\n"
             }
             return Snapshot(mappedPages: s.mappedPages, mappings: s.mappings, areas: s.areas.count,
                             counters: s.counters, info: lines.joined())

@@ -37,15 +37,16 @@ struct ArenaTests {
         #expect(frames >= map + capacity || frames + UInt(mm.core.arena.pageCount * MemoryLayout<PageFrame>.stride) <= map)
     }
 
-    @Test("the direct map is not inherited by forked children (MADV_DONTFORK)")
-    func dontFork() throws {
+    @Test("the direct map is private memory that forked children inherit copy-on-write (no MADV_DONTFORK)")
+    func privateDirectMap() throws {
         let mm = try makeSystem()
         let start = String(UInt(bitPattern: mm.pages.directMap), radix: 16)
         let smaps = readWholeFile("/proc/self/smaps")
         let lines = smaps.split(separator: "\n")
         let header = try #require(lines.firstIndex { $0.hasPrefix(start + "-") }, "direct map not in smaps")
+        #expect(lines[header].split(separator: " ")[1] == "rw-p", "\(lines[header])")
         let flags = try #require(lines[header...].first { $0.hasPrefix("VmFlags:") })
-        #expect(flags.split(separator: " ").contains("dc"), "VmFlags: \(flags)")
+        #expect(!flags.split(separator: " ").contains("dc"), "VmFlags: \(flags)")
     }
 
     @Test("an idle 1 GiB arena keeps its resident memory under 4 MiB, also after use")

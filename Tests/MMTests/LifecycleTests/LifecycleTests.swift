@@ -204,3 +204,59 @@ struct LifecycleTests {
         print(report)
     }
 }
+
+@Suite("Lazy metadata: a system of any capacity costs almost nothing until used")
+struct LazyMetadataTests {
+    @Test("RSS after init stays under 4 MiB for capacities up to 1 TiB; free memory is found without touching untouched metadata")
+    func rssAfterInit() async {
+        let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            var report = ""
+            var failure: String?
+            for shift in [30, 36, 38, 40] {  // 1 GiB, 64 GiB, 256 GiB, 1 TiB
+                let before = ProcessFootprint.now().rssBytes
+                var config = MemoryConfiguration(capacity: 1 << shift)
+                config.logsEvents = false
+                let mm = try! MemorySystem(config)
+                let grown = ProcessFootprint.now().rssBytes - before
+                let metadata = mm.statistics().metadataResidentBytes
+                // Allocate from the far end of the arena's free memory: the lists are empty,
+                // so blocks come from the frontier one at a time.
+                let p = mm.allocatePages(order: maxOrder)!
+                mm.freePages(p, order: maxOrder)
+                let afterUse = mm.statistics().metadataResidentBytes
+                report += "capacity 2^\(shift): RSS +\(grown >> 10) KiB, metadata \(metadata >> 10) KiB, after one block \(afterUse >> 10) KiB\n"
+                if grown > 4 << 20 || metadata > 64 << 10 || afterUse > 64 << 10 { failure = "capacity 2^\(shift) costs too much" }
+                if !mm._invariantViolations().isEmpty { failure = "invariants broken at 2^\(shift)" }
+            }
+            writeToStandardError(report)
+            finishExitTest(failure)
+        }
+        let text = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(!text.contains("FAILED"), "\(text)")
+        print(text)
+    }
+
+    @Test("the frontier: blocks come from the lists first, then one largest block at a time from untouched memory")
+    func frontier() throws {
+        let mm = try makeSystem(capacity: 64 << 20, perThreadLists: false)
+        #expect(mm.core.zone.withLock { $0.buddy.frontier } == 0)
+        let a = try #require(mm.allocatePages(order: 0))
+        #expect(mm.core.zone.withLock { $0.buddy.frontier } == 1 << maxOrder)
+        let b = try #require(mm.allocatePages(order: 3))   // split from the same largest block
+        #expect(mm.core.zone.withLock { $0.buddy.frontier } == 1 << maxOrder)
+        let c = try #require(mm.allocatePages(order: maxOrder))
+        #expect(mm.core.zone.withLock { $0.buddy.frontier } == 2 << maxOrder)
+        let s = mm.statistics()
+        #expect(s.freeBytes == (64 << 20) - (1 + 8 + 1024) * pageSize)
+        #expect(s.freeBlocksPerOrder[maxOrder] == 14)   // 16 blocks less the split one and c
+        for (p, order) in [(a, 0), (b, 3), (c, maxOrder)] { mm.freePages(p, order: order) }
+        #expect(mm.statistics().freeBytes == 64 << 20)
+        #expect(mm._invariantViolations() == [])
+        // Fill down to the min watermark: the frontier reaches the end.
+        let all = fillPages(mm, .standard)
+        #expect(all.count == ((64 << 20) - mm.configuration.effectiveWatermarks.min) / pageSize)
+        #expect(mm.core.zone.withLock { $0.buddy.frontier } == (64 << 20) / pageSize)
+        for p in all { mm.freePages(p, order: 0) }
+        #expect(mm._invariantViolations() == [])
+    }
+}

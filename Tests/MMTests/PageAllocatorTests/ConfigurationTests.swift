@@ -81,15 +81,14 @@ struct ConfigurationTests {
         #expect(throws: ConfigurationError.self) { _ = try MemorySystem(config) }
     }
 
-    @Test("an OS refusal is a SystemError naming the call", arguments: ["memfd_create", "ftruncate", "mmap", "madvise"])
+    @Test("an OS refusal is a SystemError naming the call", arguments: ["mmap", "mmap(metadata)", "mmap(PROT_NONE)"])
     func syscallFailure(_ call: String) {
         var syscalls = Syscalls.live
         let fail = SystemError(call: call, errno: 12)  // ENOMEM
         switch call {
-        case "memfd_create": syscalls.memfdCreate = { _ in .failure(fail) }
-        case "ftruncate": syscalls.truncate = { _, _ in .failure(fail) }
-        case "mmap": syscalls.mapShared = { _, _, _ in .failure(fail) }
-        default: syscalls.advise = { _, _, _ in .failure(fail) }
+        case "mmap": syscalls.mapPrivate = { _, _ in .failure(fail) }
+        case "mmap(metadata)": syscalls.mapAnonymous = { _ in .failure(fail) }
+        default: syscalls.reserve = { _ in .failure(fail) }
         }
         var config = MemoryConfiguration(capacity: 4 << 20)
         config.logsEvents = false
