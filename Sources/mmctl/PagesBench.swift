@@ -33,12 +33,73 @@ struct PagesBench {
         // Throughput of one thread, then of two at once, same per-thread work.
         let one = throughput(threads: 1, pairsPerThread: pairs, mm)
         let two = throughput(threads: 2, pairsPerThread: pairs, mm)
+        // Creating a system is as lazy as its arena: 16 GiB against 64 MiB.
+        let initSmall = bestNanosecondsPerIteration(iterations: 20) { n in
+            for _ in 0..<n { _ = try? MemorySystem(Self.quietConfiguration(capacity: 64 << 20)) }
+        }
+        let initLarge = bestNanosecondsPerIteration(iterations: 20) { n in
+            for _ in 0..<n { _ = try? MemorySystem(Self.quietConfiguration(capacity: 16 << 30)) }
+        }
+        let rssBefore = residentSetBytes()
+        let huge = try MemorySystem(Self.quietConfiguration(capacity: 1 << 40))
+        let rssHuge = residentSetBytes() - rssBefore
+        withExtendedLifetime(huge) {}
+        // fork() with 64 MiB of swift-mm memory touched against fork() with 64 MiB of
+        // glibc malloc memory touched: both are the kernel's copy-on-write setup only.
+        let mallocd = malloc(64 << 20)!
+        memset(mallocd, 1, 64 << 20)
+        let forkMalloc = forkNanoseconds()
+        // Read it back, so that the compiler cannot drop the memset as dead before free.
+        var sum = 0
+        for offset in stride(from: 0, to: 64 << 20, by: 4096) { sum &+= Int(mallocd.load(fromByteOffset: offset, as: UInt8.self)) }
+        precondition(sum == (64 << 20) / 4096)
+        free(mallocd)
+        var touched: [UnsafeMutableRawPointer] = []
+        for _ in 0..<16 {
+            let p = mm.allocatePages(order: maxOrder).unsafelyUnwrapped
+            memset(p, 1, 4 << 20)
+            touched.append(p)
+        }
+        let forkHeap = forkNanoseconds()
+        for p in touched { mm.freePages(p, order: maxOrder) }
         return [
+            BenchResult(key: "init16g_vs_init64m", value: initLarge / initSmall, goal: "<= 2",
+                        detail: String(format: "MemorySystem.init of 16 GiB %.0f µs, of 64 MiB %.0f µs", initLarge / 1000, initSmall / 1000)),
+            BenchResult(key: "rss_after_init_1t_mib", value: Double(rssHuge) / Double(1 << 20), goal: "<= 4",
+                        detail: "process RSS grown by creating a 1 TiB system, MiB"),
+            BenchResult(key: "fork_64m_vs_malloc", value: forkHeap / forkMalloc, goal: "~ 1",
+                        detail: String(format: "fork+exit+wait with 64 MiB touched: swift-mm %.0f µs, glibc malloc %.0f µs", forkHeap / 1000, forkMalloc / 1000)),
             BenchResult(key: "order0_pair_vs_mmap", value: pairNs / mmapNs, goal: "<= 0.005",
                         detail: String(format: "order-0 pair %.2f ns, mmap+munmap 4 KiB %.0f ns", pairNs, mmapNs)),
             BenchResult(key: "two_thread_scaling", value: two / one, goal: ">= 1.9",
                         detail: String(format: "%.1f M pairs/s on one thread, %.1f M on two", one / 1e6, two / 1e6)),
         ]
+    }
+
+    static func quietConfiguration(capacity: Int) -> MemoryConfiguration {
+        var config = MemoryConfiguration(capacity: capacity)
+        config.backgroundReclaim = false
+        config.logsEvents = false
+        return config
+    }
+
+    /// Resident set of the process, from /proc/self/statm.
+    private func residentSetBytes() -> Int {
+        let text = (try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8)) ?? ""
+        let fields = text.split(separator: " ")
+        return fields.count > 1 ? (Int(fields[1]) ?? 0) * Int(getpagesize()) : 0
+    }
+
+    /// Best time of fork() + the child's _exit + waitpid, of 20.
+    private func forkNanoseconds() -> Double {
+        bestNanosecondsPerIteration(iterations: 20) { n in
+            for _ in 0..<n {
+                let pid = fork()
+                if pid == 0 { _exit(0) }
+                var status: Int32 = 0
+                waitpid(pid, &status, 0)
+            }
+        }
     }
 
     /// Pairs per second over all threads; best of three runs.
