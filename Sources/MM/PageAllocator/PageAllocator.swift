@@ -53,7 +53,7 @@ struct PageAllocator: @unchecked Sendable {  // raw pointers into memory owned b
     /// asked for by a byte allocation (for reports).
     @inlinable
     func allocate(order: Int, policy: AllocationPolicy, byteCount: Int = 0, guarantee: Guarantee? = nil,
-                  profiled: Bool = true, file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
+                  profiled: Bool = true, injectable: Bool = true, file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
         if order >= 0 && order < perThreadOrderCount && policy.group == nil && policy.isCoherent
             && cmm_thread_slots_get().pointee.heldCheckedLocks == 0,
            let lists = listsForFastPath() {
@@ -72,7 +72,7 @@ struct PageAllocator: @unchecked Sendable {  // raw pointers into memory owned b
             }
         }
         return slow.allocatePagesSlow(order: order, policy: policy, byteCount: byteCount, guarantee: guarantee,
-                                      profiled: profiled, file: file, line: line)
+                                      profiled: profiled, injectable: injectable, file: file, line: line)
     }
 
     @inlinable

@@ -39,7 +39,8 @@ extension AllocationPolicy {
 
 extension AllocationPolicy: CustomStringConvertible {
     /// The policy in words, like the kernel's `%pGg`: e.g.
-    /// `blocking|standard|reserve=high|zeroed|nowarn|virtual|group=cache`.
+    /// `blocking|standard|reserve=high|zeroed|nowarn|virtual|group=cache`
+    /// (the default placement, `.automatic`, is not named).
     public var description: String {
         var parts = [blocking ? "blocking" : "nonblocking"]
         if blocking {
@@ -52,10 +53,10 @@ extension AllocationPolicy: CustomStringConvertible {
         if reserve == .high { parts.append("reserve=high") }
         if zeroed { parts.append("zeroed") }
         if !reportsFailure { parts.append("nowarn") }
-        switch placement {
-        case .contiguous: break
+        switch placement {  // the default, .automatic, goes unsaid
+        case .contiguous: parts.append("contiguous")
         case .virtual: parts.append("virtual")
-        case .automatic: parts.append("automatic")
+        case .automatic: break
         }
         if let group { parts.append("group=\(group.name)") }
         return parts.joined(separator: "|")

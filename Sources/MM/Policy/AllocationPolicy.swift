@@ -24,12 +24,17 @@ public enum ReserveRequest: Sendable, Hashable, CaseIterable {
 }
 
 /// Where a byte allocation's memory comes from.
+///
+/// The default of every preset is `.automatic`, so that any size from one
+/// byte to the capacity works with the defaults; `.contiguous` is for
+/// callers that need physically contiguous memory (at most 4 MiB).
 public enum Placement: Sendable, Hashable, CaseIterable {
-    /// Physically contiguous: slab object or buddy pages. Kernel: `kmalloc`.
+    /// Physically contiguous: slab object or buddy pages, at most
+    /// `MemorySystem.maxContiguousBytes`. Kernel: `kmalloc`.
     case contiguous
     /// Virtually contiguous pages mapped into the vmalloc area. Kernel: `vmalloc`.
     case virtual
-    /// Contiguous if it is cheap, otherwise virtual. Kernel: `kvmalloc`.
+    /// Contiguous if it is cheap, otherwise virtual: the default. Kernel: `kvmalloc`.
     case automatic
 }
 
@@ -64,7 +69,7 @@ public struct AllocationPolicy: Sendable, Hashable {
     /// Creates a policy. Every field has one meaning; see the type's table.
     @inlinable
     public init(blocking: Bool = true, persistence: Persistence = .standard, reserve: ReserveRequest = .none,
-                zeroed: Bool = false, reportsFailure: Bool = true, placement: Placement = .contiguous,
+                zeroed: Bool = false, reportsFailure: Bool = true, placement: Placement = .automatic,
                 group: MemoryGroup? = nil) {
         self.blocking = blocking
         self.persistence = persistence
@@ -75,7 +80,8 @@ public struct AllocationPolicy: Sendable, Hashable {
         self.group = group
     }
 
-    /// May block, reclaim and retry; may invoke the OOM handler. Kernel: `GFP_KERNEL`.
+    /// May block, reclaim and retry; may invoke the OOM handler; any size
+    /// (kvmalloc placement). Kernel: `GFP_KERNEL` with `kvmalloc`.
     @inlinable public static var standard: AllocationPolicy { AllocationPolicy() }
     /// One round of reclaim, then fail. Kernel: `GFP_KERNEL | __GFP_NORETRY`.
     @inlinable public static var failFast: AllocationPolicy { AllocationPolicy(persistence: .failFast) }

@@ -19,7 +19,8 @@ extension SlowPath {
     /// Slow path of a page or small byte request, with validation.
     @usableFromInline
     func allocatePagesSlow(order: Int, policy: AllocationPolicy, byteCount: Int, guarantee: Guarantee?,
-                           profiled: Bool = true, file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
+                           profiled: Bool = true, injectable: Bool = true,
+                           file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
         let site = CallSite(file, line)
         guard order >= 0 && order <= maxOrder else {
             core.reportInvalid(InvalidRequest(operation: "allocatePages(order: \(order))",
@@ -34,7 +35,7 @@ extension SlowPath {
         }
         let request = RequestDescription.pages(bytes: byteCount, order: order)
         let p = allocate(order: order, byteCount: byteCount > 0 ? byteCount : pageSize << order, policy: policy,
-                         guarantee: guarantee, site: site, request: request)
+                         guarantee: guarantee, site: site, request: request, injectable: injectable)
         if profiled, let p, let profile = core.profile { profile.recordAllocation(p, bytes: pageSize << order, site: site) }
         return p
     }
@@ -58,10 +59,14 @@ extension SlowPath {
         case .contiguous:
             return allocatePagesSlow(order: ByteRouting.order(forBytes: byteCount), policy: policy, byteCount: byteCount,
                                      guarantee: nil, file: file, line: line)
-        case .virtual:
-            return allocateVirtual(byteCount: byteCount, policy: policy, guarantee: nil, file: file, line: line)
-        case .automatic:
-            return allocateAutomatic(byteCount: byteCount, policy: policy, guarantee: nil, file: file, line: line)
+        case .virtual, .automatic:
+            // One request for fault injection, however many steps serve it.
+            let request = RequestDescription.pages(bytes: byteCount, order: min(maxOrder, ByteRouting.order(forBytes: byteCount)))
+            guard case .proceed = admit(byteCount: byteCount, policy: policy, guarantee: nil, site: CallSite(file, line),
+                                        request: request) else { return nil }
+            return policy.placement == .virtual
+                ? allocateVirtual(byteCount: byteCount, policy: policy, guarantee: nil, file: file, line: line)
+                : allocateAutomatic(byteCount: byteCount, policy: policy, guarantee: nil, file: file, line: line)
         }
     }
 

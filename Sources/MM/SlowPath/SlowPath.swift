@@ -80,9 +80,13 @@ final class SlowPath: Sendable {
     /// Allocates `2^order` pages for a request that missed the fast path.
     /// `byteCount` is the size asked for (for reports and fault-injection
     /// space); `guarantee` is the call's own.
+    /// `injectable` is false for the internal steps of a larger request
+    /// (kvmalloc's contiguous attempt, vmalloc's blocks): fault injection
+    /// counts and fails the caller's request once, at its entry.
     func allocate(order: Int, byteCount: Int, policy: AllocationPolicy, guarantee: Guarantee?,
-                  site: CallSite?, request: RequestDescription) -> UnsafeMutableRawPointer? {
-        switch admit(byteCount: byteCount, policy: policy, guarantee: guarantee, site: site, request: request) {
+                  site: CallSite?, request: RequestDescription, injectable: Bool = true) -> UnsafeMutableRawPointer? {
+        switch admit(byteCount: byteCount, policy: policy, guarantee: guarantee, site: site, request: request,
+                     injectable: injectable) {
         case .proceed(let context): return allocate(order: order, context: context)
         case .failed: return nil
         }
@@ -101,7 +105,7 @@ final class SlowPath: Sendable {
     /// reclaim-checked locks, and fault injection (`cache` names the object
     /// cache for its filter).
     func admit(byteCount: Int, policy: AllocationPolicy, guarantee: Guarantee?, site: CallSite?,
-               request: RequestDescription, cache: String? = nil) -> Admission {
+               request: RequestDescription, cache: String? = nil, injectable: Bool = true) -> Admission {
         let scope = AllocationScope.current
         let group = policy.group ?? scope.charging
         let context = AllocationContext.resolve(
@@ -111,7 +115,7 @@ final class SlowPath: Sendable {
         if cmm_thread_slots_get().pointee.heldCheckedLocks > 0 {
             ReclaimRecursionChecker.shared.checkAllocation(context, events: core.events)
         }
-        if context.guarantee == nil && shouldInjectFailure(byteCount: byteCount, site: site, cache: cache) {
+        if injectable && context.guarantee == nil && shouldInjectFailure(byteCount: byteCount, site: site, cache: cache) {
             counters.withLock { $0.faultsInjected += 1 }
             _ = fail(context, reason: "failure injected (fault injection)")
             return .failed

@@ -10,7 +10,7 @@ extension SlowPath {
                            file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
         let order = ByteRouting.order(forBytes: byteCount)
         if byteCount <= maxContiguousBytes, let p = pages.allocate(order: order, policy: policy.opportunistic,
-                                                                    byteCount: byteCount, file: file, line: line) {
+                                                                    byteCount: byteCount, injectable: false, file: file, line: line) {
             return p
         }
         return allocateVirtual(byteCount: byteCount, policy: policy, guarantee: guarantee, file: file, line: line)
@@ -40,15 +40,15 @@ extension SlowPath {
             var got: (pfn: Int, order: Int)?
             var order = min(maxOrder, Int.bitWidth - 1 - remaining.leadingZeroBitCount)
             while order >= 1 && got == nil {
-                if let p = pages.allocate(order: order, policy: policy.opportunistic, profiled: false, file: file, line: line) {
+                if let p = pages.allocate(order: order, policy: policy.opportunistic, profiled: false, injectable: false, file: file, line: line) {
                     got = (pfn(p), order)
                 }
                 order -= 1
             }
             if got == nil {
                 let p = guarantee != nil
-                    ? pages.allocate(order: 0, policy: .standard, guarantee: guarantee, profiled: false, file: file, line: line)
-                    : pages.allocate(order: 0, policy: quietPolicy, profiled: false, file: file, line: line)
+                    ? pages.allocate(order: 0, policy: .standard, guarantee: guarantee, profiled: false, injectable: false, file: file, line: line)
+                    : pages.allocate(order: 0, policy: quietPolicy, profiled: false, injectable: false, file: file, line: line)
                 guard let p else {
                     giveBack()
                     virtual.countFailure()

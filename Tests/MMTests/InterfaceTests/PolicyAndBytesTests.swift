@@ -38,8 +38,25 @@ struct PolicyAndBytesTests {
         #expect(AllocationPolicy.nonBlocking.description == "nonblocking|nowarn")
         var p = AllocationPolicy.failFast
         p.zeroed = true
-        p.placement = .automatic
-        #expect(p.description == "blocking|failFast|zeroed|automatic")
+        p.placement = .contiguous
+        #expect(p.description == "blocking|failFast|zeroed|contiguous")
+    }
+
+    @Test("every preset places with kvmalloc (.automatic): any size from 1 byte to the capacity works with the defaults",
+          arguments: [1, 4097, 5 << 20, 8 << 20, 20 << 20])
+    func anySizeWithDefaults(size: Int) throws {
+        for preset in [AllocationPolicy.standard, .failFast, .retryWhileProgress, .nonBlocking, .atomic] {
+            #expect(preset.placement == .automatic)
+        }
+        let mm = try makeSystem(capacity: 32 << 20)
+        let recorder = EventRecorder(mm)
+        let p = try #require(mm.allocate(byteCount: size), "\(recorder.events)")
+        #expect(mm.usableSize(of: p) >= size)
+        p.storeBytes(of: 0xfeed, toByteOffset: size & ~7 == size ? max(0, size - 8) : 0, as: UInt64.self)
+        mm.deallocate(p)
+        #expect(recorder.invalidRequests.isEmpty)
+        mm.drainPerThreadLists()
+        #expect(mm.statistics().freeBytes == 32 << 20)
     }
 
     @Test("byte sizes round up to a kmalloc class or to pages, and deallocate finds the size itself",
@@ -64,7 +81,10 @@ struct PolicyAndBytesTests {
     func badSizes(size: Int, reason: String) throws {
         let mm = try makeSystem(capacity: 16 << 20)
         let recorder = EventRecorder(mm)
-        #expect(mm.allocate(byteCount: size) == nil)
+        // Contiguous memory has a size limit; the default placement (kvmalloc) has none below capacity.
+        var policy = AllocationPolicy.standard
+        if reason == "blocks of at most" { policy.placement = .contiguous }
+        #expect(mm.allocate(byteCount: size, policy: policy) == nil)
         let event = try #require(recorder.invalidRequests.first)
         #expect(event.reason.contains(reason), "\(event.reason)")
         #expect(event.operation == "allocate(byteCount: \(size))")
