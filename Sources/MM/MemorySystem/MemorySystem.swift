@@ -173,6 +173,16 @@ public final class MemorySystem: Sendable {
         reclaim.oom.makeGroup(name: name, parent: parent, oomScoreAdjust: oomScoreAdjust, onOOMKill: onOOMKill)
     }
 
+    /// Removes `group`. Refused with a `MemoryGroupError` while the group
+    /// (or a descendant) is charged memory (`.hasUsage`) or has child groups
+    /// (`.hasChildren`); a removed group cannot be charged again (such a
+    /// request is an `invalidRequest` and returns nil). Groups that nobody
+    /// refers to any more and that hold no memory are dropped on their own.
+    /// Kernel analogue: `rmdir` of a memory cgroup.
+    public func removeGroup(_ group: MemoryGroup) throws(MemoryGroupError) {
+        try reclaim.oom.remove(group)
+    }
+
     // MARK: Events and statistics
 
     /// Adds a sink that receives every event of this system, on the thread

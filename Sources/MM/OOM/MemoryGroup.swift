@@ -7,7 +7,9 @@ import Synchronization
 /// hierarchical (a group's usage includes its descendants').
 /// Kernel analogue: a memory cgroup (`memory.current`, `memory.oom.group`).
 ///
-/// Groups compare by identity and live as long as their system.
+/// Groups compare by identity. A group lives in its system until it is
+/// removed (`removeGroup`), or until nothing refers to it and it holds no
+/// memory (then it disappears from `statistics().groups`).
 public final class MemoryGroup: Sendable, Hashable, CustomStringConvertible {
     /// The group's name, for reports.
     public let name: String
@@ -22,6 +24,14 @@ public final class MemoryGroup: Sendable, Hashable, CustomStringConvertible {
     let usageBytes = Atomic<Int>(0)
     let ownBytes = Atomic<Int>(0)
     let victim = Locked<VictimState?>(nil)
+    /// Live child groups (removal is refused while there are any).
+    let childCount = Atomic<Int>(0)
+    /// Removed from its system: charging it is an invalid request.
+    let removed = Atomic<Bool>(false)
+
+    /// Whether the group was removed (`MemorySystem.removeGroup`) or dropped
+    /// after its last reference went away; it can no longer be charged.
+    public var isRemoved: Bool { removed.load(ordering: .acquiring) }
 
     struct VictimState: Sendable {
         var killedAt: ContinuousClock.Instant
@@ -69,6 +79,32 @@ public final class MemoryGroup: Sendable, Hashable, CustomStringConvertible {
     public static func == (a: MemoryGroup, b: MemoryGroup) -> Bool { a === b }
     public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(self)) }
     public var description: String { "MemoryGroup(\(name), usage \(usage >> 10) kB)" }
+}
+
+/// Why a group operation was refused.
+public struct MemoryGroupError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// What went wrong, to match on.
+    public enum Code: Sendable, Hashable {
+        /// The group (or a descendant) is still charged memory.
+        case hasUsage
+        /// The group has child groups.
+        case hasChildren
+        /// The group was removed already.
+        case alreadyRemoved
+        /// The group belongs to another `MemorySystem`.
+        case foreignGroup
+    }
+    /// What went wrong.
+    public var code: Code
+    /// The same in words, with the group's name and numbers.
+    public var message: String
+
+    init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
 }
 
 /// Payload of `MemoryEvent.oomKill`.

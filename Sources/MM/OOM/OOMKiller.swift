@@ -3,7 +3,8 @@
 /// The system's groups and the OOM handler.
 /// Kernel analogue: `mm/oom_kill.c` (`out_of_memory`, `oom_badness`).
 final class OOMKiller: Sendable {
-    private let groups = Locked<[MemoryGroup]>([])
+    /// The live groups by identifier (the identifier is stored in page metadata).
+    private let groups = Locked<(byID: [UInt32: MemoryGroup], nextID: UInt32)>(([:], 1))
     private let inProgress = Locked<Bool>(false)
     let capacity: Int
     let reapTimeout: Duration
@@ -17,11 +18,50 @@ final class OOMKiller: Sendable {
 
     func makeGroup(name: String, parent: MemoryGroup?, oomScoreAdjust: Int,
                    onOOMKill: @escaping @Sendable (MemoryGroup) -> Void) -> MemoryGroup {
-        groups.withLock { list in
+        groups.withLock { table in
+            OOMKiller.pruneAbandoned(&table.byID)
             let group = MemoryGroup(name: name, parent: parent, oomScoreAdjust: max(-1000, min(1000, oomScoreAdjust)),
-                                    id: UInt32(list.count + 1), onOOMKill: onOOMKill)
-            list.append(group)
+                                    id: table.nextID, onOOMKill: onOOMKill)
+            table.nextID &+= 1
+            table.byID[group.id] = group
+            parent?.childCount.wrappingAdd(1, ordering: .relaxed)
             return group
+        }
+    }
+
+    /// Removes `group`: refused while it (or a descendant) is charged, or
+    /// while it has children. A removed group cannot be charged again.
+    /// Kernel analogue: `rmdir` of a memory cgroup (refused with `EBUSY`).
+    func remove(_ group: MemoryGroup) throws(MemoryGroupError) {
+        try groups.withLock { (table) throws(MemoryGroupError) in
+            guard table.byID[group.id] === group else {
+                throw group.isRemoved
+                    ? MemoryGroupError(.alreadyRemoved, "group \(group.name) was already removed")
+                    : MemoryGroupError(.foreignGroup, "group \(group.name) belongs to another MemorySystem")
+            }
+            guard group.usage == 0 else {
+                throw MemoryGroupError(.hasUsage, "group \(group.name) is still charged \(group.usage) bytes; free them first")
+            }
+            let children = group.childCount.load(ordering: .relaxed)
+            guard children == 0 else {
+                throw MemoryGroupError(.hasChildren, "group \(group.name) has \(children) child group(s); remove them first")
+            }
+            table.byID[group.id] = nil
+            group.removed.store(true, ordering: .releasing)
+            group.parent?.childCount.wrappingSubtract(1, ordering: .relaxed)
+        }
+    }
+
+    /// Drops groups nobody refers to any more (the table holds the only
+    /// reference) and that hold no memory: they can never be charged or
+    /// matter to the OOM handler again. Children refer to their parent, so a
+    /// parent goes only after its children.
+    private static func pruneAbandoned(_ byID: inout [UInt32: MemoryGroup]) {
+        for id in Array(byID.keys) {
+            guard byID[id]!.usage == 0, isKnownUniquelyReferenced(&byID[id]!) else { continue }
+            let group = byID.removeValue(forKey: id)!
+            group.removed.store(true, ordering: .releasing)
+            group.parent?.childCount.wrappingSubtract(1, ordering: .relaxed)
         }
     }
 
@@ -30,10 +70,16 @@ final class OOMKiller: Sendable {
     func resetAfterFork() { inProgress.withLock { $0 = false } }
 
     func group(id: UInt32) -> MemoryGroup? {
-        groups.withLock { id > 0 && Int(id) <= $0.count ? $0[Int(id) - 1] : nil }
+        groups.withLock { $0.byID[id] }
     }
 
-    var all: [MemoryGroup] { groups.withLock { $0 } }
+    /// The live groups in creation order (abandoned empty ones are dropped first).
+    var all: [MemoryGroup] {
+        groups.withLock { table in
+            OOMKiller.pruneAbandoned(&table.byID)
+            return table.byID.values.sorted { $0.id < $1.id }
+        }
+    }
 
     /// `ownUsage + adjust × capacity / 1000`; nil for groups that may not be killed.
     func score(_ g: MemoryGroup) -> Int? {

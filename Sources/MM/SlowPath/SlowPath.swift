@@ -108,9 +108,16 @@ final class SlowPath: Sendable {
                request: RequestDescription, cache: String? = nil, injectable: Bool = true) -> Admission {
         let scope = AllocationScope.current
         let group = policy.group ?? scope.charging
-        let context = AllocationContext.resolve(
+        var context = AllocationContext.resolve(
             request, policy: policy, guarantee: guarantee, scope: scope, site: site,
             isOOMVictim: group?.isOOMVictim ?? false)
+        if let group, group.isRemoved {
+            core.reportInvalid(InvalidRequest(operation: "allocate charged to group \(group.name)",
+                                              reason: "the group was removed and cannot be charged", site: site))
+            // A guaranteed request has no nil to return: it is served uncharged.
+            guard context.guarantee != nil else { return .failed }
+            context.group = nil
+        }
         if let conflict = context.conflict { reportConflict(context, conflict) }
         if cmm_thread_slots_get().pointee.heldCheckedLocks > 0 {
             ReclaimRecursionChecker.shared.checkAllocation(context, events: core.events)
