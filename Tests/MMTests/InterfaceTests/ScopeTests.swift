@@ -153,3 +153,32 @@ extension EventRecorder {
         invalidRequests.filter { $0.operation.contains("ScopeTests.swift:\(line))") }
     }
 }
+
+@Suite("Scope tokens at depth")
+struct DeepTokenTests {
+    /// Enters `depth` tokens, one per recursion level, and exits them on the way back.
+    static func nest(_ depth: Int) {
+        guard depth > 0 else {
+            precondition(AllocationScope.current.forbidsDirectReclaim)
+            return
+        }
+        let token = AllocationScope.enter(depth % 2 == 0 ? .noDirectReclaim : .excluding(.io))
+        nest(depth - 1)
+        token.exit()
+    }
+
+    @Test("entering and exiting 4096 nested tokens examines O(1) stack entries per token")
+    func nestedTokensAreLinear() {
+        let depth = 4096
+        let probes = Atomic<Int>(0)
+        let thread = BackgroundThread {   // its own 8 MiB stack for the recursion
+            let before = ThreadScopeState.currentOrCreate().pointee.tokenProbes
+            DeepTokenTests.nest(depth)
+            probes.store(ThreadScopeState.current!.pointee.tokenProbes - before, ordering: .relaxed)
+            precondition(AllocationScope.current == .none)
+        }
+        thread.join()
+        let examined = probes.load(ordering: .relaxed)
+        #expect(examined <= 4 * depth, "\(examined) stack entries examined for \(depth) tokens")
+    }
+}
