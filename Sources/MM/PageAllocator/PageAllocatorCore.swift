@@ -353,10 +353,34 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
         // Validate as an order-0 free to classify the problem, under the caller's name.
         if var violation = validateFree(pointer, order: 0, operation: operation) {
             if violation.kind == .misalignedPointer || violation.kind == .wrongOrder {
-                violation = HardeningViolation(kind: .interiorPointer, operation: operation, pointer: violation.pointer,
-                                               detail: "not the start of an allocation: \(violation.detail)")
+                let pfn = Int(offset >> UInt(pageShift))
+                if let head = headOfFreeBlock(containing: pfn) {
+                    // A pointer into free memory: an object whose slab went back to the page
+                    // allocator, freed again (or a pointer that was never allocated).
+                    violation = HardeningViolation(
+                        kind: .doubleFree, operation: operation, pointer: violation.pointer,
+                        detail: "double free (or never allocated): page \(pfn) is free, in the free block at page \(head); the allocation it belonged to (an object of a slab since returned, or pages) was freed already")
+                } else {
+                    violation = HardeningViolation(kind: .interiorPointer, operation: operation, pointer: violation.pointer,
+                                                   detail: "not the start of an allocation: \(violation.detail)")
+                }
             }
             report(violation)
+        }
+        return nil
+    }
+
+    /// The head of the free (listed or per-thread cached) block that holds
+    /// page `pfn`, or nil when that page is allocated or was never used.
+    func headOfFreeBlock(containing pfn: Int) -> Int? {
+        let isFree = { (state: UInt8) in state == PageState.free.rawValue || state == PageState.cached.rawValue }
+        if isFree(arena.frames[pfn].state) { return pfn }
+        guard arena.frames[pfn].state == PageState.tail.rawValue else { return nil }
+        for o in 1...maxOrder {
+            let head = pfn & ~((1 << o) - 1)
+            let h = arena.frames[head]
+            guard h.state != PageState.tail.rawValue, Int(h.order) >= o else { continue }
+            return isFree(h.state) ? head : nil
         }
         return nil
     }

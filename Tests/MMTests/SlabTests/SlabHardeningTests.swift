@@ -151,3 +151,30 @@ struct SlabHardeningTests {
         #expect(bytes.allSatisfy { $0 == 0 })
     }
 }
+
+@Suite("Double frees after the object's memory moved on")
+struct LateDoubleFreeTests {
+    @Test("a double free after the magazine was drained, or after the slab went back to the page allocator, is a doubleFree",
+          arguments: [8, 64, 1000, 8192])
+    func lateDoubleFree(size: Int) throws {
+        // Slab returned to the buddy allocator.
+        let mm = try makeSystem(capacity: 16 << 20, hardening: .report)
+        let recorder = EventRecorder(mm)
+        let p = try #require(mm.allocate(byteCount: size))
+        mm.deallocate(p)
+        mm.drainPerThreadLists()
+        mm.deallocate(p)
+        #expect(recorder.violations.map(\.kind) == [.doubleFree], "\(recorder.violations)")
+        // Magazine drained into the depot; the slab stays.
+        let other = try makeSystem(capacity: 16 << 20, hardening: .report)
+        let otherRecorder = EventRecorder(other)
+        var keep: [UnsafeMutableRawPointer] = []
+        for _ in 0..<300 { keep.append(try #require(other.allocate(byteCount: size))) }
+        let q = keep.removeLast()
+        other.deallocate(q)
+        other.shrinkObjectCaches()   // the magazine goes back; the slab still holds live objects
+        other.deallocate(q)
+        #expect(otherRecorder.violations.map(\.kind) == [.doubleFree], "\(otherRecorder.violations)")
+        for k in keep { other.deallocate(k) }
+    }
+}
