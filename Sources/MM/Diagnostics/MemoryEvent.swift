@@ -45,9 +45,15 @@ public enum MemoryEvent: Sendable, CustomStringConvertible {
     /// A request that can never be valid (negative size, order out of range,
     /// an unbalanced scope token). Kernel: `WARN_ON_ONCE` of the arguments.
     case invalidRequest(InvalidRequest)
+    /// A shrinker call did not return within `shrinkerDeadline`: reclaim
+    /// went on without it (it finishes on a helper thread). Reported once
+    /// per shrinker. Kernel: none (the kernel trusts its shrinkers); the
+    /// closest is a hung-task or soft-lockup warning.
+    case slowShrinker(SlowShrinker)
 
     public var description: String {
         switch self {
+        case .slowShrinker(let e): return e.description
         case .allocationFailure(let e): return e.description
         case .allocationStall(let e): return e.description
         case .scopeConflict(let e): return e.description
@@ -176,5 +182,19 @@ public struct InvalidRequest: Sendable, CustomStringConvertible, Error {
 
     public var description: String {
         "invalid request: \(operation): \(reason)\(site.map { " (at \($0))" } ?? "")"
+    }
+}
+
+/// Payload of `MemoryEvent.slowShrinker`.
+public struct SlowShrinker: Sendable, CustomStringConvertible {
+    /// The shrinker's name.
+    public var shrinker: String
+    /// The deadline it missed.
+    public var deadline: Duration
+    /// The request whose reclaim it delayed, if reclaim ran for one.
+    public var allocationSite: CallSite?
+
+    public var description: String {
+        "shrinker \(shrinker) did not return within \(deadline); reclaim went on without it (it finishes on a helper thread, and is skipped until it does)\(allocationSite.map { "; request at \($0)" } ?? "")"
     }
 }

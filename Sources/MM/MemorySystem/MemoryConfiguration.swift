@@ -22,6 +22,10 @@ public struct MemoryConfiguration: Sendable {
     public var capacity: Int
     /// How often a guaranteed request that keeps retrying reports a stall.
     public var stallReportInterval: Duration = .seconds(10)
+    /// How long reclaim waits for one shrinker call before it goes on
+    /// without it (the call finishes on a helper thread; the shrinker is
+    /// reported once as `slowShrinker` and skipped until it returns).
+    public var shrinkerDeadline: Duration = .milliseconds(100)
     /// What to do when no OOM victim is left.
     public var oomPolicy: OOMPolicy = .failRequests
     /// Run the background reclaimer thread. Kernel analogue: kswapd.
@@ -101,6 +105,9 @@ public struct MemoryConfiguration: Sendable {
         }
         guard releaseDelay >= .zero else {
             throw ConfigurationError(field: "releaseDelay", message: "\(releaseDelay) is negative")
+        }
+        guard shrinkerDeadline > .zero else {
+            throw ConfigurationError(field: "shrinkerDeadline", message: "\(shrinkerDeadline) must be positive")
         }
         guard stallReportInterval > .zero else {
             throw ConfigurationError(field: "stallReportInterval", message: "\(stallReportInterval) must be positive")

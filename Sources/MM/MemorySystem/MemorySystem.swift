@@ -46,8 +46,13 @@ public final class MemorySystem: Sendable {
                                            mapLimit: config.maxVirtualMappings ?? VirtualAllocator.defaultMapLimit())
         let slow = SlowPath(core: core, configuration: config, pressure: pressure, virtual: virtual)
         let slab = SlabAllocator(core: core, slow: slow, profile: core.profile)
-        let engine = ReclaimEngine(core: core, shrinkers: ShrinkerRegistry(checker: .shared, events: events),
-                                   oom: oom, pressure: pressure, slab: slab)
+        // Shrinkers run on helper threads; what they free lands in the helper's caches
+        // and goes back to the shared pools after each call.
+        let shrinkers = ShrinkerRegistry(checker: .shared, events: events, deadline: config.shrinkerDeadline) { [core, slab] in
+            slab.drainCurrentThread()
+            if let lists = PerThreadPageLists.current, lists.systemID == core.systemID { core.drain(lists, keepingFraction: 0) }
+        }
+        let engine = ReclaimEngine(core: core, shrinkers: shrinkers, oom: oom, pressure: pressure, slab: slab)
         slow.hooks.withLock { hooks in
             hooks.directReclaim = { [engine] context, order in engine.directReclaim(context, order: order) }
             hooks.outOfMemory = { [engine] context in engine.outOfMemory(trigger: context.description) }
@@ -84,6 +89,7 @@ public final class MemorySystem: Sendable {
     deinit {
         core.lowWatermarkHook.withLock { $0 = nil }
         backgroundReclaimer?.stop()
+        reclaim.shrinkers.runner.stop()
         let core = self.core
         pages.slow.hooks.withLock { hooks in
             hooks.directReclaim = { [core] _, _ in core.drainForReclaim() }

@@ -33,6 +33,12 @@ final class ShrinkerRegistry: Sendable {
         var deferred = 0
         var scanned = 0, freed = 0, skipped = 0, stops = 0
         var unregistered = false
+        /// A call of it missed the deadline and is still running on a helper.
+        var overdue = false
+        /// Calls started and the last one that finished (tells a late finish from a hang).
+        var callsStarted = 0, lastFinishedCall = 0
+        /// It was reported as slow already.
+        var reportedSlow = false
         /// Threads inside this shrinker's callbacks (their thread serials).
         var activeThreads: [UInt64] = []
         init(id: Int, shrinker: any Shrinker) { self.id = id; self.shrinker = shrinker }
@@ -41,10 +47,18 @@ final class ShrinkerRegistry: Sendable {
     private let entries = Locked<(list: [Entry], nextID: Int)>(([], 1))
     let checker: ReclaimRecursionChecker
     let events: EventHub
+    /// How long reclaim waits for one shrinker call.
+    let deadline: Duration
+    /// The helper threads shrinker calls run on, so that none can hold
+    /// reclaim up for longer than `deadline`.
+    let runner: DeadlineRunner
 
-    init(checker: ReclaimRecursionChecker, events: EventHub) {
+    init(checker: ReclaimRecursionChecker, events: EventHub, deadline: Duration = .milliseconds(100),
+         afterShrink: @escaping @Sendable () -> Void = {}) {
         self.checker = checker
         self.events = events
+        self.deadline = deadline
+        runner = DeadlineRunner(afterJob: afterShrink)
     }
 
     func register(_ shrinker: any Shrinker) -> ShrinkerRegistration {
@@ -107,31 +121,48 @@ final class ShrinkerRegistry: Sendable {
                 entries.withLock { _ in entry.skipped += 1 }
                 continue
             }
-            // On a thread holding checked locks, a shrinker whose locks are not known yet
-            // might need one of them: run it on a helper thread with a deadline instead.
-            if cmm_thread_slots_get().pointee.heldCheckedLocks > 0 {
-                if checker.isSuspected(shrinker.name) {
-                    entries.withLock { _ in entry.skipped += 1 }
-                    continue
-                }
-                let result = OneShotThread.run(deadline: ShrinkerRegistry.helperDeadline) { [self] in
-                    shrinkOne(entry, priority: priority, context: context)
-                }
-                if let freed = result {
-                    freedTotal += freed
-                } else {
-                    checker.reportPossibleSelfDeadlock(shrinker: shrinker.name, domain: domain, context: context,
-                                                      waited: ShrinkerRegistry.helperDeadline, events: events)
-                }
+            // On a thread holding checked locks, a shrinker that missed its deadline here
+            // before probably needs one of them: skip it.
+            let holdsCheckedLocks = cmm_thread_slots_get().pointee.heldCheckedLocks > 0
+            if holdsCheckedLocks && checker.isSuspected(shrinker.name) {
+                entries.withLock { _ in entry.skipped += 1 }
                 continue
             }
-            freedTotal += shrinkOne(entry, priority: priority, context: context)
+            // A call still running past its deadline: do not pile up another one.
+            if entries.withLock({ _ in entry.overdue }) {
+                entries.withLock { _ in entry.skipped += 1 }
+                continue
+            }
+            // Every call runs on a helper thread and is waited for at most the deadline.
+            let call = entries.withLock { _ -> Int in entry.callsStarted += 1; return entry.callsStarted }
+            let result = runner.run(deadline: deadline) { [self] in
+                let freed = shrinkOne(entry, priority: priority, context: context)
+                entries.withLock { _ in
+                    entry.lastFinishedCall = call
+                    entry.overdue = false
+                }
+                return freed
+            }
+            if let freed = result {
+                freedTotal += freed
+                continue
+            }
+            let firstReport = entries.withLock { _ -> Bool in
+                if entry.lastFinishedCall != call { entry.overdue = true }
+                entry.stops += 1
+                defer { entry.reportedSlow = true }
+                return !entry.reportedSlow
+            }
+            if holdsCheckedLocks {
+                checker.reportPossibleSelfDeadlock(shrinker: shrinker.name, domain: domain, context: context,
+                                                  waited: deadline, events: events)
+            } else if firstReport {
+                events.emit(.slowShrinker(SlowShrinker(shrinker: shrinker.name, deadline: deadline,
+                                                       allocationSite: context?.site)))
+            }
         }
         return freedTotal
     }
-
-    /// How long reclaim waits for a shrinker run on a helper thread.
-    static let helperDeadline = Duration.milliseconds(100)
 
     /// Counts and scans one shrinker at `priority` on the calling thread
     /// (inside `.reclaiming`); returns the objects freed.

@@ -186,6 +186,12 @@ final class SlabAllocator: @unchecked Sendable {  // raw tables written once per
 
     // MARK: Reclaim
 
+    /// Moves the calling thread's cached objects of this system to the depots.
+    func drainCurrentThread() {
+        guard let m = ObjectMagazines.current, m.systemID == systemID else { return }
+        for index in m.usedIndices(below: cacheCount) { drain(m, index: index, keep: 0) }
+    }
+
     /// Returns the calling thread's cached objects, asks every other thread
     /// to return theirs at its next slow path, empties the depots and frees
     /// every completely free slab. Returns the pages freed.
