@@ -56,6 +56,7 @@ public final class MemorySystem: Sendable {
         slow.hooks.withLock { hooks in
             hooks.directReclaim = { [engine] context, order in engine.directReclaim(context, order: order) }
             hooks.outOfMemory = { [engine] context in engine.outOfMemory(trigger: context.description) }
+            hooks.victimReleasing = { [oom] in oom.hasReleasingVictim }
         }
         self.configuration = config
         self.events = events
@@ -94,6 +95,7 @@ public final class MemorySystem: Sendable {
         pages.slow.hooks.withLock { hooks in
             hooks.directReclaim = { [core] _, _ in core.drainForReclaim() }
             hooks.outOfMemory = { _ in .noVictim }
+            hooks.victimReleasing = { false }
         }
         SystemRegistry.shared.remove(core, slab: objects.slab)
     }
@@ -244,6 +246,7 @@ public final class MemorySystem: Sendable {
                 .init(name: "stall_reports", value: sp.stallReports),
                 .init(name: "scope_conflicts", value: sp.scopeConflicts),
                 .init(name: "oom_invocations", value: sp.oomInvocations),
+                .init(name: "oom_reap_timeouts", value: sp.oomReapTimeouts),
                 .init(name: "fail_nonblocking", value: sp.failNonBlocking),
                 .init(name: "fail_failfast", value: sp.failFailFast),
                 .init(name: "fail_retry_while_progress", value: sp.failRetryWhileProgress),

@@ -81,6 +81,16 @@ final class OOMKiller: Sendable {
         }
     }
 
+    /// Whether a victim has been told to release memory and still holds some
+    /// (within its reap timeout).
+    var hasReleasingVictim: Bool {
+        let now = ContinuousClock.now
+        return all.contains { g in
+            guard let state = g.victim.withLock({ $0 }) else { return false }
+            return g.ownUsage > 0 && now - state.killedAt < reapTimeout
+        }
+    }
+
     /// `ownUsage + adjust × capacity / 1000`; nil for groups that may not be killed.
     func score(_ g: MemoryGroup) -> Int? {
         guard g.oomScoreAdjust > -1000 else { return nil }

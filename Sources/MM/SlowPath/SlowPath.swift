@@ -22,6 +22,9 @@ enum OOMOutcome: Sendable {
 struct ReclaimHooks: Sendable {
     var directReclaim: @Sendable (_ context: AllocationContext, _ order: Int) -> Int
     var outOfMemory: @Sendable (_ context: AllocationContext) -> OOMOutcome
+    /// Whether a victim told to release memory still holds some (a request
+    /// waiting after a kill stops waiting once this is false).
+    var victimReleasing: @Sendable () -> Bool = { true }
 }
 
 /// Counters of the slow path (vmstat).
@@ -31,6 +34,7 @@ struct SlowPathCounters: Sendable {
     var stallReports = 0
     var scopeConflicts = 0
     var oomInvocations = 0
+    var oomReapTimeouts = 0     // waits for a victim's memory that ran into oomReapTimeout
     var faultsInjected = 0
     var guaranteedWaits = 0
     var reserveUnlocks = 0       // .useReserves requests that went to the .high tier
@@ -161,7 +165,7 @@ final class SlowPath: Sendable {
         let start = clock.now
         var nextStallReport = start + configuration.stallReportInterval
         var tier = context.tier
-        var attempts = 2, rounds = 0, roundsWithoutProgress = 0
+        var attempts = 2, rounds = 0, roundsWithoutProgress = 0, oomRounds = 0
         // Waiting for the background reclaimer starts longer than backing off after a
         // fruitless direct reclaim: the reclaimer needs time to run a pass.
         var backoff = Duration.milliseconds(context.directReclaim ? 1 : 10)
@@ -181,6 +185,17 @@ final class SlowPath: Sendable {
             }
             attempts += 1
             if let pfn = take(order, tier) { return finish(pfn, order, context) }
+            // The request's own group became an OOM victim meanwhile (another thread's
+            // request chose it): it gets the victim's reserve, and a fallible request
+            // fails now instead of waiting for memory that only its own caller can free.
+            // Kernel analogue: the victim's ALLOC_OOM access, and "goto nopage" for a victim.
+            if tier < .oomVictim, let group = context.group, group.isOOMVictim {
+                tier = .oomVictim
+                if let pfn = take(order, tier) { return finish(pfn, order, context) }
+                if context.guarantee == nil {
+                    return fail(context, reason: "the request's group \(group.name) was chosen as OOM victim; its memory must be released first")
+                }
+            }
             rounds += 1
             roundsWithoutProgress = progress ? 0 : roundsWithoutProgress + 1
             // Direct reclaim that frees nothing is final; a restricted request gives up
@@ -197,8 +212,21 @@ final class SlowPath: Sendable {
                 // 7./8. retryWhileProgress and standard: while reclaim makes progress, at most maxReclaimRetries.
                 guard exhausted else { continue }
                 if context.persistence == .standard && context.mayInvokeOOM {
-                    if let pfn = outOfMemory(order, tier, context) { return finish(pfn, order, context) }
-                    return fail(context, reason: "out of memory: reclaim made no progress and the OOM handler found no victim")
+                    switch outOfMemory(order, tier, context) {
+                    case .allocated(let pfn): return finish(pfn, order, context)
+                    case .victimReleased where oomRounds < maxRetries:
+                        // The kernel's "OOM made progress: retry" (others took the memory first).
+                        oomRounds += 1
+                        rounds = 0
+                        roundsWithoutProgress = 0
+                        continue
+                    case .victimReleased:
+                        return fail(context, reason: "out of memory: \(oomRounds) OOM kills released memory that other requests took first")
+                    case .victimIsSelf:
+                        return fail(context, reason: "out of memory: the request's own group was chosen as OOM victim")
+                    case .noVictim:
+                        return fail(context, reason: "out of memory: reclaim made no progress and the OOM handler found no victim")
+                    }
                 }
                 return fail(context, reason: roundsWithoutProgress > 0
                             ? "reclaim made no progress after \(rounds) round(s)"
@@ -208,7 +236,7 @@ final class SlowPath: Sendable {
                 if exhausted && !reservesUnlocked {
                     reservesUnlocked = true
                     counters.withLock { $0.reserveUnlocks += 1 }
-                    if context.mayInvokeOOM, let pfn = outOfMemory(order, tier, context) {
+                    if context.mayInvokeOOM, case .allocated(let pfn) = outOfMemory(order, tier, context) {
                         return finish(pfn, order, context)
                     }
                     tier = max(tier, .high)
@@ -248,22 +276,47 @@ final class SlowPath: Sendable {
     }
 
     /// Step 8/10: the OOM handler, then a wait for the victim's memory.
-    private func outOfMemory(_ order: Int, _ tier: ReserveTier, _ context: AllocationContext) -> Int? {
+    private func outOfMemory(_ order: Int, _ tier: ReserveTier, _ context: AllocationContext) -> OOMStep {
         counters.withLock { $0.oomInvocations += 1 }
-        let handler = hooks.withLock { $0.outOfMemory }
+        let (handler, victimReleasing) = hooks.withLock { ($0.outOfMemory, $0.victimReleasing) }
         switch handler(context) {
         case .killed, .waitingForVictim:
+            // A request of the victim itself does not wait for its own memory: it may
+            // use the victim's reserve, and otherwise its caller must release first.
+            if let group = context.group, group.isOOMVictim {
+                return take(order, max(tier, .oomVictim)).map(OOMStep.allocated) ?? .victimIsSelf
+            }
+            // Wait until the memory is there, or the victim has released what it had
+            // (others may have taken it meanwhile: the caller reclaims and retries),
+            // or the reap timeout passed.
             let deadline = ContinuousClock.now + configuration.oomReapTimeout
-            while ContinuousClock.now < deadline {
+            while true {
                 let generation = core.waitQueue.generation
-                if let pfn = take(order, tier) { return pfn }
+                if let pfn = take(order, tier) { return .allocated(pfn) }
+                if !victimReleasing() { break }
+                if ContinuousClock.now >= deadline {
+                    counters.withLock { $0.oomReapTimeouts += 1 }
+                    break
+                }
                 core.waitQueue.wait(since: generation, timeout: .milliseconds(10))
             }
-            return take(order, tier)
+            return take(order, tier).map(OOMStep.allocated) ?? .victimReleased
         case .noVictim:
             noVictimLeft(trigger: context.description)
-            return nil
+            return .noVictim
         }
+    }
+
+    /// What the OOM step did for a request.
+    private enum OOMStep {
+        /// The request got its block.
+        case allocated(Int)
+        /// A victim released memory, but it went elsewhere: reclaim and retry.
+        case victimReleased
+        /// The request's own group is the victim: it must not wait for itself.
+        case victimIsSelf
+        /// No victim was left.
+        case noVictim
     }
 
     /// The OOM handler found no victim: `OOMPolicy.abort` stops the process

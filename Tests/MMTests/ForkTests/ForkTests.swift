@@ -136,7 +136,8 @@ struct ForkTests {
                 }
             }
             var failure: String?
-            for round in 0..<20 where failure == nil {
+            let forkRounds = getenv("MM_FORK_ROUNDS").flatMap { Int(String(cString: $0)) } ?? 20
+            for round in 0..<forkRounds where failure == nil {
                 usleep(3_000)
                 if let f = runForkedChild(seconds: 10, {
                     var held: [UnsafeMutableRawPointer] = []

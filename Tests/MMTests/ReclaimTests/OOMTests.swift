@@ -150,3 +150,39 @@ extension OOMOutcome: Equatable {
         }
     }
 }
+
+@Suite("OOM under group churn", .timeLimit(.minutes(1)))
+struct OOMChurnTests {
+    @Test("two threads create groups and allocate until OOM kills: no request waits for the reap timeout, none fails")
+    func churn() throws {
+        var config = MemoryConfiguration(capacity: 32 << 20)
+        config.logsEvents = false
+        let mm = try MemorySystem(config)
+        let rounds = 30
+        let finished = watchdog("group churn with OOM kills", seconds: 40) {
+            runThreads(2) { t in
+                for round in 0..<rounds {
+                    let killed = Atomic<Bool>(false)
+                    let g = mm.makeGroup(name: "t\(t)-\(round)", onOOMKill: { _ in killed.store(true, ordering: .relaxed) })
+                    var policy = AllocationPolicy.standard
+                    policy.group = g
+                    var held: [UnsafeMutableRawPointer] = []
+                    for _ in 0..<400 {
+                        if killed.load(ordering: .relaxed) { break }
+                        guard let p = mm.allocate(byteCount: 65536, policy: policy) else { break }
+                        held.append(p)
+                    }
+                    for p in held { mm.deallocate(p) }
+                }
+            }
+        }
+        #expect(finished)
+        let s = mm.statistics()
+        #expect(s[counter: "oom_kill"] > 0)
+        // Each thread's own group is killed while it allocates: its request fails or uses the
+        // victim reserve at once; the other thread's request waits only while memory is released.
+        #expect(s[counter: "oom_reap_timeouts"] == 0)
+        #expect(s[counter: "fail_standard"] <= s[counter: "oom_kill"], "victims' own requests may fail, nobody else's")
+        #expect(s.groups.isEmpty)
+    }
+}

@@ -136,6 +136,7 @@ final class HookCounter: Sendable {
         mm.pages.slow.hooks.withLock { hooks in
             hooks.directReclaim = { [self] _, _ in reclaims.wrappingAdd(1, ordering: .relaxed); return progress }
             hooks.outOfMemory = { [self] _ in ooms.wrappingAdd(1, ordering: .relaxed); return oom() }
+            hooks.victimReleasing = { true }  // a made-up victim: wait for its memory until the reap timeout
         }
     }
 
