@@ -157,9 +157,12 @@ struct OOMChurnTests {
     func churn() throws {
         var config = MemoryConfiguration(capacity: 32 << 20)
         config.logsEvents = false
+        // Long enough that a waiter reaches it only when the memory it waits for is never
+        // released (a request waiting for its own group), never because the machine is slow.
+        config.oomReapTimeout = .seconds(30)
         let mm = try MemorySystem(config)
         let rounds = 30
-        let finished = watchdog("group churn with OOM kills", seconds: 40) {
+        let finished = watchdog("group churn with OOM kills", seconds: 50) {
             runThreads(2) { t in
                 for round in 0..<rounds {
                     let killed = Atomic<Bool>(false)

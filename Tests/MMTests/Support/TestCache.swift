@@ -12,6 +12,8 @@ final class TestCache: Shrinker, @unchecked Sendable {  // all mutable state is 
     private let mm: MemorySystem
     private let objects = Locked<[UInt]>([])
     let scans = Atomic<Int>(0)
+    /// Scans asked for by a request whose context excludes this cache's domain (must stay 0).
+    let scansFromExcludingContext = Atomic<Int>(0)
     let counts = Atomic<Int>(0)
     /// Called inside each scan before evicting (e.g. to take a lock); return false to answer `.stop`.
     let beforeScan: @Sendable () -> Bool
@@ -68,6 +70,9 @@ final class TestCache: Shrinker, @unchecked Sendable {  // all mutable state is 
 
     func scanObjects(_ control: ShrinkControl) -> ShrinkResult {
         scans.wrappingAdd(1, ordering: .relaxed)
+        if let context = control.context, !context.mayReclaim(in: domain) {
+            scansFromExcludingContext.wrappingAdd(1, ordering: .relaxed)
+        }
         guard beforeScan() else { return .stop }
         return .freed(evict(control.objectsToScan))
     }
