@@ -60,5 +60,15 @@ struct ForkPipe {
         writeEnd = fds[1]
     }
     func signal() { var b: UInt8 = 1; _ = write(writeEnd, &b, 1) }
-    func await() { var b: UInt8 = 0; _ = read(readEnd, &b, 1) }
+    /// Waits for `signal()`; false when the other side closed the pipe (it died) instead.
+    @discardableResult
+    func await() -> Bool { var b: UInt8 = 0; return read(readEnd, &b, 1) == 1 }
+    /// After fork, each process closes the end it does not use, so that a
+    /// reader sees end-of-file instead of waiting for ever when the writer dies.
+    func keepReading() { close(writeEnd) }
+    func keepWriting() { close(readEnd) }
 }
+
+/// Whether the process runs under ThreadSanitizer, which does not support a
+/// forked child of a multi-threaded process starting threads of its own.
+let runningUnderThreadSanitizer: Bool = dlsym(nil, "__tsan_init") != nil  // nil: RTLD_DEFAULT
