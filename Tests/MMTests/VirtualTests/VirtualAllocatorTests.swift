@@ -29,6 +29,32 @@ struct VirtualAllocatorTests {
         #expect(mm._invariantViolations() == [])
     }
 
+    @Test("physically scattered pages, one virtual area: vmalloc works in a fragmented arena, holds no memory twice and returns it when freed")
+    func scatteredAndReturned() throws {
+        let mm = try makeSystem(capacity: 32 << 20, perThreadLists: false, releaseDelay: .zero)
+        // Fragment: allocate every page down to min, free every other one.
+        let pages = fillPages(mm, .standard)
+        for (i, p) in pages.enumerated() where i % 2 == 0 { mm.freePages(p, order: 0) }
+        let largeFree = mm.statistics().freeBlocksPerOrder.enumerated().dropFirst().reduce(0) { $0 + ($1.element << $1.offset) }
+        #expect(largeFree * pageSize < 6 << 20, "no room for the area in blocks above order 0")
+        let residentBefore = mm.statistics().residentBytes
+        var policy = AllocationPolicy.standard
+        policy.placement = .virtual
+        let size = 6 << 20
+        let p = try #require(mm.allocate(byteCount: size, policy: policy))
+        memset(p, 0x5a, size)
+        let info = mm.statistics().vmallocinfo
+        let runs = info.split(separator: " ").first { $0.hasPrefix("runs=") }.flatMap { Int($0.dropFirst(5)) } ?? 0
+        #expect(info.contains("pages=1536") && runs > 1024, "\(info)")   // frames from all over the arena
+        let resident = mm.statistics().residentBytes
+        #expect(resident - residentBefore >= size, "the area's memory is resident once")
+        #expect(resident - residentBefore < size + (1 << 20), "and not twice (its frames' direct-map view was discarded)")
+        mm.deallocate(p)
+        #expect(mm.statistics().residentBytes <= residentBefore + (64 << 10), "freeing the area returned its memory")
+        for (i, q) in pages.enumerated() where i % 2 == 1 { mm.freePages(q, order: 0) }
+        #expect(mm._invariantViolations() == [])
+    }
+
     @Test("pages are taken largest first and physically contiguous runs share one mapping")
     func runs() throws {
         let mm = try makeSystem(capacity: 32 << 20)
