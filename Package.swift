@@ -3,6 +3,8 @@ import PackageDescription
 
 let package = Package(
     name: "swift-mm",
+    // Linux is the target; the Apple minimum is what Synchronization (Atomic) needs.
+    platforms: [.macOS(.v15)],
     products: [
         .library(name: "MM", targets: ["MM"]),
         .executable(name: "mmctl", targets: ["mmctl"]),

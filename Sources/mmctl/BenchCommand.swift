@@ -28,8 +28,17 @@ struct Bench: ParsableCommand {
         FileHandle.standardError.write(Data("warning: mmctl was built in debug mode; build with -c release for meaningful ratios\n".utf8))
         #endif
         var results: [BenchResult] = []
-        if suite == .all || suite == .pages { results += try PagesBench(scale: scale).run() }
+        let showProgress = isatty(STDERR_FILENO) == 1 && !json
+        func announce(_ name: String) {
+            if showProgress { FileHandle.standardError.write(Data("\u{1B}[2K\rmeasuring \(name)…".utf8)) }
+        }
+        defer { if showProgress { FileHandle.standardError.write(Data("\u{1B}[2K\r".utf8)) } }
+        if suite == .all || suite == .pages {
+            announce("pages")
+            results += try PagesBench(scale: scale).run()
+        }
         if suite == .all || suite == .objects {
+            announce("objects")
             // In one table, the objects suite's figures that share a name with the pages suite's are prefixed.
             let taken = Set(results.map(\.key))
             results += try ObjectsBench(scale: scale).run().map { r in
@@ -38,8 +47,14 @@ struct Bench: ParsableCommand {
                 return r
             }
         }
-        if suite == .all || suite == .scopes { results += try ScopesBench(scale: scale).run() }
-        if suite == .all || suite == .reclaim { results += try ReclaimBench(scale: scale).run() }
+        if suite == .all || suite == .scopes {
+            announce("scopes")
+            results += try ScopesBench(scale: scale).run()
+        }
+        if suite == .all || suite == .reclaim {
+            announce("reclaim")
+            results += try ReclaimBench(scale: scale).run()
+        }
         BenchResult.print(results, json: json)
     }
 }
@@ -58,9 +73,25 @@ struct BenchResult {
             return
         }
         let width = max(10, results.map(\.key.count).max() ?? 0)
-        Swift.print("\("figure".padding(toLength: width, withPad: " ", startingAt: 0))  \("value".padding(toLength: 10, withPad: " ", startingAt: 0))  \("goal".padding(toLength: 9, withPad: " ", startingAt: 0))  detail")
+        Swift.print("\("figure".padding(toLength: width, withPad: " ", startingAt: 0))  \("value".padding(toLength: 10, withPad: " ", startingAt: 0))  \("goal".padding(toLength: 16, withPad: " ", startingAt: 0))  met  detail")
         for r in results {
-            Swift.print("\(r.key.padding(toLength: width, withPad: " ", startingAt: 0))  \(String(format: "%-10.4f", r.value))  \(r.goal.padding(toLength: 9, withPad: " ", startingAt: 0))  \(r.detail)")
+            let met = r.goalMet.map { $0 ? "yes" : "NO " } ?? " - "
+            Swift.print("\(r.key.padding(toLength: width, withPad: " ", startingAt: 0))  \(String(format: "%-10.4f", r.value))  \(r.goal.padding(toLength: 16, withPad: " ", startingAt: 0))  \(met)  \(r.detail)")
+        }
+    }
+
+    /// Whether the value meets a goal written `<= X`, `< X`, `>= X`, `> X` or
+    /// `~ X` (within 25 %); nil for a goal in words.
+    var goalMet: Bool? {
+        let parts = goal.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, let bound = Double(parts[1].prefix { "0123456789.".contains($0) }) else { return nil }
+        switch parts[0] {
+        case "<=": return value <= bound
+        case "<": return value < bound
+        case ">=": return value >= bound
+        case ">": return value > bound
+        case "~": return abs(value - bound) <= 0.25 * bound
+        default: return nil
         }
     }
 }

@@ -59,15 +59,52 @@ enum ScenarioSource {
             return try check(ScenarioLoader.load(yaml: yaml, source: nameOrPath))
         }
         guard FileManager.default.fileExists(atPath: nameOrPath) else {
-            throw ValidationError("no built-in scenario or file named \"\(nameOrPath)\" (built-ins: \(BuiltinScenarios.all.map(\.name).joined(separator: ", ")))")
+            throw ValidationError(notFound(nameOrPath))
         }
-        let yaml = try String(contentsOfFile: nameOrPath, encoding: .utf8)
+        guard let yaml = try? String(contentsOfFile: nameOrPath, encoding: .utf8) else {
+            throw ValidationError("cannot read \(nameOrPath) as UTF-8 text")
+        }
         return try check(ScenarioLoader.load(yaml: yaml, source: nameOrPath))
     }
 
+    /// What to say about an argument that is neither a built-in scenario nor a file.
+    static func notFound(_ argument: String) -> String {
+        let builtins = BuiltinScenarios.all.map(\.name)
+        let looksLikePath = argument.contains("/") || argument.hasSuffix(".yaml") || argument.hasSuffix(".yml")
+        if looksLikePath { return "file not found: \(argument)" }
+        let subcommands = ["run", "scenarios", "stat", "bench"]
+        if let command = subcommands.first(where: { editDistance($0, argument) <= 2 }) {
+            return "unknown subcommand or scenario \"\(argument)\"; did you mean `mmctl \(command)`?"
+        }
+        if let name = builtins.min(by: { editDistance($0, argument) < editDistance($1, argument) }),
+           editDistance(name, argument) <= 3 {
+            return "no built-in scenario named \"\(argument)\"; did you mean \(name)? (built-ins: \(builtins.joined(separator: ", ")))"
+        }
+        return "no built-in scenario named \"\(argument)\" and no such file (built-ins: \(builtins.joined(separator: ", ")); subcommands: \(subcommands.joined(separator: ", ")))"
+    }
+
+    /// Levenshtein distance, for suggestions.
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        var row = Array(0...b.count)
+        for i in 1...max(1, a.count) where !a.isEmpty {
+            var previous = row[0]
+            row[0] = i
+            for j in 1...max(1, b.count) where !b.isEmpty {
+                let current = row[j]
+                row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
+                previous = current
+            }
+        }
+        return a.isEmpty ? b.count : row[b.count]
+    }
+
+    /// A refused scenario file is reported once, as `FILE:LINE:COLUMN: error: …`
+    /// on standard error, with exit status 64 like every usage error.
     private static func check(_ body: @autoclosure () throws -> Scenario) throws -> Scenario {
         do { return try body() } catch let error as ScenarioError {
-            throw ScenarioFileError(description: error.description)
+            FileHandle.standardError.write(Data((error.description + "\n").utf8))
+            throw ExitCode(64)
         }
     }
 }
@@ -99,7 +136,4 @@ struct Scenarios: ParsableCommand {
     }
 }
 
-/// A scenario file that was refused: printed as `Error: FILE:LINE:COLUMN: error: …`, exit status 1.
-struct ScenarioFileError: Error, CustomStringConvertible {
-    var description: String
-}
+
