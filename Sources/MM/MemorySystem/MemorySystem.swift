@@ -72,13 +72,13 @@ public final class MemorySystem: Sendable {
         } else {
             backgroundReclaimer = nil
         }
-        let reclaimer = backgroundReclaimer
-        SystemRegistry.shared.register(core, slab: slab) { [slow, engine, reclaimer] in
+        // In a forked child; the background reclaimer's thread did not survive the fork
+        // either: the child's own starts at its first wake-up (not from the handler).
+        SystemRegistry.shared.register(core, slab: slab) { [slow, engine] in
             slow.core.waitQueue.resetAfterFork()
             engine.pressure.resetAfterFork()
             engine.shrinkers.resetAfterFork()
             engine.oom.resetAfterFork()
-            reclaimer?.wake()  // its thread did not survive the fork: start this process's own
         }
     }
 

@@ -144,7 +144,7 @@ struct ForkTests {
             let forkRounds = getenv("MM_FORK_ROUNDS").flatMap { Int(String(cString: $0)) } ?? 20
             for round in 0..<forkRounds where failure == nil {
                 usleep(3_000)
-                if let f = runForkedChild(seconds: 10, {
+                if let f = runForkedChild(seconds: 30, {
                     var held: [UnsafeMutableRawPointer] = []
                     for size in [64, 96, 4096, 100_000, 2 << 20] {
                         guard let p = mm.allocate(byteCount: size) else { return "allocate(\(size)) failed" }
