@@ -2,6 +2,7 @@
 import ArgumentParser
 import Foundation
 import MM
+import Synchronization
 
 /// `mmctl bench [SUITE]`: ratios from one run. Absolute times are printed
 /// for context only; the machines are shared and noisy.
@@ -106,4 +107,36 @@ func bestNanosecondsPerIteration(iterations: Int, repetitions: Int = 5, _ body: 
         best = min(best, ns / Double(iterations))
     }
     return best
+}
+
+/// The control for thread-scaling figures: the same two-threads-against-one
+/// measurement of a loop that touches no shared state (integer arithmetic in
+/// registers). On an idle 2-core machine it is ≈ 2; when other load takes a
+/// core it drops, and a scaling figure divided by it tells the allocator's
+/// own scaling from the machine's.
+enum ScalingControl {
+    /// Two threads' throughput ÷ one thread's, best of three each.
+    static func measure(iterationsPerThread: Int) -> Double {
+        func throughput(_ threads: Int) -> Double {
+            var best = 0.0
+            for _ in 0..<3 {
+                let start = Atomic<Int>(0)
+                let sink = Atomic<UInt64>(0)
+                let elapsed = ContinuousClock().measure {
+                    runThreads(threads) { t in
+                        start.wrappingAdd(1, ordering: .acquiringAndReleasing)
+                        while start.load(ordering: .acquiring) < threads {}
+                        var x = UInt64(t + 1)
+                        for _ in 0..<iterationsPerThread { x = x &* 6364136223846793005 &+ 1442695040888963407 }
+                        sink.wrappingAdd(x, ordering: .relaxed)   // keeps the loop
+                    }
+                }
+                let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+                best = max(best, Double(threads * iterationsPerThread) / seconds)
+            }
+            return best
+        }
+        let one = throughput(1)
+        return throughput(2) / one
+    }
 }

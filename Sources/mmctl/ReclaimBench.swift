@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+import DequeModule
 import Foundation
 import Histogram
 import MM
@@ -49,16 +50,23 @@ struct ReclaimBench {
         fullRegistration.unregister()
         fullCache.clear()
         let p99 = Double(histogram.valueAtPercentile(99)) / 1000
+        let p999 = Double(histogram.valueAtPercentile(99.9)) / 1000
+        let maximum = Double(histogram.maxRecorded) / 1000
         let p50 = Double(histogram.valueAtPercentile(50)) / 1000
         let stats = full.statistics()
+        let reclaimShare = 100 * Double(stats[counter: "direct_reclaim_runs"]) / Double(samples)
         return [
             BenchResult(key: "reclaim256m_vs_alloc", value: seconds(reclaim) / seconds(allocate), goal: "-",
                         detail: String(format: "%d MiB: allocated in %.1f ms, reclaimed (%d MiB) in %.1f ms",
                                        cacheBytes >> 20, seconds(allocate) * 1000, reclaimed.get() >> 20, seconds(reclaim) * 1000)),
             BenchResult(key: "p99_under_pressure_us", value: p99, goal: "-",
-                        detail: String(format: "p50 %.1f µs, max %.1f µs over %d requests, %d failed; %d direct reclaims",
-                                       p50, Double(histogram.maxRecorded) / 1000, samples, failures,
-                                       stats[counter: "direct_reclaim_runs"])),
+                        detail: String(format: "p50 %.1f µs over %d requests, %d failed; %d direct reclaims (%.1f %% of requests)",
+                                       p50, samples, failures, stats[counter: "direct_reclaim_runs"], reclaimShare)),
+            // Direct reclaim serves under 1 % of the requests: only p99.9 and max contain it.
+            BenchResult(key: "p999_under_pressure_us", value: p999, goal: "-",
+                        detail: "the requests that ran direct reclaim show from here up"),
+            BenchResult(key: "max_under_pressure_us", value: maximum, goal: "-",
+                        detail: "the slowest request"),
         ]
     }
 
@@ -72,8 +80,8 @@ final class BenchCache: Shrinker, @unchecked Sendable {  // `objects` is guarded
     let name = "bench-cache"
     let domain: ReclaimDomain? = nil
     private let mm: MemorySystem
-    private let objects = Mutex<[UInt]>([])
-    private let head = Mutex<Int>(0)
+    /// Oldest first: eviction pops from the front in O(evicted).
+    private let objects = Mutex<Deque<UInt>>([])
 
     init(_ mm: MemorySystem) { self.mm = mm }
 
@@ -93,7 +101,7 @@ final class BenchCache: Shrinker, @unchecked Sendable {  // `objects` is guarded
             let k = min(n, list.count)
             defer { list.removeFirst(k) }
             return Array(list.prefix(k))
-        }
+        }  // Deque.removeFirst(k) is O(k), not O(count) as for an Array
         for a in victims { mm.deallocate(UnsafeMutableRawPointer(bitPattern: a)!) }
         return victims.count
     }

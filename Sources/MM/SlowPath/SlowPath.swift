@@ -281,16 +281,18 @@ final class SlowPath: Sendable {
         let (handler, victimReleasing) = hooks.withLock { ($0.outOfMemory, $0.victimReleasing) }
         switch handler(context) {
         case .killed, .waitingForVictim:
-            // A request of the victim itself does not wait for its own memory: it may
-            // use the victim's reserve, and otherwise its caller must release first.
-            if let group = context.group, group.isOOMVictim {
-                return take(order, max(tier, .oomVictim)).map(OOMStep.allocated) ?? .victimIsSelf
-            }
             // Wait until the memory is there, or the victim has released what it had
             // (others may have taken it meanwhile: the caller reclaims and retries),
             // or the reap timeout passed.
             let deadline = ContinuousClock.now + configuration.oomReapTimeout
             while true {
+                // A request of the victim itself does not wait for its own memory: it may
+                // use the victim's reserve, and otherwise its caller must release first.
+                // Checked every round: another thread's OOM step may pick this request's
+                // group while it waits ("another OOM kill in progress").
+                if let group = context.group, group.isOOMVictim {
+                    return take(order, max(tier, .oomVictim)).map(OOMStep.allocated) ?? .victimIsSelf
+                }
                 let generation = core.waitQueue.generation
                 if let pfn = take(order, tier) { return .allocated(pfn) }
                 if !victimReleasing() { break }
