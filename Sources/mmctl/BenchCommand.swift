@@ -24,12 +24,31 @@ struct Bench: ParsableCommand {
     @Option(help: "Scale the iteration counts (1 = default; lower for a quick look).")
     var scale: Double = 1
 
+    /// Internal: one suite's figures as tab-separated records, for `all`.
+    @Flag(help: .hidden)
+    var records = false
+
     func run() throws {
         #if DEBUG
         FileHandle.standardError.write(Data("warning: mmctl was built in debug mode; build with -c release for meaningful ratios\n".utf8))
         #endif
         var results: [BenchResult] = []
-        let showProgress = isatty(STDERR_FILENO) == 1 && !json
+        let showProgress = isatty(STDERR_FILENO) == 1 && !json && !records
+        if suite == .all {
+            // Each suite in a process of its own, so that what one suite leaves behind
+            // (heap layout, caches, threads) cannot change another's ratios.
+            let taken = Locked<Set<String>>([])
+            for one in Suite.allCases where one != .all {
+                if showProgress { FileHandle.standardError.write(Data("\u{1B}[2K\rmeasuring \(one.rawValue)…".utf8)) }
+                let figures = try Bench.runIsolated(one, scale: scale)
+                let prefix = taken.get().isDisjoint(with: figures.map(\.key)) ? "" : one.rawValue + "."
+                results += figures.map { var r = $0; r.key = prefix + r.key; return r }
+                taken.set(taken.get().union(results.map(\.key)))
+            }
+            if showProgress { FileHandle.standardError.write(Data("\u{1B}[2K\r".utf8)) }
+            BenchResult.print(results, json: json)
+            return
+        }
         func announce(_ name: String) {
             if showProgress { FileHandle.standardError.write(Data("\u{1B}[2K\rmeasuring \(name)…".utf8)) }
         }
@@ -56,7 +75,31 @@ struct Bench: ParsableCommand {
             announce("reclaim")
             results += try ReclaimBench(scale: scale).run()
         }
-        BenchResult.print(results, json: json)
+        if records {
+            for r in results { Swift.print([r.key, String(r.value), r.goal, r.detail].joined(separator: "\t")) }
+        } else {
+            BenchResult.print(results, json: json)
+        }
+    }
+
+    /// Runs `mmctl bench SUITE --records` in a new process and reads its figures.
+    static func runIsolated(_ suite: Suite, scale: Double) throws -> [BenchResult] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        process.arguments = ["bench", suite.rawValue, "--records", "--scale", String(scale)]
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw ValidationError("the \(suite.rawValue) suite failed (exit status \(process.terminationStatus))")
+        }
+        return String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+            guard fields.count == 4, let value = Double(fields[1]) else { return nil }
+            return BenchResult(key: fields[0], value: value, goal: fields[2], detail: fields[3])
+        }
     }
 }
 
