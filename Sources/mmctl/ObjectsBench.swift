@@ -2,6 +2,7 @@
 import Foundation
 import Glibc
 import MM
+import MMLab
 import Synchronization
 
 /// The process's `malloc` and `free`, looked up at run time: an optimizer
@@ -104,6 +105,18 @@ struct ObjectsBench {
         results.append(BenchResult(key: "remote_free_vs_malloc", value: oursRemote / theirsRemote, goal: ">= 1.0",
                                    detail: String(format: "64 B in batches of 1000 freed by another thread: swift-mm %.1f M/s, malloc %.1f M/s",
                                                   oursRemote / 1e6, theirsRemote / 1e6)))
+
+        // The mixed workload: two threads, sizes and frees from a fixed seed.
+        let mixedOps = max(20_000, Int(10_000_000 * scale))
+        let oursMixed = MixedWorkload.seconds(operations: mixedOps,
+                                              allocate: { mm.allocate(byteCount: $0).unsafelyUnwrapped },
+                                              free: { mm.deallocate($0) })
+        let theirsMixed = MixedWorkload.seconds(operations: mixedOps,
+                                                allocate: { systemMalloc($0).unsafelyUnwrapped },
+                                                free: { systemFree($0) })
+        results.append(BenchResult(key: "mixed_vs_malloc", value: oursMixed / theirsMixed, goal: "<= 1.0",
+                                   detail: String(format: "%d ops on 2 threads (%@): swift-mm %.0f ms, malloc %.0f ms",
+                                                  2 * mixedOps, MixedWorkload.summary, oursMixed * 1000, theirsMixed * 1000)))
 
         let control = ScalingControl.measure(iterationsPerThread: pairs * 4)
         let one = pairThroughput(threads: 1, pairsPerThread: pairs, mm)
@@ -231,5 +244,54 @@ final class BatchExchange: @unchecked Sendable {  // buffers and queues are guar
 
     func giveBack(_ buffer: UnsafeMutablePointer<UnsafeMutableRawPointer>) {
         locked { empty.append(buffer); pthread_cond_broadcast(condition) }
+    }
+}
+
+/// A realistic mix, the same for every allocator: two threads, each doing
+/// `operations` steps from its own fixed seed (1 and 2). A step allocates
+/// (writing the first and last byte) when fewer than 4096 objects are live
+/// or on a coin flip, and otherwise frees a random live object. Sizes follow
+/// a Pareto distribution (α = 1.2, from 16 B, capped at 64 KiB: most are
+/// small, a few large); one allocation in 2000 is 1 MiB instead.
+enum MixedWorkload {
+    static let summary = "Pareto 16 B–64 KiB α 1.2, 1 MiB at p = 1/2000, ≤ 8192 live per thread, random frees, seeds 1 and 2"
+
+    /// Wall-clock seconds for both threads to finish, best of three.
+    static func seconds(operations: Int, allocate: @escaping @Sendable (Int) -> UnsafeMutableRawPointer,
+                        free: @escaping @Sendable (UnsafeMutableRawPointer) -> Void) -> Double {
+        var best = Double.infinity
+        for _ in 0..<3 {
+            let elapsed = ContinuousClock().measure {
+                runThreads(2) { t in
+                    var rng = SeededGenerator(seed: UInt64(t + 1))
+                    var live: [(UnsafeMutableRawPointer, Int)] = []
+                    live.reserveCapacity(8192)
+                    for _ in 0..<operations {
+                        let r = rng.next()
+                        if live.count < 4096 || (live.count < 8192 && r & 1 == 0) {
+                            let size = r % 2000 == 7 ? 1 << 20 : paretoSize(rng.next())
+                            let p = allocate(size)
+                            p.storeBytes(of: 1, as: UInt8.self)
+                            p.storeBytes(of: 2, toByteOffset: size - 1, as: UInt8.self)
+                            live.append((p, size))
+                        } else {
+                            let i = Int((r >> 1) % UInt64(live.count))
+                            free(live[i].0)
+                            live.swapAt(i, live.count - 1)
+                            live.removeLast()
+                        }
+                    }
+                    for (p, _) in live { free(p) }
+                }
+            }
+            best = min(best, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        }
+        return best
+    }
+
+    /// 16 / U^(1/1.2), capped at 64 KiB, from 64 random bits.
+    static func paretoSize(_ bits: UInt64) -> Int {
+        let u = max(1e-12, Double(bits >> 11) / Double(1 << 53))
+        return min(64 << 10, Int(16 / pow(u, 1 / 1.2)))
     }
 }
