@@ -20,35 +20,16 @@ import Synchronization
 /// }
 /// ```
 public struct ReclaimCheckedMutex<Value: Sendable>: ~Copyable, Sendable {
-    private let box: Box
+    private let box: MutexStorage<Value>
     private let lockClass: Int
     private let instance: UInt64
     /// The lock's name (its lock class: locks with the same name share what was learned).
     public let name: String
 
-    /// A glibc mutex and the value (not Synchronization's `Mutex`, which a
-    /// forked child cannot use once it has a second thread; see `Locked`).
-    final class Box: @unchecked Sendable {  // the value is only touched under the mutex
-        let mutex: UnsafeMutablePointer<pthread_mutex_t>
-        let value: UnsafeMutablePointer<Value>
-        init(_ value: sending Value) {
-            mutex = .allocate(capacity: 1)
-            pthread_mutex_init(mutex, nil)
-            self.value = .allocate(capacity: 1)
-            self.value.initialize(to: value)
-        }
-        deinit {
-            value.deinitialize(count: 1)
-            value.deallocate()
-            pthread_mutex_destroy(mutex)
-            mutex.deallocate()
-        }
-    }
-
     /// A lock around `value`. `domain`: a reclaim domain whose shrinkers are
     /// known to take this lock (the checker also learns it).
     public init(_ value: sending Value, name: String, takenByReclaimIn domain: ReclaimDomain? = nil) {
-        box = Box(value)
+        box = MutexStorage(value)
         self.name = name
         lockClass = ReclaimRecursionChecker.shared.lockClass(named: name, declared: domain)
         instance = checkedMutexInstances.wrappingAdd(1, ordering: .relaxed).newValue
@@ -61,8 +42,8 @@ public struct ReclaimCheckedMutex<Value: Sendable>: ~Copyable, Sendable {
         ReclaimRecursionChecker.shared.willLock(instance: instance, lockClass: lockClass, name: name,
                                                 site: CallSite(file, line))
         defer { ReclaimRecursionChecker.shared.didUnlock(instance: instance) }
-        pthread_mutex_lock(box.mutex)
-        defer { pthread_mutex_unlock(box.mutex) }
+        box.lock()
+        defer { box.unlock() }
         return try body(&box.value.pointee)
     }
 
@@ -71,8 +52,8 @@ public struct ReclaimCheckedMutex<Value: Sendable>: ~Copyable, Sendable {
     /// blocking on a lock an allocating thread holds.
     public func withLockIfAvailable<R, E: Error>(file: StaticString = #fileID, line: UInt = #line,
                                                  _ body: (inout sending Value) throws(E) -> sending R) throws(E) -> sending R? {
-        guard pthread_mutex_trylock(box.mutex) == 0 else { return nil }
-        defer { pthread_mutex_unlock(box.mutex) }
+        guard box.tryLock() else { return nil }
+        defer { box.unlock() }
         let checker = ReclaimRecursionChecker.shared
         checker.willLock(instance: instance, lockClass: lockClass, name: name, site: CallSite(file, line))
         defer { checker.didUnlock(instance: instance) }

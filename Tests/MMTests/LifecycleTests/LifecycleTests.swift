@@ -16,8 +16,8 @@ struct ProcessFootprint: CustomStringConvertible {
             while readdir(dir) != nil { fds += 1 }
             closedir(dir)
         }
-        let maps = readProcFile("/proc/self/maps").split(separator: "\n").count
-        let statm = readProcFile("/proc/self/statm").split(separator: " ")
+        let maps = readWholeFile("/proc/self/maps").split(separator: "\n").count
+        let statm = readWholeFile("/proc/self/statm").split(separator: " ")
         let rss = statm.count > 1 ? (Int(statm[1]) ?? 0) * pageSize : 0
         return ProcessFootprint(fds: fds, maps: maps, rssBytes: rss)
     }
@@ -29,21 +29,6 @@ struct ProcessFootprint: CustomStringConvertible {
 func writeToStandardError(_ text: String) {
     var text = text
     text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
-}
-
-/// The whole text of a /proc file (they report size 0, so read to the end).
-func readProcFile(_ path: String) -> String {
-    let fd = open(path, O_RDONLY)
-    guard fd >= 0 else { return "" }
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, 65536) }
-        if n <= 0 { break }
-        bytes += buffer[0..<n]
-    }
-    return String(decoding: bytes, as: UTF8.self)
 }
 
 /// A shrinker that holds on to its system only weakly, as a cache inside the
