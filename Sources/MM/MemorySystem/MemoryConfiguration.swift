@@ -37,7 +37,7 @@ public struct MemoryConfiguration: Sendable {
     /// Keep per-thread lists of order 0–3 blocks (the lock-free fast path).
     public var perThreadPageLists: Bool = true
     /// Free blocks of this order or more are returned to the OS
-    /// (`fallocate(PUNCH_HOLE)`) while free memory is above `high`;
+    /// (`MADV_DONTNEED`) while free memory is above `high`;
     /// `nil` turns automatic release off (`releaseFreeMemory()` still works).
     public var releaseOrder: Int? = 9
     /// How long a free block stays resident before it may be released;
@@ -45,6 +45,13 @@ public struct MemoryConfiguration: Sendable {
     public var releaseDelay: Duration = .seconds(1)
     /// What a hardening violation (double free, foreign pointer, …) does.
     public var hardeningAction: HardeningAction = .trap
+    /// Checked mode for the system's lifetime: dropping the system while
+    /// memory is still allocated from it (pages, vmalloc areas, live objects)
+    /// stops the process with a message saying how much, instead of letting
+    /// those pointers dangle silently. Off by default, as `free` of a pool
+    /// with live objects is the caller's contract elsewhere.
+    /// Kernel analogue: the "objects remaining on kmem_cache_close" report.
+    public var trapsOnMemoryOutstandingAtDrop: Bool = false
     /// Log every event through swift-log (label `mm`) in addition to the added sinks.
     public var logsEvents: Bool = true
     /// Keep live bytes and allocations per call site (`statistics().allocinfo`).

@@ -88,6 +88,9 @@ public final class MemorySystem: Sendable {
     /// mappings. The layers refer to one another through the reclaim hooks;
     /// those references are cut here so that nothing outlives the system.
     deinit {
+        if configuration.trapsOnMemoryOutstandingAtDrop, let outstanding = outstandingAllocations() {
+            fatalError("swift-mm: MemorySystem dropped with memory still allocated from it (\(outstanding)); every pointer into it is now invalid (trapsOnMemoryOutstandingAtDrop)")
+        }
         core.lowWatermarkHook.withLock { $0 = nil }
         backgroundReclaimer?.stop()
         reclaim.shrinkers.runner.stop()
@@ -98,6 +101,19 @@ public final class MemorySystem: Sendable {
             hooks.victimReleasing = { false }
         }
         SystemRegistry.shared.remove(core, slab: objects.slab)
+    }
+
+    /// What is still allocated, in words, or nil when nothing is: pages and
+    /// vmalloc areas outside slabs, and live objects in slabs (objects cached
+    /// in magazines and depots are free).
+    func outstandingAllocations() -> String? {
+        let pages = core.pageStatistics()
+        let slabs = objects.slab.statistics()
+        let slabPages = slabs.reduce(0) { $0 + $1.slabs * $1.pagesPerSlab }
+        let liveObjects = slabs.reduce(0) { $0 + $1.activeObjects }
+        let otherPages = core.arena.pageCount - pages.buddyFreePages - pages.cachedPages - slabPages
+        guard otherPages > 0 || liveObjects > 0 else { return nil }
+        return "\(otherPages) pages or vmalloc pages, \(liveObjects) slab objects"
     }
 
     // MARK: Pages

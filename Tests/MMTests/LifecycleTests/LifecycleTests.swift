@@ -242,3 +242,37 @@ struct LazyMetadataTests {
         #expect(mm._invariantViolations() == [])
     }
 }
+
+@Suite("Checked mode: dropping a system with memory still allocated")
+struct OutstandingAtDropTests {
+    @Test("with trapsOnMemoryOutstandingAtDrop, dropping a system that still has allocations stops the process and says how much",
+          arguments: ["object", "pages", "vmalloc"])
+    func trapsWhenOutstanding(_ what: String) async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) { [what = what as String] in
+            var config = MemoryConfiguration(capacity: 16 << 20)
+            config.logsEvents = false
+            config.trapsOnMemoryOutstandingAtDrop = true
+            var mm: MemorySystem? = try! MemorySystem(config)
+            switch what {
+            case "object": _ = mm!.allocate(byteCount: 64)
+            case "pages": _ = mm!.allocatePages(order: 1)
+            default: _ = mm!.allocate(byteCount: 5 << 20, policy: .init(placement: .virtual))
+            }
+            mm = nil
+        }
+        let text = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(text.contains("dropped with memory still allocated"), "\(text)")
+    }
+
+    @Test("with everything freed (objects still cached in magazines included), the checked drop is silent")
+    func silentWhenFreed() throws {
+        var config = MemoryConfiguration(capacity: 16 << 20)
+        config.logsEvents = false
+        config.trapsOnMemoryOutstandingAtDrop = true
+        let mm = try MemorySystem(config)
+        var held: [UnsafeMutableRawPointer] = []
+        for size in [16, 64, 5000, 100_000, 5 << 20] { held.append(try #require(mm.allocate(byteCount: size))) }
+        for p in held { mm.deallocate(p) }
+        #expect(mm.outstandingAllocations() == nil)
+    }
+}
