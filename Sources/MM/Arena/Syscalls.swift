@@ -4,7 +4,7 @@ import Glibc
 
 /// An `errno` value with its `strerror` text, as thrown by the syscall layer.
 public struct SystemError: Error, Sendable, Hashable, CustomStringConvertible {
-    /// The failing call, e.g. `"memfd_create"`.
+    /// The failing call, e.g. `"mmap"`.
     public var call: String
     /// The `errno` value the call left behind.
     public var errno: Int32

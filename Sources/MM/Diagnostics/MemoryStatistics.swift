@@ -11,7 +11,7 @@ public struct MemoryStatistics: Sendable {
     public var perThreadFreeBytes: Int
     /// Free bytes whose memory has been returned to the OS (part of `freeBytes`).
     public var releasedBytes: Int
-    /// Bytes of the arena's memfd backed by memory right now.
+    /// Bytes of the arena (direct map and vmalloc areas) backed by memory right now (`mincore`).
     public var residentBytes: Int
     /// Bytes of page-frame descriptors backed by memory right now.
     public var metadataResidentBytes: Int

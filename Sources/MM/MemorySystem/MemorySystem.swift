@@ -25,7 +25,7 @@ public final class MemorySystem: Sendable {
 
     /// Creates a system: maps the arena and sets up the allocators.
     /// - Throws: `ConfigurationError` for an invalid configuration,
-    ///   `SystemError` when the OS refuses the memfd or a mapping.
+    ///   `SystemError` when the OS refuses a mapping.
     public convenience init(_ configuration: MemoryConfiguration) throws {
         try self.init(configuration, syscalls: .live)
     }

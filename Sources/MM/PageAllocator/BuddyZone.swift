@@ -188,7 +188,7 @@ struct BuddyZone: @unchecked Sendable {  // raw pointers into the arena; guarded
         return result
     }
 
-    /// Marks a free block as released (its memory was punched out of the memfd).
+    /// Marks a free block as released (its memory went back to the OS with `MADV_DONTNEED`).
     mutating func markReleased(_ pfn: Int, order: Int) {
         precondition(frames[pfn].state == PageState.free.rawValue && Int(frames[pfn].order) == order)
         unlink(pfn, order: order)

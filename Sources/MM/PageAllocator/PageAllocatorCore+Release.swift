@@ -2,7 +2,7 @@
 import Synchronization
 
 /// Returning free memory to the OS: free blocks of at least `releaseOrder`
-/// are punched out of the memfd (`fallocate(PUNCH_HOLE)`) once they have been
+/// go back to the OS (`MADV_DONTNEED`; they read as zeros afterwards) once they have been
 /// free for `releaseDelay` while free memory is above `high`, so warm memory
 /// that is about to be reused is not refaulted. Kernel analogue: none inside
 /// the kernel; in user space, jemalloc's decay and mimalloc's purge delay.
@@ -29,7 +29,7 @@ extension PageAllocatorCore {
             let candidates = state.buddy.releaseCandidates(minOrder: minOrder, minimumAge: minimumAge, now: now, limit: limit)
             var released = 0
             for (pfn, order) in candidates {
-                // Under the zone lock: nobody can take the block while it is punched.
+                // Under the zone lock: nobody can take the block while it is released.
                 if case .success = arena.release(firstPage: pfn, pageCount: 1 << order) {
                     state.buddy.markReleased(pfn, order: order)
                     released += 1 << order

@@ -262,9 +262,6 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
         f.pointee.flags |= PageFrame.flagEverAllocated
     }
 
-    /// The page allocator's slow path for this layer: steps 1–4 of DESIGN §2
-    /// (fast path at `low` with a batched refill, wake the background
-    /// reclaimer, retry at the tier's floor below `min`, fail).
     /// Pops a block of `order` from the calling thread's list, if free
     /// memory is above `low` (the fast path's condition).
     func popCached(order: Int, from lists: PerThreadPageLists) -> Int? {

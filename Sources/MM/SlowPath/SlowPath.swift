@@ -41,7 +41,7 @@ struct SlowPathCounters: Sendable {
     var failNonBlocking = 0, failFailFast = 0, failRetryWhileProgress = 0, failStandard = 0
 }
 
-/// The allocation slow path, steps 1–10 of DESIGN §2, for every request
+/// The allocation slow path, steps 1–10 of the design ("Slow path, in order"), for every request
 /// that the fast path did not serve. Kernel analogue: `__alloc_pages_slowpath`.
 @usableFromInline
 final class SlowPath: Sendable {
