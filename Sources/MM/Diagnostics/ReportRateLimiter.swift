@@ -1,6 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
 
-
 /// Rate limit of failure reports: at most `burst` per `interval`; the next
 /// report says how many were dropped. Kernel analogue: `DEFINE_RATELIMIT_STATE`.
 final class ReportRateLimiter: Sendable {
