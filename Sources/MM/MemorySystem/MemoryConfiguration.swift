@@ -135,10 +135,27 @@ public struct MemoryConfiguration: Sendable {
 
 /// A configuration that `MemorySystem.init` refuses.
 public struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvertible {
-    /// The offending field of `MemoryConfiguration`.
-    public var field: String
+    /// The fields of `MemoryConfiguration` that validation checks, to match on.
+    public enum Field: String, Sendable, Hashable, CaseIterable {
+        case capacity, watermarks, watermarkScaleFactor, releaseOrder, releaseDelay
+        case maxReclaimRetries, maxVirtualMappings, oomReapTimeout, shrinkerDeadline, stallReportInterval
+        case faultInjectionProbability = "faultInjection.probability"
+        case faultInjectionInterval = "faultInjection.interval"
+        case faultInjectionTimes = "faultInjection.times"
+        case faultInjectionSpace = "faultInjection.space"
+    }
+    /// The offending field, to match on.
+    public var code: Field
+    /// The offending field of `MemoryConfiguration`, by name (`code.rawValue`).
+    public var field: String { code.rawValue }
     /// The rule it breaks, with the value.
     public var message: String
+
+    init(field: String, message: String) {
+        guard let code = Field(rawValue: field) else { preconditionFailure("unknown configuration field \(field)") }
+        self.code = code
+        self.message = message
+    }
 
     public var description: String { "invalid MemoryConfiguration.\(field): \(message)" }
 }

@@ -238,10 +238,22 @@ final class SlabAllocator: @unchecked Sendable {  // raw tables written once per
 
 /// Why an object cache could not be created.
 public struct ObjectCacheError: Error, Sendable, Hashable, CustomStringConvertible {
-    /// The offending argument of `makeObjectCache`.
-    public var field: String
+    /// The arguments of `makeObjectCache` that are checked, to match on.
+    public enum Field: String, Sendable, Hashable, CaseIterable {
+        case name, size, alignment
+    }
+    /// The offending argument, to match on.
+    public var code: Field
+    /// The offending argument of `makeObjectCache`, by name (`code.rawValue`).
+    public var field: String { code.rawValue }
     /// The rule it breaks, with the value.
     public var message: String
+
+    init(field: String, message: String) {
+        guard let code = Field(rawValue: field) else { preconditionFailure("unknown object cache argument \(field)") }
+        self.code = code
+        self.message = message
+    }
 
     public var description: String { "invalid object cache \(field): \(message)" }
 }

@@ -11,7 +11,7 @@ struct ConfigurationTests {
         #expect {
             _ = try MemorySystem(config)
         } throws: { error in
-            (error as? ConfigurationError)?.field == "capacity"
+            (error as? ConfigurationError)?.code == .capacity
         }
     }
 
