@@ -328,7 +328,7 @@ final class ScenarioRun: Sendable {
         let stallCount = markers.filter { $0.kind == .stall && $0.t <= end - runStart }.count
         let oomCount = markers.filter { $0.kind == .oomKill }.count
         // The sampler may miss a short dip; the allocator remembers its lowest point.
-        let lowest = min(timeline.map(\.freeBytes).min() ?? s.freeBytes, s[counter: "nr_free_pages_lowest"] << pageShift)
+        let lowest = min(timeline.map(\.freeBytes).min() ?? s.freeBytes, s[counter: "nr_free_pages_lowest"] << MemorySystem.pageShift)
         let p50 = hist.totalCount > 0 ? Double(hist.valueAtPercentile(50)) : 0
         let p99 = hist.totalCount > 0 ? Double(hist.valueAtPercentile(99)) : 0
         return RunReport(

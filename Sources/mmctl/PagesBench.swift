@@ -57,12 +57,12 @@ struct PagesBench {
         free(mallocd)
         var touched: [UnsafeMutableRawPointer] = []
         for _ in 0..<16 {
-            let p = mm.allocatePages(order: maxOrder).unsafelyUnwrapped
+            let p = mm.allocatePages(order: MemorySystem.maxOrder).unsafelyUnwrapped
             memset(p, 1, 4 << 20)
             touched.append(p)
         }
         let forkHeap = forkNanoseconds()
-        for p in touched { mm.freePages(p, order: maxOrder) }
+        for p in touched { mm.freePages(p, order: MemorySystem.maxOrder) }
         return [
             BenchResult(key: "init16g_vs_init64m", value: initLarge / initSmall, goal: "<= 2",
                         detail: String(format: "MemorySystem.init of 16 GiB %.0f µs, of 64 MiB %.0f µs", initLarge / 1000, initSmall / 1000)),

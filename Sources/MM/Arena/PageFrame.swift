@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 
 /// Size of a page in the arena. Kernel analogue: `PAGE_SIZE` on x86-64.
-public let pageSize = 4096
+@usableFromInline let pageSize = 4096
 /// `log2(pageSize)`. Kernel analogue: `PAGE_SHIFT`.
-public let pageShift = 12
+@usableFromInline let pageShift = 12
 
 /// What a page-frame descriptor says about its page.
 ///

@@ -19,11 +19,11 @@ extension MemorySystem {
     @inlinable @inline(__always)
     public func allocate(byteCount: Int, policy: AllocationPolicy = .standard,
                          file: StaticString = #fileID, line: UInt = #line) -> UnsafeMutableRawPointer? {
-        if byteCount > 0 && byteCount <= kmallocMaxSize && policy.placement != .virtual {
+        if byteCount > 0 && byteCount <= MM.kmallocMaxSize && policy.placement != .virtual {
             return objects.allocate(SizeClass.index(forBytes: byteCount), byteCount: byteCount, policy: policy,
                                     guarantee: nil, file: file, line: line)
         }
-        if byteCount > 0 && byteCount <= maxContiguousBytes && policy.placement == .contiguous {
+        if byteCount > 0 && byteCount <= MM.maxContiguousBytes && policy.placement == .contiguous {
             return pages.allocate(order: ByteRouting.order(forBytes: byteCount), policy: policy, byteCount: byteCount,
                                   guarantee: nil, file: file, line: line)
         }
@@ -43,12 +43,12 @@ extension MemorySystem {
     @inlinable
     public func allocateGuaranteed(byteCount: Int, _ guarantee: Guarantee = .retryForever,
                                    file: StaticString = #fileID, line: UInt = #line) -> UnsafeMutableRawPointer {
-        if byteCount > 0 && byteCount <= kmallocMaxSize,
+        if byteCount > 0 && byteCount <= MM.kmallocMaxSize,
            let p = objects.allocate(SizeClass.index(forBytes: byteCount), byteCount: byteCount, policy: .standard,
                                     guarantee: guarantee, file: file, line: line) {
             return p
         }
-        if byteCount > kmallocMaxSize && byteCount <= pageSize << costlyOrder,
+        if byteCount > MM.kmallocMaxSize && byteCount <= MM.pageSize << MM.costlyOrder,
            let p = pages.allocate(order: ByteRouting.order(forBytes: byteCount), policy: .standard,
                                   byteCount: byteCount, guarantee: guarantee, file: file, line: line) {
             return p
@@ -100,7 +100,7 @@ extension MemorySystem {
             }
         }
         if let order = core.liveOrder(of: p, operation: "usableSize(of:)") {
-            return pageSize << order
+            return MM.pageSize << order
         }
         return 0
     }

@@ -157,7 +157,7 @@ public final class MemorySystem: Sendable {
     /// Kernel analogue: `kmem_cache_shrink` on every cache.
     @discardableResult
     public func shrinkObjectCaches() -> Int {
-        objects.slab.reclaim() << pageShift
+        objects.slab.reclaim() << MM.pageShift
     }
 
     /// Returns all free blocks of at least `releaseOrder` (9 if automatic
@@ -165,7 +165,7 @@ public final class MemorySystem: Sendable {
     /// Returns the bytes released. Kernel analogue: none; like `malloc_trim`.
     @discardableResult
     public func releaseFreeMemory() -> Int {
-        core.releasePass(minOrder: configuration.releaseOrder ?? 9, minimumAge: 0, limit: .max, now: core.tick) << pageShift
+        core.releasePass(minOrder: configuration.releaseOrder ?? 9, minimumAge: 0, limit: .max, now: core.tick) << MM.pageShift
     }
 
     // MARK: Reclaim and groups
@@ -183,7 +183,7 @@ public final class MemorySystem: Sendable {
     public func reclaim(bytes: Int) -> Int {
         let token = AllocationScope.enter(.reclaiming)
         defer { token.exit() }
-        return reclaim.proactive(pages: (max(0, bytes) + pageSize - 1) >> pageShift) << pageShift
+        return reclaim.proactive(pages: (max(0, bytes) + MM.pageSize - 1) >> MM.pageShift) << MM.pageShift
     }
 
     /// Creates a group to charge allocations to (`policy.group`, `.charging(group)`).
@@ -224,14 +224,14 @@ public final class MemorySystem: Sendable {
         let vm = pages.slow.virtual.snapshot()
         let slabs = objects.slab.statistics()
         let reclaimableNames = Set(objects.slab.allCaches.filter { $0.flags.contains(.reclaimable) }.map(\.name))
-        let slabBytes = slabs.reduce(0) { $0 + ($1.slabs * $1.pagesPerSlab) << pageShift }
+        let slabBytes = slabs.reduce(0) { $0 + ($1.slabs * $1.pagesPerSlab) << MM.pageShift }
         let reclaimableBytes = slabs.filter { reclaimableNames.contains($0.name) }
-            .reduce(0) { $0 + ($1.slabs * $1.pagesPerSlab) << pageShift }
+            .reduce(0) { $0 + ($1.slabs * $1.pagesPerSlab) << MM.pageShift }
         return MemoryStatistics(
             capacity: configuration.capacity,
-            freeBytes: (p.buddyFreePages + p.cachedPages) << pageShift,
-            perThreadFreeBytes: p.cachedPages << pageShift,
-            releasedBytes: p.releasedPages << pageShift,
+            freeBytes: (p.buddyFreePages + p.cachedPages) << MM.pageShift,
+            perThreadFreeBytes: p.cachedPages << MM.pageShift,
+            releasedBytes: p.releasedPages << MM.pageShift,
             residentBytes: core.arena.residentBytes(belowPage: core.zone.withLock { $0.buddy.frontier }) + pages.slow.virtual.residentBytes(),
             metadataResidentBytes: core.arena.residentMetadataBytes(),
             watermarks: configuration.effectiveWatermarks,
@@ -239,8 +239,8 @@ public final class MemorySystem: Sendable {
             shrinkers: reclaim.shrinkers.statistics(),
             groups: reclaim.oom.all.map { .init(name: $0.name, usage: $0.usage, ownUsage: $0.ownUsage, oomScoreAdjust: $0.oomScoreAdjust) },
             pressure: reclaim.pressure.snapshot(),
-            vmallocTotalBytes: pages.slow.virtual.regionPages << pageShift,
-            vmallocUsedBytes: vm.mappedPages << pageShift,
+            vmallocTotalBytes: pages.slow.virtual.regionPages << MM.pageShift,
+            vmallocUsedBytes: vm.mappedPages << MM.pageShift,
             vmallocinfo: vm.info,
             slabBytes: slabBytes,
             reclaimableSlabBytes: reclaimableBytes,

@@ -3,13 +3,13 @@
 /// The kmalloc size classes, in bytes: byte requests up to 8 KiB are served
 /// from the object cache of the smallest class that holds them.
 /// Kernel analogue: the `kmalloc-8` … `kmalloc-8k` caches (`kmalloc_info`).
-public let kmallocSizes: [Int] = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192]
+@usableFromInline let kmallocSizes: [Int] = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192]
 
 /// Number of kmalloc classes; they occupy cache indices `0..<kmallocClassCount`.
 @usableFromInline let kmallocClassCount = 13
 
 /// Largest request served by a kmalloc class. Kernel analogue: `KMALLOC_MAX_CACHE_SIZE` (2 pages).
-public let kmallocMaxSize = 8192
+@usableFromInline let kmallocMaxSize = 8192
 
 /// Size requests → kmalloc class index.
 @usableFromInline

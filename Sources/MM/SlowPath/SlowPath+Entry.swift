@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 
 /// Largest physically contiguous block: one order-10 block.
-public let maxContiguousBytes = pageSize << maxOrder
+@usableFromInline let maxContiguousBytes = pageSize << maxOrder
 
 /// Byte requests → where their memory comes from. The one place that
 /// decides it, so the slab and virtual allocators plug in here.
