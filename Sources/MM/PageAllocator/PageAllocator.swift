@@ -8,7 +8,7 @@ import Synchronization
 /// the published free-page count (a plain load) to keep the `low`
 /// watermark check of the kernel's fast path.
 /// Kernel analogue: `rmqueue_pcplist` / `free_unref_page`.
-@frozen @usableFromInline
+@usableFromInline
 struct PageAllocator: @unchecked Sendable {  // raw pointers into memory owned by `core`, which it keeps alive
     @usableFromInline let systemID: UInt64
     @usableFromInline let directMap: UnsafeMutableRawPointer

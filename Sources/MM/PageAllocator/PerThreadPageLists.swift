@@ -20,7 +20,7 @@ import Synchronization
 ///
 /// A thread's lists serve one system at a time; using another system first
 /// returns every cached block to the previous one (see `SystemRegistry`).
-@frozen @usableFromInline
+@usableFromInline
 struct PerThreadPageLists {
     @usableFromInline let base: UnsafeMutableRawPointer
 

@@ -13,7 +13,7 @@ import Synchronization
 /// and that the slot does not carry the free canary (double free) or the
 /// fresh canary (never allocated); anything unusual goes to the slow path,
 /// which names the problem.
-@frozen @usableFromInline
+@usableFromInline
 struct ObjectAllocator: @unchecked Sendable {  // raw pointers into tables owned by `slab`, which it keeps alive
     @usableFromInline let directMap: UnsafeMutableRawPointer
     @usableFromInline let capacityBytes: UInt

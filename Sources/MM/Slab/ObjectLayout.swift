@@ -16,7 +16,7 @@
 /// only the checked path serves.
 /// Kernel analogue: the geometry fields of `struct kmem_cache`
 /// (`size`, `object_size`, `oo`, `random` of `CONFIG_SLAB_FREELIST_HARDENED`).
-@frozen @usableFromInline
+@usableFromInline
 struct ObjectLayout {
     /// Bytes usable in an object.
     @usableFromInline var size: Int

@@ -24,7 +24,7 @@ import Synchronization
 /// an anonymous mapping of `maxObjectCaches` entries, so records of caches
 /// the thread never used cost no memory; a stack is allocated on the
 /// thread's first refill of that cache.
-@frozen @usableFromInline
+@usableFromInline
 struct ObjectMagazines: Hashable, @unchecked Sendable {  // the raw memory is only written by its owner thread, except as documented
     @usableFromInline let base: UnsafeMutableRawPointer
 
