@@ -1,14 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "CMMShims.h"
-#include <sys/mman.h>
-#include <fcntl.h>
-#include <unistd.h>
-#include <sys/syscall.h>
 #include <pthread.h>
+#include <sys/prctl.h>
 
 _Thread_local cmm_thread_slots cmm_slots __attribute__((tls_model("initial-exec")));
 
-#include <sys/prctl.h>
 #ifndef PR_SET_VMA
 #define PR_SET_VMA 0x53564d41
 #define PR_SET_VMA_ANON_NAME 0
@@ -18,20 +14,6 @@ int cmm_name_mapping(void *address, size_t length, const char *name) {
     return prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, (unsigned long)address, length, (unsigned long)name);
 }
 
-pid_t cmm_gettid(void) {
-    return (pid_t)syscall(SYS_gettid);
-}
-
-void __tsan_acquire(void *addr) __attribute__((weak));
-void __tsan_release(void *addr) __attribute__((weak));
-
-void cmm_tsan_acquire(void *address) {
-    if (__tsan_acquire) __tsan_acquire(address);
-}
-
-void cmm_tsan_release(void *address) {
-    if (__tsan_release) __tsan_release(address);
-}
 
 static pthread_rwlock_t cmm_fork_gate = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
 

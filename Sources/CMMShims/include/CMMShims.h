@@ -4,6 +4,7 @@
 #ifndef CMMSHIMS_H
 #define CMMSHIMS_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -11,22 +12,10 @@
 extern "C" {
 #endif
 
-#include <stddef.h>
-
 /// prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, ...): names an anonymous mapping
 /// in /proc/self/maps ("[anon:NAME]"; Linux 5.17+ with CONFIG_ANON_VMA_NAME,
 /// otherwise -1 and errno). prctl is variadic, which Swift cannot call.
 int cmm_name_mapping(void *address, size_t length, const char *name);
-
-/// gettid(2).
-pid_t cmm_gettid(void);
-
-/// Tells ThreadSanitizer that the calling thread acquired / released the
-/// synchronisation object at `address`. No-ops unless the process runs with
-/// TSan (the runtime's symbols are weak references). Needed because TSan does
-/// not see inside Synchronization's futex-based Mutex.
-void cmm_tsan_acquire(void *address);
-void cmm_tsan_release(void *address);
 
 /// One pointer-sized thread-local slot per purpose. The Swift side owns what
 /// the pointers point to; these are plain storage with initial-exec TLS so an
