@@ -2,14 +2,18 @@
 
 /// A source location, from the `#fileID`/`#line` defaults of the public entry points.
 public struct CallSite: Sendable, Hashable, CustomStringConvertible {
+    /// The file, as `#fileID` gives it (`Module/File.swift`).
     public var file: String
+    /// The line in that file.
     public var line: UInt
 
+    /// A call site from a file name and a line.
     public init(file: String, line: UInt) {
         self.file = file
         self.line = line
     }
 
+    /// A call site from `#fileID` and `#line`.
     public init(_ file: StaticString, _ line: UInt) {
         self.file = file.description
         self.line = line
@@ -96,10 +100,15 @@ public struct AllocationFailure: Sendable, CustomStringConvertible {
 
 /// Payload of `MemoryEvent.allocationStall`.
 public struct AllocationStall: Sendable, CustomStringConvertible {
+    /// What was asked for, in words (size, order or cache).
     public var request: String
+    /// The policy in words (`AllocationPolicy.description`).
     public var policy: String
+    /// The scope in force, in words.
     public var scope: String
+    /// The request's resolved guarantee, if any.
     public var guarantee: Guarantee?
+    /// Where the request was made, when known.
     public var site: CallSite?
     /// Allocation attempts so far.
     public var attempts: Int
@@ -122,6 +131,7 @@ public struct ScopeConflict: Sendable, CustomStringConvertible {
     public var scope: String
     /// Which rule decided, and what the call does.
     public var resolution: String
+    /// Where the request was made, when known.
     public var site: CallSite?
 
     public var description: String {
@@ -158,6 +168,7 @@ public struct HardeningViolation: Sendable, CustomStringConvertible, Error {
         /// An object still allocated when its cache was destroyed (reported, never trapped).
         case leakedObject = "leaked object"
     }
+    /// What was wrong, to match on.
     public var kind: Kind
     /// The operation, e.g. `freePages(order: 2)`.
     public var operation: String

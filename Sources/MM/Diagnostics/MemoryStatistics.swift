@@ -45,15 +45,21 @@ public struct MemoryStatistics: Sendable {
 
     /// One group's charge.
     public struct GroupUsage: Sendable, Hashable {
+        /// The group's (or counter's) name.
         public var name: String
+        /// Bytes charged to the group and its descendants. Kernel: `memory.current`.
         public var usage: Int
+        /// Bytes charged to the group itself.
         public var ownUsage: Int
+        /// The group's `oomScoreAdjust`.
         public var oomScoreAdjust: Int
     }
 
     /// One vmstat counter.
     public struct Counter: Sendable, Hashable {
+        /// The group's (or counter's) name.
         public var name: String
+        /// The counter's value (a vmstat line).
         public var value: Int
     }
 

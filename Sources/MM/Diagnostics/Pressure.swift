@@ -7,13 +7,16 @@ import Glibc
 /// 300 seconds, plus the total stall time.
 /// Kernel analogue: `/proc/pressure/memory`.
 public struct PressureStatistics: Sendable, Hashable {
+    /// One line of `/proc/pressure/memory`: the share of time stalled, averaged three ways, and the total.
     public struct Line: Sendable, Hashable {
         /// Percent of time, exponentially averaged over 10 s, 60 s and 300 s.
         public var avg10: Double, avg60: Double, avg300: Double
         /// Total stall time.
         public var totalMicroseconds: Int
     }
+    /// Time in which at least one thread was stalled in allocation.
     public var some: Line
+    /// Time in which every thread using the system was stalled.
     public var full: Line
 
     /// `/proc/pressure/memory` format.

@@ -109,10 +109,13 @@ public struct MemoryGroupError: Error, Sendable, Hashable, CustomStringConvertib
 
 /// Payload of `MemoryEvent.oomKill`.
 public struct OOMKill: Sendable, CustomStringConvertible {
+    /// The group told to release memory.
     public var victim: String
     /// `ownUsage + oomScoreAdjust × capacity / 1000`, in bytes.
     public var score: Int
+    /// Bytes charged to the group (and its descendants) at that moment.
     public var usage: Int
+    /// The group's `oomScoreAdjust`.
     public var oomScoreAdjust: Int
     /// What triggered it: the request, or the background reclaimer serving waiters.
     public var trigger: String
@@ -124,8 +127,11 @@ public struct OOMKill: Sendable, CustomStringConvertible {
 
 /// Payload of `MemoryEvent.oomVictimStuck`.
 public struct OOMVictimStuck: Sendable, CustomStringConvertible {
+    /// The group told to release memory.
     public var victim: String
+    /// Bytes charged to the group (and its descendants) at that moment.
     public var usage: Int
+    /// How long the victim has had to release memory.
     public var waited: Duration
 
     public var description: String {

@@ -9,8 +9,11 @@
 ///   tiers go further (see `ReserveTier`).
 /// - The background reclaimer reclaims until free memory is above `high`.
 public struct Watermarks: Sendable, Hashable, CustomStringConvertible {
+    /// Bytes below which only reserve tiers may allocate. Kernel: `WMARK_MIN`.
     public var min: Int
+    /// Bytes below which the background reclaimer is woken. Kernel: `WMARK_LOW`.
     public var low: Int
+    /// Bytes the background reclaimer reclaims up to. Kernel: `WMARK_HIGH`.
     public var high: Int
 
     /// Watermarks given explicitly; validated when the system is created

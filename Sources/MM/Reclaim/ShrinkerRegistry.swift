@@ -5,7 +5,9 @@ import Synchronization
 
 /// Per-shrinker statistics (vmstat / slabinfo-like lines).
 public struct ShrinkerStatistics: Sendable, Hashable {
+    /// The shrinker's name.
     public var name: String
+    /// Its reclaim domain's name (`-`: none).
     public var domain: String
     /// Objects the shrinker was asked to scan, in total.
     public var scanned: Int

@@ -140,9 +140,13 @@ public struct AllocationScope: Sendable, Equatable, CustomStringConvertible {
     public func excludes(_ domain: ReclaimDomain) -> Bool { domain.ancestry & excluded != 0 }
     /// Whether any domain is excluded.
     public var excludesAnyDomain: Bool { excluded != 0 }
+    /// Whether the scope forbids direct reclaim (`.noDirectReclaim`, or inside `.reclaiming`).
     public var forbidsDirectReclaim: Bool { flags & AllocationScope.flagNoDirectReclaim != 0 }
+    /// Whether requests in the scope may not sleep (`.nonBlocking`). Kernel: a NOWAIT scope.
     public var isNonBlocking: Bool { flags & AllocationScope.flagNonBlocking != 0 }
+    /// Whether failures in the scope go unreported (`.quiet`). Kernel: `PF_MEMALLOC_NOWARN`.
     public var isQuiet: Bool { flags & AllocationScope.flagQuiet != 0 }
+    /// Whether the scope is reclaim itself (`.reclaiming`, set around shrinkers and background reclaim). Kernel: `PF_MEMALLOC`.
     public var isReclaiming: Bool { flags & AllocationScope.flagReclaiming != 0 }
     /// The guarantee blocking `.standard` calls get here, if any.
     public var upgradeGuarantee: Guarantee? { guarantee }

@@ -19,7 +19,9 @@ import Synchronization
 public final class ObjectCache: Sendable {
     /// Options of a cache. Kernel analogue: `SLAB_*` flags.
     public struct Flags: OptionSet, Sendable, Hashable {
+        /// The flags as bits.
         public let rawValue: UInt32
+        /// Flags from their bits.
         public init(rawValue: UInt32) { self.rawValue = rawValue }
         /// The objects are a cache that a shrinker frees under pressure: the
         /// slabs count as `SReclaimable` in meminfo. Kernel analogue: `SLAB_RECLAIM_ACCOUNT`.
@@ -43,6 +45,7 @@ public final class ObjectCache: Sendable {
     public let objectSize: Int
     /// Alignment of every object.
     public let alignment: Int
+    /// The flags the cache was made with.
     public let flags: Flags
     @usableFromInline let objects: ObjectAllocator
     @usableFromInline let index: Int

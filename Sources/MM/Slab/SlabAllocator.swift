@@ -260,6 +260,7 @@ public struct ObjectCacheError: Error, Sendable, Hashable, CustomStringConvertib
 
 /// One line of slabinfo. Kernel analogue: a line of `/proc/slabinfo`.
 public struct SlabCacheStatistics: Sendable, Hashable {
+    /// The cache's name.
     public var name: String
     /// Objects handed out and not freed.
     public var activeObjects: Int
@@ -267,8 +268,11 @@ public struct SlabCacheStatistics: Sendable, Hashable {
     public var totalObjects: Int
     /// Usable bytes per object.
     public var objectSize: Int
+    /// Objects that fit in one slab.
     public var objectsPerSlab: Int
+    /// Pages in one slab (`2^order`).
     public var pagesPerSlab: Int
+    /// Slabs the cache holds.
     public var slabs: Int
     /// Free objects held in threads' magazines (part of `totalObjects - activeObjects`).
     public var cachedInThreads: Int
