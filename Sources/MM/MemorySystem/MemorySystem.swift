@@ -50,7 +50,7 @@ public final class MemorySystem: Sendable {
         // and goes back to the shared pools after each call.
         let shrinkers = ShrinkerRegistry(checker: .shared, events: events, deadline: config.shrinkerDeadline) { [core, slab] in
             slab.drainCurrentThread()
-            if let lists = PerThreadPageLists.current, lists.systemID == core.systemID { core.drain(lists, keepingFraction: 0) }
+            core.drainCallingThread()
         }
         let engine = ReclaimEngine(core: core, shrinkers: shrinkers, oom: oom, pressure: pressure, slab: slab)
         slow.hooks.withLock { hooks in

@@ -210,11 +210,16 @@ final class PageAllocatorCore: @unchecked Sendable {  // immutable after init ex
         }
     }
 
+    /// Returns every block the calling thread caches for this system.
+    func drainCallingThread() {
+        if let lists = PerThreadPageLists.current, lists.systemID == systemID { drain(lists, keepingFraction: 0) }
+    }
+
     /// Asks every thread to return its cached blocks: the calling thread's
     /// lists are drained now, the others' at their next slow path.
     /// Kernel analogue: `drain_all_pages`.
     func drainAllLists() {
-        if let lists = PerThreadPageLists.current, lists.systemID == systemID { drain(lists, keepingFraction: 0) }
+        drainCallingThread()
         attachedLists.withLock { attached in
             for handle in attached {
                 PerThreadPageLists(base: handle.base).drainRequest.pointee.store(1, ordering: .relaxed)

@@ -38,16 +38,18 @@ final class SystemRegistry: Sendable {
     func remove(_ core: PageAllocatorCore, slab: SlabAllocator) {
         let removed = systems.withLock { systems -> Entry? in
             let entry = systems.removeValue(forKey: core.systemID)
-            for handle in core.withAttached({ Array($0) }) {
-                let lists = PerThreadPageLists(base: handle.base)
-                guard lists.systemID == core.systemID else { continue }
-                lists.forget()
+            core.attachedLists.withLock { attached in
+                for handle in attached where PerThreadPageLists(base: handle.base).systemID == core.systemID {
+                    PerThreadPageLists(base: handle.base).forget()
+                }
+                attached.removeAll()
             }
-            core.attachedLists.withLock { $0.removeAll() }
-            for magazines in slab.attached.withLock({ Array($0) }) where magazines.systemID == core.systemID {
-                magazines.forget(below: slab.cacheCount)
+            slab.attached.withLock { attached in
+                for magazines in attached where magazines.systemID == core.systemID {
+                    magazines.forget(below: slab.cacheCount)
+                }
+                attached.removeAll()
             }
-            slab.attached.withLock { $0.removeAll() }
             return entry
         }
         // The layers are released outside the lock.
@@ -115,16 +117,13 @@ extension SystemRegistry {
         let myMagazines = slots.pointee.objectCaches
         let entries = systems.withLock { Array($0.values) }
         for entry in entries {
+            // detach returns the contents and takes the record out of the attached set.
             for handle in entry.core.withAttached({ Array($0) }) where handle.base != myLists {
-                let lists = PerThreadPageLists(base: handle.base)
-                entry.core.detach(lists)
-                lists.forget()
+                entry.core.detach(PerThreadPageLists(base: handle.base))
                 handle.base.deallocate()
             }
             for magazines in entry.slab.attached.withLock({ Array($0) }) where magazines.base != myMagazines {
-                entry.slab.attached.withLock { _ = $0.remove(magazines) }
                 entry.slab.detach(magazines)
-                magazines.forget(below: maxObjectCaches)
                 ObjectMagazines.unmapRecords(magazines)
             }
             entry.repairAfterFork()

@@ -107,7 +107,7 @@ final class BackgroundReclaimer: @unchecked Sendable {  // pthread handle writte
                 core.releasePass(minOrder: order, minimumAge: core.releaseDelayTicks, limit: 64, now: core.tick)
             }
         }
-        if let lists = PerThreadPageLists.current, lists.systemID == core.systemID { core.drain(lists, keepingFraction: 0) }
+        core.drainCallingThread()
         token.exit()
     }
 }

@@ -42,9 +42,7 @@ final class ReclaimEngine: Sendable {
     private func shrinkOnce(priority: Int, context: AllocationContext?) {
         _ = shrinkers.shrink(priority: priority, context: context)
         _ = slab.reclaim()
-        if let lists = PerThreadPageLists.current, lists.systemID == core.systemID, lists.cachedPages > 0 {
-            core.drain(lists, keepingFraction: 0)
-        }
+        core.drainCallingThread()
     }
 
     /// Direct reclaim for a request of `order` (already running as
