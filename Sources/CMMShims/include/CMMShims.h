@@ -21,7 +21,7 @@ int cmm_name_mapping(void *address, size_t length, const char *name);
 /// the pointers point to; these are plain storage with initial-exec TLS so an
 /// access is one %fs-relative load.
 typedef struct cmm_thread_slots {
-    void *pageLists;      // per-thread page lists (PageAllocator)
+    void *pageLists;      // per-thread page lists (PageFastPath)
     void *objectCaches;   // per-thread object caches (Slab)
     void *scopeState;     // per-thread allocation-scope state
     void *lockState;      // per-thread ReclaimCheckedMutex bookkeeping

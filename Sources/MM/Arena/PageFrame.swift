@@ -34,7 +34,7 @@ struct PageFrame {
     /// Buddy free list links (page frame numbers; `PageFrame.none` ends a list).
     @usableFromInline var next: UInt32
     @usableFromInline var prev: UInt32
-    /// When the block became free, in release ticks (see `PageAllocatorCore+Release.swift`).
+    /// When the block became free, in release ticks (see `PageAllocator+Release.swift`).
     @usableFromInline var freedTick: UInt32
     /// Reserved for the object layer (owning cache) and group charging.
     @usableFromInline var owner: UInt32

@@ -15,10 +15,10 @@ public final class MemorySystem: Sendable {
     /// The configuration in force (capacity rounded, watermarks resolved).
     public let configuration: MemoryConfiguration
     /// The inlinable fast path of the page allocator.
-    @usableFromInline let pages: PageAllocator
+    @usableFromInline let pages: PageFastPath
     /// The inlinable fast path of the object layer.
-    @usableFromInline let objects: ObjectAllocator
-    let core: PageAllocatorCore
+    @usableFromInline let objects: ObjectFastPath
+    let core: PageAllocator
     let events: EventHub
     let reclaim: ReclaimEngine
     let backgroundReclaimer: BackgroundReclaimer?
@@ -36,7 +36,7 @@ public final class MemorySystem: Sendable {
         let events = EventHub()
         if config.logsEvents { events.add(EventHub.loggingSink()) }
         let oom = OOMKiller(capacity: config.capacity, reapTimeout: config.oomReapTimeout, events: events)
-        let core = PageAllocatorCore(
+        let core = PageAllocator(
             systemID: SystemRegistry.shared.makeID(), arena: arena, watermarks: config.effectiveWatermarks,
             perThreadLists: config.perThreadPageLists, events: events, hardeningAction: config.hardeningAction,
             releaseOrder: config.releaseOrder, releaseDelay: config.releaseDelay, groups: oom,
@@ -62,8 +62,8 @@ public final class MemorySystem: Sendable {
         self.events = events
         self.core = core
         self.reclaim = engine
-        self.pages = PageAllocator(slow: slow)
-        self.objects = ObjectAllocator(slab: slab)
+        self.pages = PageFastPath(slow: slow)
+        self.objects = ObjectFastPath(slab: slab)
         if config.backgroundReclaim {
             let reclaimer = BackgroundReclaimer(engine: engine, slowPath: slow)
             core.lowWatermarkHook.withLock { $0 = { [reclaimer] in reclaimer.wake() } }

@@ -8,7 +8,7 @@
 @usableFromInline let costlyOrder = 3
 
 /// The buddy free lists of the arena and their counters; always accessed
-/// under the zone lock (`PageAllocatorCore.zone`).
+/// under the zone lock (`PageAllocator.zone`).
 /// Kernel analogue: `struct zone`'s `free_area[]` and `rmqueue`/`__free_one_page`.
 ///
 /// Free lists are intrusive doubly linked lists through the page-frame

@@ -12,7 +12,7 @@ final class SystemRegistry: Sendable {
 
     /// A live system's layers that threads' caches return memory to.
     private struct Entry: Sendable {
-        let core: PageAllocatorCore
+        let core: PageAllocator
         let slab: SlabAllocator
         /// Clears the system's records of threads that do not exist in a forked child.
         let repairAfterFork: @Sendable () -> Void
@@ -20,12 +20,12 @@ final class SystemRegistry: Sendable {
     private let systems = Locked<[UInt64: Entry]>([:])
     private let nextID = Atomic<UInt64>(1)
 
-    func register(_ core: PageAllocatorCore, slab: SlabAllocator, repairAfterFork: @escaping @Sendable () -> Void) {
+    func register(_ core: PageAllocator, slab: SlabAllocator, repairAfterFork: @escaping @Sendable () -> Void) {
         ForkGate.install()
         systems.withLock { $0[core.systemID] = Entry(core: core, slab: slab, repairAfterFork: repairAfterFork) }
     }
 
-    func allCores() -> [PageAllocatorCore] { systems.withLock { $0.values.map(\.core) } }
+    func allCores() -> [PageAllocator] { systems.withLock { $0.values.map(\.core) } }
 
     func makeID() -> UInt64 { nextID.wrappingAdd(1, ordering: .relaxed).oldValue }
 
@@ -35,7 +35,7 @@ final class SystemRegistry: Sendable {
     /// Done under the registry lock, which is also the lock under which an
     /// owner thread detaches its own state, so the two never race. No thread
     /// may be inside the system itself (it has no references left).
-    func remove(_ core: PageAllocatorCore, slab: SlabAllocator) {
+    func remove(_ core: PageAllocator, slab: SlabAllocator) {
         let removed = systems.withLock { systems -> Entry? in
             let entry = systems.removeValue(forKey: core.systemID)
             core.attachedLists.withLock { attached in
@@ -64,7 +64,7 @@ final class SystemRegistry: Sendable {
     /// outside the lock (returning them may take other locks and even
     /// re-enter the registry for this thread's other per-thread state).
     func detach(_ lists: PerThreadPageLists) {
-        let core = systems.withLock { systems -> PageAllocatorCore? in
+        let core = systems.withLock { systems -> PageAllocator? in
             guard lists.systemID != 0, let core = systems[lists.systemID]?.core else { return nil }
             core.attachedLists.withLock { _ = $0.remove(ListsHandle(base: lists.base)) }
             return core

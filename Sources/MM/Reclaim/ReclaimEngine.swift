@@ -13,7 +13,7 @@ struct ReclaimCounters: Sendable {
 /// drained, progress measured in pages returned to the buddy allocator.
 /// Kernel analogue: `mm/vmscan.c` (`do_try_to_free_pages`, `balance_pgdat`).
 final class ReclaimEngine: Sendable {
-    let core: PageAllocatorCore
+    let core: PageAllocator
     let shrinkers: ShrinkerRegistry
     let oom: OOMKiller
     let pressure: PressureTracker
@@ -24,7 +24,7 @@ final class ReclaimEngine: Sendable {
     /// Kernel analogue: `SWAP_CLUSTER_MAX`.
     static let clusterPages = 32
 
-    init(core: PageAllocatorCore, shrinkers: ShrinkerRegistry, oom: OOMKiller, pressure: PressureTracker,
+    init(core: PageAllocator, shrinkers: ShrinkerRegistry, oom: OOMKiller, pressure: PressureTracker,
          slab: SlabAllocator) {
         self.core = core
         self.slab = slab

@@ -57,7 +57,7 @@ extension SlabAllocator {
         var object: UnsafeMutableRawPointer?
         var corruption: [HardeningViolation] = []
         var destroyed = false
-        func take(_ s: inout SlabCentral) {
+        func take(_ s: inout SlabCacheState) {
             destroyed = s.destroyed
             guard !destroyed else { return }
             withUnsafeMutablePointer(to: &object) { out in

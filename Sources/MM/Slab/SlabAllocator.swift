@@ -7,7 +7,7 @@ import Synchronization
 @usableFromInline
 final class SlabAllocator: @unchecked Sendable {  // raw tables written once per index before it is published
     let systemID: UInt64
-    let core: PageAllocatorCore
+    let core: PageAllocator
     let slow: SlowPath
     /// Layouts by cache index, read by fast paths without locks.
     let layouts: UnsafeMutablePointer<ObjectLayout>
@@ -18,7 +18,7 @@ final class SlabAllocator: @unchecked Sendable {  // raw tables written once per
     let attached = Locked<Set<ObjectMagazines>>([])
     let profile: AllocationProfile?
 
-    init(core: PageAllocatorCore, slow: SlowPath, profile: AllocationProfile?) {
+    init(core: PageAllocator, slow: SlowPath, profile: AllocationProfile?) {
         systemID = core.systemID
         self.core = core
         self.slow = slow

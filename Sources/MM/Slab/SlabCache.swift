@@ -16,7 +16,7 @@ struct SlabCounters: Sendable {
 }
 
 /// The lock-protected state of one cache: its slabs and its depot.
-struct SlabCentral: Sendable {
+struct SlabCacheState: Sendable {
     /// Slabs with some free and some used objects, then slabs with every object free.
     var partial = SlabList(), empty = SlabList()
     /// Head pfns of every slab of the cache (full ones included).
@@ -49,7 +49,7 @@ final class SlabCache: @unchecked Sendable {  // immutable after init except `ce
     let depotLimit: Int
     /// Completely free slabs kept for reuse (kernel `min_partial`); the rest are freed.
     let keptEmptySlabs = 1
-    let central: Locked<SlabCentral>
+    let central: Locked<SlabCacheState>
     let frames: UnsafeMutablePointer<PageFrame>
     let directMap: UInt
     let slabPages: Int
@@ -65,7 +65,7 @@ final class SlabCache: @unchecked Sendable {  // immutable after init except `ce
         let limit = layout.size <= 256 ? 256 : layout.size <= 1024 ? 128 : layout.size <= 4096 ? 32 : 16
         magazineLimit = limit
         depotLimit = 8 * limit
-        central = Locked(SlabCentral())
+        central = Locked(SlabCacheState())
         frames = arena.frames
         directMap = UInt(bitPattern: arena.directMap)
         slabPages = 1 << layout.slabOrder
@@ -100,7 +100,7 @@ final class SlabCache: @unchecked Sendable {  // immutable after init except `ce
 
     /// Puts a slab on the list its free count calls for: none when full,
     /// `empty` when every object is free, `partial` otherwise.
-    private func relist(_ pfn: UInt32, _ s: inout SlabCentral) {
+    private func relist(_ pfn: UInt32, _ s: inout SlabCacheState) {
         let flags = frame(pfn).pointee.flags
         if flags & SlabCache.flagOnPartial != 0 { remove(pfn, &s.partial, flag: SlabCache.flagOnPartial) }
         if flags & SlabCache.flagOnEmpty != 0 { remove(pfn, &s.empty, flag: SlabCache.flagOnEmpty) }
@@ -127,7 +127,7 @@ final class SlabCache: @unchecked Sendable {  // immutable after init except `ce
 
     /// Moves up to `max` objects from slab free lists to `out`, partial
     /// slabs first. Returns how many; each one is marked free (canary).
-    func takeFromSlabs(_ s: inout SlabCentral, into out: UnsafeMutablePointer<UnsafeMutableRawPointer>, max: Int,
+    func takeFromSlabs(_ s: inout SlabCacheState, into out: UnsafeMutablePointer<UnsafeMutableRawPointer>, max: Int,
                        corruption: inout [HardeningViolation]) -> Int {
         var n = 0
         while n < max {
@@ -160,7 +160,7 @@ final class SlabCache: @unchecked Sendable {  // immutable after init except `ce
     }
 
     /// Puts a free (canaried) object back on its slab's free list.
-    func returnToSlab(_ object: UInt, _ s: inout SlabCentral) {
+    func returnToSlab(_ object: UInt, _ s: inout SlabCacheState) {
         let pfn = slabHead(of: object)
         let f = frame(pfn)
         UnsafeMutableRawPointer(bitPattern: object)!.storeBytes(of: layout.encode(next: UInt(f.pointee.reserved), at: object),
@@ -173,7 +173,7 @@ final class SlabCache: @unchecked Sendable {  // immutable after init except `ce
 
     /// Detaches completely free slabs beyond `keep`; returns their head pfns
     /// for the caller to free after unlocking.
-    func detachEmptySlabs(_ s: inout SlabCentral, keep: Int) -> [UInt32] {
+    func detachEmptySlabs(_ s: inout SlabCacheState, keep: Int) -> [UInt32] {
         var out: [UInt32] = []
         while s.empty.count > keep {
             let pfn = s.empty.head
@@ -187,7 +187,7 @@ final class SlabCache: @unchecked Sendable {  // immutable after init except `ce
     }
 
     /// Returns the oldest depot objects beyond `keep` to their slabs.
-    func trimDepot(_ s: inout SlabCentral, keep: Int) {
+    func trimDepot(_ s: inout SlabCacheState, keep: Int) {
         let excess = s.depot.count - keep
         guard excess > 0 else { return }
         for i in 0..<excess { returnToSlab(s.depot[i], &s) }
@@ -225,7 +225,7 @@ final class SlabCache: @unchecked Sendable {  // immutable after init except `ce
     }
 
     /// Adds a carved slab to the cache (lock held).
-    func add(_ pfn: UInt32, _ s: inout SlabCentral) {
+    func add(_ pfn: UInt32, _ s: inout SlabCacheState) {
         s.slabs.insert(pfn)
         s.freeInSlabs += layout.objectsPerSlab
         s.counters.slabsCreated += 1

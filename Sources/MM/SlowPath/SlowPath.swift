@@ -45,12 +45,12 @@ struct SlowPathCounters: Sendable {
 /// that the fast path did not serve. Kernel analogue: `__alloc_pages_slowpath`.
 @usableFromInline
 final class SlowPath: Sendable {
-    let core: PageAllocatorCore
+    let core: PageAllocator
     let configuration: MemoryConfiguration
     let pressure: PressureTracker
     let virtual: VirtualAllocator
     /// The inlinable fast path, for requests the slow path splits into blocks.
-    var pages: PageAllocator { PageAllocator(slow: self) }
+    var pages: PageFastPath { PageFastPath(slow: self) }
     let hooks: Locked<ReclaimHooks>
     let counters = Locked(SlowPathCounters())
     let failureReports = ReportRateLimiter()
@@ -59,7 +59,7 @@ final class SlowPath: Sendable {
     /// Threads armed with `failNthAllocation` for this system.
     let armedThreads = Atomic<Int>(0)
 
-    init(core: PageAllocatorCore, configuration: MemoryConfiguration, pressure: PressureTracker, virtual: VirtualAllocator) {
+    init(core: PageAllocator, configuration: MemoryConfiguration, pressure: PressureTracker, virtual: VirtualAllocator) {
         self.virtual = virtual
         self.core = core
         self.configuration = configuration

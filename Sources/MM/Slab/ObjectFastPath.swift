@@ -14,7 +14,7 @@ import Synchronization
 /// fresh canary (never allocated); anything unusual goes to the slow path,
 /// which names the problem.
 @usableFromInline
-struct ObjectAllocator: @unchecked Sendable {  // raw pointers into tables owned by `slab`, which it keeps alive
+struct ObjectFastPath: @unchecked Sendable {  // raw pointers into tables owned by `slab`, which it keeps alive
     @usableFromInline let directMap: UnsafeMutableRawPointer
     @usableFromInline let capacityBytes: UInt
     @usableFromInline let frames: UnsafeMutablePointer<PageFrame>

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 import Synchronization
 
-extension PageAllocatorCore {
+extension PageAllocator {
     /// A consistent snapshot of the page allocator (lists lock, then zone lock).
     func pageStatistics() -> PageStatistics {
         withAttached { attached in

@@ -6,7 +6,7 @@ import Synchronization
 /// free for `releaseDelay` while free memory is above `high`, so warm memory
 /// that is about to be reused is not refaulted. Kernel analogue: none inside
 /// the kernel; in user space, jemalloc's decay and mimalloc's purge delay.
-extension PageAllocatorCore {
+extension PageAllocator {
     /// Called after a block was merged into the free lists.
     func maybeRelease(after merged: (pfn: Int, order: Int), now: UInt32) {
         guard let releaseOrder, merged.order >= releaseOrder,

@@ -47,12 +47,12 @@ public final class ObjectCache: Sendable {
     public let alignment: Int
     /// The flags the cache was made with.
     public let flags: Flags
-    @usableFromInline let objects: ObjectAllocator
+    @usableFromInline let objects: ObjectFastPath
     @usableFromInline let index: Int
     let cache: SlabCache
     private let destroyed = Atomic<Bool>(false)
 
-    init(cache: SlabCache, objects: ObjectAllocator) {
+    init(cache: SlabCache, objects: ObjectFastPath) {
         self.cache = cache
         self.objects = objects
         self.index = cache.index
