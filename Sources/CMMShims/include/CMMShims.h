@@ -36,6 +36,16 @@ static inline __attribute__((always_inline)) cmm_thread_slots *cmm_thread_slots_
     return &cmm_slots;
 }
 
+/// The slot of the calling thread's page lists (a typed `PerThreadCache` on the Swift side).
+static inline __attribute__((always_inline)) void **cmm_page_lists_slot(void) {
+    return &cmm_slots.pageLists;
+}
+
+/// The slot of the calling thread's object magazines.
+static inline __attribute__((always_inline)) void **cmm_object_caches_slot(void) {
+    return &cmm_slots.objectCaches;
+}
+
 /// The fork gate: a process-wide reader-writer lock (writer-preferring,
 /// which needs glibc's non-portable attribute that Glibc hides from Swift).
 /// Every allocator lock is taken inside a read hold of the gate; the

@@ -35,11 +35,16 @@ struct PageFrame {
     @usableFromInline var next: UInt32
     @usableFromInline var prev: UInt32
     /// When the block became free, in release ticks (see `PageAllocator+Release.swift`).
+    /// On a slab's head page, read as `slabFreeCount` instead (an allocated
+    /// page has no free age; the kernel's `struct page` shares fields the same way).
     @usableFromInline var freedTick: UInt32
-    /// Reserved for the object layer (owning cache) and group charging.
+    /// The object cache whose slab starts here, plus one (0: not a slab page).
     @usableFromInline var owner: UInt32
+    /// The group charged for this allocated block (0: none).
     @usableFromInline var group: UInt32
-    @usableFromInline var reserved: UInt64
+    /// On a slab's head page: the address of the first object on the slab's
+    /// free list (0: none). Kernel analogue: `slab->freelist`.
+    @usableFromInline var slabFreeList: UInt64
 
     @usableFromInline static let none: UInt32 = .max
 
@@ -53,7 +58,17 @@ struct PageFrame {
 extension PageFrame {
     /// An all-zero descriptor: the state of every tail page.
     init() {
-        self.init(state: 0, order: 0, flags: 0, next: 0, prev: 0, freedTick: 0, owner: 0, group: 0, reserved: 0)
+        self.init(state: 0, order: 0, flags: 0, next: 0, prev: 0, freedTick: 0, owner: 0, group: 0, slabFreeList: 0)
     }
 
+}
+
+extension PageFrame {
+    /// On a slab's head page: the objects on the slab's free list. Stored in
+    /// `freedTick`, which only free blocks use. Kernel analogue: `slab->inuse`
+    /// (counted the other way).
+    @inlinable var slabFreeCount: UInt32 {
+        get { freedTick }
+        set { freedTick = newValue }
+    }
 }

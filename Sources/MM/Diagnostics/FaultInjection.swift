@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+import Synchronization
 
 /// Deliberate allocation failures for testing error paths.
 /// Kernel analogue: `failslab` / `fail_page_alloc` and `/proc/<pid>/fail-nth`.
@@ -45,26 +46,53 @@ public struct FaultInjection: Sendable, Hashable {
     }
 }
 
-/// The state behind a system's `FaultInjection`.
+/// The state behind a system's fault injection: its `FaultInjection`
+/// configuration, if any, and `failNthAllocation` armed on threads. While
+/// either may fail a request it keeps the system's fast paths closed, so
+/// that it sees every call. The slow path asks it once per request, at entry.
 final class FaultInjector: Sendable {
-    let configuration: FaultInjection
+    let configuration: FaultInjection?
+    private let systemID: UInt64
+    private let gate: FastPathGate
+    /// Reasons the gate stays closed besides fault injection (profiling).
+    private let otherHolds: Int
 
     private struct State: Sendable {
         var eligible = 0
         var failures = 0
         var spaceLeft: Int
-        var rng: UInt64
+        var rng: SeededGenerator
     }
     private let state: Locked<State>
+    /// Threads armed with `failNthAllocation` for this system.
+    private let armedThreads = Atomic<Int>(0)
 
-    init(_ configuration: FaultInjection) {
+    init(_ configuration: FaultInjection?, systemID: UInt64, gate: FastPathGate, otherHolds: Int) {
         self.configuration = configuration
-        state = Locked(State(spaceLeft: configuration.space, rng: configuration.seed))
+        self.systemID = systemID
+        self.gate = gate
+        self.otherHolds = otherHolds
+        state = Locked(State(spaceLeft: configuration?.space ?? 0, rng: SeededGenerator(seed: configuration?.seed ?? 0)))
+        updateGate()
     }
 
-    /// Whether this eligible call should fail.
+    private func updateGate() {
+        gate.setHolds((configuration != nil ? 1 : 0) + otherHolds + armedThreads.load(ordering: .relaxed))
+    }
+
+    /// Whether this fallible request (guaranteed ones are never asked) fails.
     func shouldFail(byteCount: Int, site: CallSite?, cache: String?) -> Bool {
-        let c = configuration
+        if armedThreads.load(ordering: .relaxed) > 0, let state = ThreadScopeState.current,
+           state.pointee.failNthSystem == systemID, state.pointee.failNth > 0 {
+            state.pointee.failNth -= 1
+            if state.pointee.failNth == 0 {
+                state.pointee.failNthSystem = 0
+                armedThreads.wrappingSubtract(1, ordering: .relaxed)
+                updateGate()
+                return true
+            }
+        }
+        guard let c = configuration else { return false }
         if !c.caches.isEmpty {
             guard let cache, c.caches.contains(cache) else { return false }
         }
@@ -82,11 +110,27 @@ final class FaultInjector: Sendable {
             guard s.eligible % c.interval == 0 else { return false }
             if let times = c.times, s.failures >= times { return false }
             if c.probability < 1 {
-                s.rng = s.rng &* 6364136223846793005 &+ 1442695040888963407
-                guard Double(s.rng >> 11) / Double(1 << 53) < c.probability else { return false }
+                guard Double(s.rng.next() >> 11) / Double(1 << 53) < c.probability else { return false }
             }
             s.failures += 1
             return true
         }
+    }
+
+    /// Arms (n ≥ 1) or disarms (n = 0) fail-the-Nth on the calling thread.
+    /// Kernel analogue: writing `/proc/<pid>/fail-nth`.
+    func failNth(_ n: Int) {
+        let state = ThreadScopeState.currentOrCreate()
+        let wasArmed = state.pointee.failNthSystem == systemID && state.pointee.failNth > 0
+        if wasArmed { armedThreads.wrappingSubtract(1, ordering: .relaxed) }
+        if n > 0 {
+            state.pointee.failNth = n
+            state.pointee.failNthSystem = systemID
+            armedThreads.wrappingAdd(1, ordering: .relaxed)
+        } else {
+            state.pointee.failNth = 0
+            state.pointee.failNthSystem = 0
+        }
+        updateGate()
     }
 }

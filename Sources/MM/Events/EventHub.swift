@@ -7,6 +7,27 @@ import Synchronization
 final class EventHub: Sendable {
     private let sinks = Locked<[@Sendable (MemoryEvent) -> Void]>([])
 
+    /// Every live hub, for events that belong to no single system.
+    private static let live = Locked<[ObjectIdentifier: Weak]>([:])
+    private struct Weak: @unchecked Sendable { weak var hub: EventHub? }  // read and written under `live`'s lock
+
+    init() {
+        let weak = Weak(hub: self)
+        Self.live.withLock { $0[ObjectIdentifier(self)] = weak }
+    }
+
+    deinit {
+        let id = ObjectIdentifier(self)
+        Self.live.withLock { _ = $0.removeValue(forKey: id) }
+    }
+
+    /// Sends an event that belongs to no single system (scope-token misuse,
+    /// a lock-order report) to every live system's sinks.
+    static func broadcast(_ event: MemoryEvent) {
+        let hubs = live.withLock { $0.values.compactMap(\.hub) }
+        for hub in hubs { hub.emit(event) }
+    }
+
     func add(_ sink: @escaping @Sendable (MemoryEvent) -> Void) {
         sinks.withLock { $0.append(sink) }
     }

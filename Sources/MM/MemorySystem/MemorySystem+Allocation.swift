@@ -19,15 +19,15 @@ extension MemorySystem {
     @inlinable @inline(__always)
     public func allocate(byteCount: Int, policy: AllocationPolicy = .standard,
                          file: StaticString = #fileID, line: UInt = #line) -> UnsafeMutableRawPointer? {
-        if byteCount > 0 && byteCount <= MM.kmallocMaxSize && policy.placement != .virtual {
-            return objects.allocate(SizeClass.index(forBytes: byteCount), byteCount: byteCount, policy: policy,
-                                    guarantee: nil, file: file, line: line)
+        if byteCount > 0 && byteCount <= MM.kmallocMaxSize && policy.placement != .virtual,
+           let p = objectFastPath.allocate(SizeClass.index(forBytes: byteCount), policy: policy) {
+            return p
         }
-        if byteCount > 0 && byteCount <= MM.maxContiguousBytes && policy.placement == .contiguous {
-            return pages.allocate(order: ByteRouting.order(forBytes: byteCount), policy: policy, byteCount: byteCount,
-                                  guarantee: nil, file: file, line: line)
+        if byteCount > MM.kmallocMaxSize && byteCount <= MM.maxContiguousBytes && policy.placement == .contiguous,
+           let p = pageFastPath.allocate(order: PlacementRouter.order(forBytes: byteCount), policy: policy) {
+            return p
         }
-        return pages.slow.allocateBytesSlow(byteCount: byteCount, policy: policy, file: file, line: line)
+        return slowPath.allocate(byteCount: byteCount, policy: policy, file: file, line: line)
     }
 
     /// Allocates `byteCount` bytes and never returns nil: it reclaims and
@@ -44,16 +44,14 @@ extension MemorySystem {
     public func allocateGuaranteed(byteCount: Int, _ guarantee: Guarantee = .retryForever,
                                    file: StaticString = #fileID, line: UInt = #line) -> UnsafeMutableRawPointer {
         if byteCount > 0 && byteCount <= MM.kmallocMaxSize,
-           let p = objects.allocate(SizeClass.index(forBytes: byteCount), byteCount: byteCount, policy: .standard,
-                                    guarantee: guarantee, file: file, line: line) {
+           let p = objectFastPath.allocate(SizeClass.index(forBytes: byteCount), policy: .standard) {
             return p
         }
         if byteCount > MM.kmallocMaxSize && byteCount <= MM.pageSize << MM.costlyOrder,
-           let p = pages.allocate(order: ByteRouting.order(forBytes: byteCount), policy: .standard,
-                                  byteCount: byteCount, guarantee: guarantee, file: file, line: line) {
+           let p = pageFastPath.allocate(order: PlacementRouter.order(forBytes: byteCount), policy: .standard) {
             return p
         }
-        return pages.slow.allocateGuaranteed(byteCount: byteCount, guarantee: guarantee, file: file, line: line)
+        return slowPath.allocateGuaranteed(byteCount: byteCount, guarantee: guarantee, file: file, line: line)
     }
 
     /// Frees memory from any `allocate` form, `allocatePages` or an
@@ -63,15 +61,30 @@ extension MemorySystem {
     /// free, never allocated. Kernel analogue: `kfree` / `kvfree`.
     @inlinable @inline(__always)
     public func deallocate(_ pointer: UnsafeMutableRawPointer) {
-        let offset = UInt(bitPattern: pointer) &- UInt(bitPattern: objects.directMap)
-        if offset < objects.capacityBytes {
-            let owner = objects.owner(atOffset: offset)
+        let offset = UInt(bitPattern: pointer) &- UInt(bitPattern: objectFastPath.directMap)
+        if offset < objectFastPath.capacityBytes {
+            let owner = objectFastPath.owner(atOffset: offset)
             if owner != 0 {
-                objects.free(pointer, offset: offset, owner: owner)
+                if !objectFastPath.free(pointer, offset: offset, owner: owner) { objectFastPath.slab.freeSlow(pointer) }
+                return
+            }
+            if let order = pageFastPath.orderOfBlock(at: pointer) {
+                if !pageFastPath.free(pointer, order: order) { pageFastPath.allocator.freeSlow(pointer, order: order) }
                 return
             }
         }
-        pages.deallocate(pointer)
+        deallocateSlow(pointer)
+    }
+
+    /// `deallocate` of a pointer that is neither an object nor an allocated
+    /// block of the direct map: a vmalloc area, or a bad pointer (reported).
+    @usableFromInline
+    func deallocateSlow(_ pointer: UnsafeMutableRawPointer) {
+        if virtual.contains(pointer) {
+            virtual.free(pointer)
+        } else {
+            _ = pages.liveOrder(of: pointer, operation: "deallocate")
+        }
     }
 
     /// The bytes usable at `pointer` (at least what was asked for): the
@@ -81,25 +94,25 @@ extension MemorySystem {
     /// Kernel analogue: `ksize`.
     public func usableSize(of pointer: UnsafeRawPointer) -> Int {
         let p = UnsafeMutableRawPointer(mutating: pointer)
-        if pages.slow.virtual.contains(pointer) {
-            if let size = pages.slow.virtual.usableSize(pointer) { return size }
-            core.report(HardeningViolation(kind: .neverAllocated, operation: "usableSize(of:)",
+        if virtual.contains(pointer) {
+            if let size = virtual.usableSize(pointer) { return size }
+            pages.report(HardeningViolation(kind: .neverAllocated, operation: "usableSize(of:)",
                                            pointer: UInt(bitPattern: pointer), detail: "vmalloc region: no live area starts here"))
             return 0
         }
-        let offset = UInt(bitPattern: pointer) &- UInt(bitPattern: objects.directMap)
-        if offset < objects.capacityBytes {
-            let owner = objects.owner(atOffset: offset)
+        let offset = UInt(bitPattern: pointer) &- UInt(bitPattern: objectFastPath.directMap)
+        if offset < objectFastPath.capacityBytes {
+            let owner = objectFastPath.owner(atOffset: offset)
             if owner != 0 {
-                let cache = objects.slab.cache(Int(owner) - 1)
-                if let violation = objects.slab.validate(p, in: cache, operation: "usableSize(of:)") {
-                    core.report(violation)
+                let cache = slab.cache(Int(owner) - 1)
+                if let violation = slab.validate(p, in: cache, operation: "usableSize(of:)") {
+                    pages.report(violation)
                     return 0
                 }
                 return cache.layout.size
             }
         }
-        if let order = core.liveOrder(of: p, operation: "usableSize(of:)") {
+        if let order = pages.liveOrder(of: p, operation: "usableSize(of:)") {
             return MM.pageSize << order
         }
         return 0
@@ -116,7 +129,7 @@ extension MemorySystem {
                            file: StaticString = #fileID, line: UInt = #line) -> UnsafeMutableRawPointer? {
         guard let pointer else { return allocate(byteCount: byteCount, policy: policy, file: file, line: line) }
         guard byteCount > 0 else {
-            core.reportInvalid(InvalidRequest(operation: "reallocate(byteCount: \(byteCount))",
+            pages.reportInvalid(InvalidRequest(operation: "reallocate(byteCount: \(byteCount))",
                                               reason: "the size must be positive; free with deallocate(_:)",
                                               site: CallSite(file, line)))
             return nil
@@ -137,14 +150,14 @@ extension MemorySystem {
     /// Kernel analogue: `kmem_cache_create(name, size, align, flags, ctor: NULL)`.
     public func makeObjectCache(name: String, size: Int, alignment: Int = 8,
                                 flags: ObjectCache.Flags = []) throws(ObjectCacheError) -> ObjectCache {
-        ObjectCache(cache: try objects.slab.makeCache(name: name, size: size, alignment: alignment, flags: flags),
-                    objects: objects)
+        ObjectCache(cache: try slab.makeCache(name: name, size: size, alignment: alignment, flags: flags),
+                    objects: objectFastPath, slowPath: slowPath)
     }
 
     /// Makes the `n`th fallible allocation of this system, counted from the
     /// next one on the calling thread, fail (n = 0 disarms). Guaranteed
     /// requests are not counted. Kernel analogue: `/proc/<pid>/fail-nth`.
     public func failNthAllocation(_ n: Int) {
-        pages.slow.failNth(max(0, n))
+        faults.failNth(max(0, n))
     }
 }

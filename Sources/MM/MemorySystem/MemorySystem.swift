@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+import Synchronization
 
 /// A memory manager over one arena: the facade of swift-mm.
 ///
@@ -15,12 +16,18 @@ public final class MemorySystem: Sendable {
     /// The configuration in force (capacity rounded, watermarks resolved).
     public let configuration: MemoryConfiguration
     /// The inlinable fast path of the page allocator.
-    @usableFromInline let pages: PageFastPath
+    @usableFromInline let pageFastPath: PageFastPath
     /// The inlinable fast path of the object layer.
-    @usableFromInline let objects: ObjectFastPath
-    let core: PageAllocator
+    @usableFromInline let objectFastPath: ObjectFastPath
+    /// Every request the fast paths do not serve.
+    @usableFromInline let slowPath: SlowPath
+    let pages: PageAllocator
+    let slab: SlabAllocator
+    let virtual: VirtualAllocator
     let events: EventHub
     let reclaim: ReclaimEngine
+    let faults: FaultInjector
+    let profile: AllocationProfile?
     let backgroundReclaimer: BackgroundReclaimer?
 
     /// Creates a system: maps the arena and sets up the allocators.
@@ -30,57 +37,96 @@ public final class MemorySystem: Sendable {
         try self.init(configuration, syscalls: .live)
     }
 
+    /// Builds the boxes bottom-up and wires the hooks through which the
+    /// lower boxes reach reclaim, groups and diagnostics (see README,
+    /// "Architecture"): nothing below names anything above it.
     init(_ configuration: MemoryConfiguration, syscalls: Syscalls) throws {
         let config = try configuration.validated()
+        let systemID = MemorySystem.nextID.wrappingAdd(1, ordering: .relaxed).oldValue
         let arena = try Arena(capacity: config.capacity, name: config.name, syscalls: syscalls)
         let events = EventHub()
         if config.logsEvents { events.add(EventHub.loggingSink()) }
         let oom = OOMKiller(capacity: config.capacity, reapTimeout: config.oomReapTimeout, events: events)
-        let core = PageAllocator(
-            systemID: SystemRegistry.shared.makeID(), arena: arena, watermarks: config.effectiveWatermarks,
+        let profile = config.allocationProfiling ? AllocationProfile() : nil
+        var recordFree: (@Sendable (UnsafeMutableRawPointer) -> Void)?
+        var recordAllocation: (@Sendable (UnsafeMutableRawPointer, Int, CallSite?) -> Void)?
+        if let profile {
+            recordFree = { p in profile.recordFree(p) }
+            recordAllocation = { p, bytes, site in profile.recordAllocation(p, bytes: bytes, site: site ?? CallSite(file: "?", line: 0)) }
+        }
+        let pages = PageAllocator(
+            systemID: systemID, arena: arena, watermarks: config.effectiveWatermarks,
             perThreadLists: config.perThreadPageLists, events: events, hardeningAction: config.hardeningAction,
-            releaseOrder: config.releaseOrder, releaseDelay: config.releaseDelay, groups: oom,
-            profile: config.allocationProfiling ? AllocationProfile() : nil)
-        let pressure = PressureTracker(population: { [core] in core.withAttached { $0.count } })
-        let virtual = try VirtualAllocator(arena: arena, regionBytes: max(2 * config.capacity, 64 << 20),
-                                           mapLimit: config.maxVirtualMappings ?? VirtualAllocator.defaultMapLimit())
-        let slow = SlowPath(core: core, configuration: config, pressure: pressure, virtual: virtual)
-        let slab = SlabAllocator(core: core, slow: slow, profile: core.profile)
+            releaseOrder: config.releaseOrder, releaseDelay: config.releaseDelay,
+            hooks: PageAllocatorHooks(uncharge: { [oom] id, bytes in oom.group(id: id)?.uncharge(bytes) },
+                                      recordFree: recordFree))
+        let slab = SlabAllocator(pages: pages, recordFree: recordFree)
+        let virtual = try VirtualAllocator(pages: pages, regionBytes: max(2 * config.capacity, 64 << 20),
+                                           mapLimit: config.maxVirtualMappings ?? VirtualAllocator.defaultMapLimit(),
+                                           recordFree: recordFree)
+        let router = PlacementRouter(pages: pages, slab: slab, virtual: virtual)
+        let pressure = PressureTracker(population: { PageAllocator.lists.attachedCount(systemID) })
+        let faults = FaultInjector(config.faultInjection, systemID: systemID, gate: pages.gate,
+                                   otherHolds: profile != nil ? 1 : 0)
+        let slowPath = SlowPath(router: router, configuration: config, observers: SlowPathObservers(
+            stallBegan: { [pressure] in pressure.enterStall() },
+            stallEnded: { [pressure] in pressure.exitStall() },
+            injectFailure: { [faults] bytes, site, cache in faults.shouldFail(byteCount: bytes, site: site, cache: cache) },
+            recordAllocation: recordAllocation))
         // Shrinkers run on helper threads; what they free lands in the helper's caches
         // and goes back to the shared pools after each call.
-        let shrinkers = ShrinkerRegistry(checker: .shared, events: events, deadline: config.shrinkerDeadline) { [core, slab] in
+        let shrinkers = ShrinkerRegistry(checker: .shared, events: events, deadline: config.shrinkerDeadline) { [pages, slab] in
             slab.drainCurrentThread()
-            core.drainCallingThread()
+            pages.drainCallingThread()
         }
-        let engine = ReclaimEngine(core: core, shrinkers: shrinkers, oom: oom, pressure: pressure, slab: slab)
-        slow.hooks.withLock { hooks in
-            hooks.directReclaim = { [engine] context, order in engine.directReclaim(context, order: order) }
-            hooks.outOfMemory = { [engine] context in engine.outOfMemory(trigger: context.description) }
+        let engine = ReclaimEngine(pages: pages, slab: slab, shrinkers: shrinkers, oom: oom, pressure: pressure,
+                                   oomPolicy: config.oomPolicy)
+        slowPath.hooks.withLock { hooks in
+            hooks.directReclaim = { [engine] (context: AllocationContext, order: Int) in engine.directReclaim(context, order: order) }
+            hooks.outOfMemory = { [engine] (context: AllocationContext) in engine.outOfMemory(trigger: context.description) }
             hooks.victimReleasing = { [oom] in oom.hasReleasingVictim }
         }
         self.configuration = config
         self.events = events
-        self.core = core
+        self.pages = pages
+        self.slab = slab
+        self.virtual = virtual
+        self.slowPath = slowPath
         self.reclaim = engine
-        self.pages = PageFastPath(slow: slow)
-        self.objects = ObjectFastPath(slab: slab)
+        self.faults = faults
+        self.profile = profile
+        self.pageFastPath = PageFastPath(pages)
+        self.objectFastPath = ObjectFastPath(slab: slab, gate: pages.gate)
         if config.backgroundReclaim {
-            let reclaimer = BackgroundReclaimer(engine: engine, slowPath: slow)
-            core.lowWatermarkHook.withLock { $0 = { [reclaimer] in reclaimer.wake() } }
+            let reclaimer = BackgroundReclaimer(engine: engine)
+            pages.lowWatermarkHook.withLock { $0 = { [reclaimer] in reclaimer.wake() } }
             reclaimer.start()
             backgroundReclaimer = reclaimer
         } else {
             backgroundReclaimer = nil
         }
-        // In a forked child; the background reclaimer's thread did not survive the fork
-        // either: the child's own starts at its first wake-up (not from the handler).
-        SystemRegistry.shared.register(core, slab: slab) { [slow, engine] in
-            slow.core.waitQueue.resetAfterFork()
+        ChargingScopes.addObserver(systemID) { [gate = pages.gate] active in gate.setChargingActive(active) }
+        // In a forked child: vanished threads' caches come back (once per process, for
+        // every system), then this system forgets what those threads were doing. The
+        // background reclaimer's thread did not survive the fork either: the child's
+        // own starts at its first wake-up (not from the handler).
+        MemorySystem.installForkRepairs
+        ForkGate.addChildRepair(id: systemID, stage: 2) { [pages, engine] in
+            pages.waitQueue.resetAfterFork()
             engine.pressure.resetAfterFork()
             engine.shrinkers.resetAfterFork()
             engine.oom.resetAfterFork()
         }
     }
+
+    /// Identifiers of systems (0 means none).
+    private static let nextID = Atomic<UInt64>(1)
+
+    /// The layers' per-thread caches of vanished threads come back in a forked child.
+    private static let installForkRepairs: Void = {
+        ForkGate.addChildRepair(id: 0, stage: 0) { SlabAllocator.magazines.repairAfterFork() }
+        ForkGate.addChildRepair(id: 0, stage: 1) { PageAllocator.lists.repairAfterFork() }
+    }()
 
     /// Releases everything the system holds: the background reclaimer
     /// thread, every thread's cached blocks and magazine stacks for it (live
@@ -91,27 +137,30 @@ public final class MemorySystem: Sendable {
         if configuration.trapsOnMemoryOutstandingAtDrop, let outstanding = outstandingAllocations() {
             fatalError("swift-mm: MemorySystem dropped with memory still allocated from it (\(outstanding)); every pointer into it is now invalid (trapsOnMemoryOutstandingAtDrop)")
         }
-        core.lowWatermarkHook.withLock { $0 = nil }
+        ChargingScopes.removeObserver(pages.systemID)
+        ForkGate.removeChildRepairs(id: pages.systemID)
+        pages.lowWatermarkHook.withLock { $0 = nil }
         backgroundReclaimer?.stop()
         reclaim.shrinkers.runner.stop()
-        let core = self.core
-        pages.slow.hooks.withLock { hooks in
-            hooks.directReclaim = { [core] _, _ in core.drainForReclaim() }
+        let pages = self.pages
+        slowPath.hooks.withLock { hooks in
+            hooks.directReclaim = { [pages] _, _ in pages.drainForReclaim() }
             hooks.outOfMemory = { _ in .noVictim }
             hooks.victimReleasing = { false }
         }
-        SystemRegistry.shared.remove(core, slab: objects.slab)
+        slab.detachAllThreads()
+        pages.detachAllThreads()
     }
 
     /// What is still allocated, in words, or nil when nothing is: pages and
     /// vmalloc areas outside slabs, and live objects in slabs (objects cached
     /// in magazines and depots are free).
     func outstandingAllocations() -> String? {
-        let pages = core.pageStatistics()
-        let slabs = objects.slab.statistics()
+        let pageStats = pages.pageStatistics()
+        let slabs = slab.statistics()
         let slabPages = slabs.reduce(0) { $0 + $1.slabs * $1.pagesPerSlab }
         let liveObjects = slabs.reduce(0) { $0 + $1.activeObjects }
-        let otherPages = core.arena.pageCount - pages.buddyFreePages - pages.cachedPages - slabPages
+        let otherPages = pages.arena.pageCount - pageStats.buddyFreePages - pageStats.cachedPages - slabPages
         guard otherPages > 0 || liveObjects > 0 else { return nil }
         return "\(otherPages) pages or vmalloc pages, \(liveObjects) slab objects"
     }
@@ -126,7 +175,8 @@ public final class MemorySystem: Sendable {
     @inlinable
     public func allocatePages(order: Int, policy: AllocationPolicy = .standard,
                               file: StaticString = #fileID, line: UInt = #line) -> UnsafeMutableRawPointer? {
-        pages.allocate(order: order, policy: policy, file: file, line: line)
+        pageFastPath.allocate(order: order, policy: policy)
+            ?? slowPath.allocatePages(order: order, policy: policy, file: file, line: line)
     }
 
     /// Frees pages from `allocatePages` with the same `order`.
@@ -137,7 +187,7 @@ public final class MemorySystem: Sendable {
     /// Kernel analogue: `__free_pages(page, order)`.
     @inlinable
     public func freePages(_ pointer: UnsafeMutableRawPointer, order: Int) {
-        pages.free(pointer, order: order)
+        if !pageFastPath.free(pointer, order: order) { pageFastPath.allocator.freeSlow(pointer, order: order) }
     }
 
     /// Returns every block in per-thread lists to the buddy allocator, and
@@ -146,8 +196,8 @@ public final class MemorySystem: Sendable {
     /// threads' at their next slow path.
     /// Kernel analogue: `drain_all_pages` after `kmem_cache_shrink`.
     public func drainPerThreadLists() {
-        _ = objects.slab.reclaim()
-        core.drainAllLists()
+        _ = slab.reclaim()
+        pages.drainAllLists()
     }
 
     /// Returns the calling thread's cached objects and every completely free
@@ -157,7 +207,7 @@ public final class MemorySystem: Sendable {
     /// Kernel analogue: `kmem_cache_shrink` on every cache.
     @discardableResult
     public func shrinkObjectCaches() -> Int {
-        objects.slab.reclaim() << MM.pageShift
+        slab.reclaim() << MM.pageShift
     }
 
     /// Returns all free blocks of at least `releaseOrder` (9 if automatic
@@ -165,7 +215,7 @@ public final class MemorySystem: Sendable {
     /// Returns the bytes released. Kernel analogue: none; like `malloc_trim`.
     @discardableResult
     public func releaseFreeMemory() -> Int {
-        core.releasePass(minOrder: configuration.releaseOrder ?? 9, minimumAge: 0, limit: .max, now: core.tick) << MM.pageShift
+        pages.releasePass(minOrder: configuration.releaseOrder ?? 9, minimumAge: 0, limit: .max, now: pages.tick) << MM.pageShift
     }
 
     // MARK: Reclaim and groups
@@ -217,13 +267,13 @@ public final class MemorySystem: Sendable {
 
     /// A snapshot of the system's state and counters.
     public func statistics() -> MemoryStatistics {
-        let p = core.pageStatistics()
+        let p = pages.pageStatistics()
         let c = p.counters
-        let sp = pages.slow.counters.withLock { $0 }
+        let sp = slowPath.counters.withLock { $0 }
         let rc = reclaim.counters.withLock { $0 }
-        let vm = pages.slow.virtual.snapshot()
-        let slabs = objects.slab.statistics()
-        let reclaimableNames = Set(objects.slab.allCaches.filter { $0.flags.contains(.reclaimable) }.map(\.name))
+        let vm = virtual.snapshot()
+        let slabs = slab.statistics()
+        let reclaimableNames = Set(slab.allCaches.filter { $0.flags.contains(.reclaimable) }.map(\.name))
         let slabBytes = slabs.reduce(0) { $0 + ($1.slabs * $1.pagesPerSlab) << MM.pageShift }
         let reclaimableBytes = slabs.filter { reclaimableNames.contains($0.name) }
             .reduce(0) { $0 + ($1.slabs * $1.pagesPerSlab) << MM.pageShift }
@@ -232,24 +282,24 @@ public final class MemorySystem: Sendable {
             freeBytes: (p.buddyFreePages + p.cachedPages) << MM.pageShift,
             perThreadFreeBytes: p.cachedPages << MM.pageShift,
             releasedBytes: p.releasedPages << MM.pageShift,
-            residentBytes: core.arena.residentBytes(belowPage: core.zone.withLock { $0.buddy.frontier }) + pages.slow.virtual.residentBytes(),
-            metadataResidentBytes: core.arena.residentMetadataBytes(),
+            residentBytes: pages.arena.residentBytes(belowPage: pages.zone.withLock { $0.buddy.frontier }) + virtual.residentBytes(),
+            metadataResidentBytes: pages.arena.residentMetadataBytes(),
             watermarks: configuration.effectiveWatermarks,
             freeBlocksPerOrder: p.freeBlocks,
             shrinkers: reclaim.shrinkers.statistics(),
             groups: reclaim.oom.all.map { .init(name: $0.name, usage: $0.usage, ownUsage: $0.ownUsage, oomScoreAdjust: $0.oomScoreAdjust) },
             pressure: reclaim.pressure.snapshot(),
-            vmallocTotalBytes: pages.slow.virtual.regionPages << MM.pageShift,
+            vmallocTotalBytes: virtual.regionPages << MM.pageShift,
             vmallocUsedBytes: vm.mappedPages << MM.pageShift,
             vmallocinfo: vm.info,
             slabBytes: slabBytes,
             reclaimableSlabBytes: reclaimableBytes,
             slabCaches: slabs,
-            allocationSites: core.profile?.snapshot(),
+            allocationSites: profile?.snapshot(),
             counters: [
                 .init(name: "nr_free_pages", value: p.buddyFreePages + p.cachedPages),
                 .init(name: "nr_free_pcp", value: p.cachedPages),
-                .init(name: "nr_free_pages_lowest", value: min(core.lowestFreePages.load(ordering: .relaxed), core.arena.pageCount)),
+                .init(name: "nr_free_pages_lowest", value: min(pages.lowestFreePages.load(ordering: .relaxed), pages.arena.pageCount)),
                 .init(name: "pgalloc", value: c.pgalloc),
                 .init(name: "pgfree", value: c.pgfree),
                 .init(name: "pgalloc_fail", value: c.pgallocFail),
@@ -285,8 +335,8 @@ public final class MemorySystem: Sendable {
                 .init(name: "vmalloc_purge", value: vm.counters.purges),
                 .init(name: "pgrelease", value: c.pgrelease),
                 .init(name: "release_runs", value: c.releaseRuns),
-                .init(name: "invalid_request", value: core.invalidRequests.load(ordering: .relaxed)),
-                .init(name: "hardening_violation", value: core.hardeningViolations.load(ordering: .relaxed)),
+                .init(name: "invalid_request", value: pages.invalidRequests.load(ordering: .relaxed)),
+                .init(name: "hardening_violation", value: pages.hardeningViolations.load(ordering: .relaxed)),
             ])
     }
 
@@ -303,6 +353,6 @@ public final class MemorySystem: Sendable {
 
     /// The broken invariants in words (empty when all hold); see `_checkInvariants()`.
     public func _invariantViolations() -> [String] {
-        core.invariantViolations() + objects.slab.invariantViolations()
+        pages.invariantViolations() + slab.invariantViolations()
     }
 }

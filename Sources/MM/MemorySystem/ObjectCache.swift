@@ -48,13 +48,15 @@ public final class ObjectCache: Sendable {
     /// The flags the cache was made with.
     public let flags: Flags
     @usableFromInline let objects: ObjectFastPath
+    @usableFromInline let slowPath: SlowPath
     @usableFromInline let index: Int
     let cache: SlabCache
     private let destroyed = Atomic<Bool>(false)
 
-    init(cache: SlabCache, objects: ObjectFastPath) {
+    init(cache: SlabCache, objects: ObjectFastPath, slowPath: SlowPath) {
         self.cache = cache
         self.objects = objects
+        self.slowPath = slowPath
         self.index = cache.index
         name = cache.name
         objectSize = cache.layout.size
@@ -70,7 +72,8 @@ public final class ObjectCache: Sendable {
     @inlinable @inline(__always)
     public func allocate(policy: AllocationPolicy = .standard,
                          file: StaticString = #fileID, line: UInt = #line) -> UnsafeMutableRawPointer? {
-        objects.allocate(index, byteCount: objectSize, policy: policy, guarantee: nil, file: file, line: line)
+        if let p = objects.allocate(index, policy: policy) { return p }
+        return slowPath.allocateObject(index: index, policy: policy, guarantee: nil, file: file, line: line)
     }
 
     /// Allocates one object and never returns nil (see
@@ -79,8 +82,8 @@ public final class ObjectCache: Sendable {
     @inlinable
     public func allocateGuaranteed(_ guarantee: Guarantee = .retryForever,
                                    file: StaticString = #fileID, line: UInt = #line) -> UnsafeMutableRawPointer {
-        if let p = objects.allocate(index, byteCount: objectSize, policy: .standard, guarantee: guarantee,
-                                    file: file, line: line) {
+        if let p = objects.allocate(index, policy: .standard)
+            ?? slowPath.allocateObject(index: index, policy: .standard, guarantee: guarantee, file: file, line: line) {
             return p
         }
         preconditionFailure("swift-mm: allocateGuaranteed from object cache \(name) at \(file):\(line) can never be met: the cache was destroyed")
@@ -95,7 +98,7 @@ public final class ObjectCache: Sendable {
         if offset < objects.capacityBytes {
             let owner = objects.owner(atOffset: offset)
             if owner == UInt32(truncatingIfNeeded: index &+ 1) {
-                objects.free(pointer, offset: offset, owner: owner)
+                if !objects.free(pointer, offset: offset, owner: owner) { objects.slab.freeSlow(pointer) }
                 return
             }
         }

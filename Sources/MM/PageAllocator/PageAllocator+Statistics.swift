@@ -4,13 +4,12 @@ import Synchronization
 extension PageAllocator {
     /// A consistent snapshot of the page allocator (lists lock, then zone lock).
     func pageStatistics() -> PageStatistics {
-        withAttached { attached in
+        Self.lists.withAttached(to: systemID) { attached in
             var cached = 0, allocated = 0, freed = 0
-            for handle in attached {
-                let lists = PerThreadPageLists(base: handle.base)
+            for lists in attached {
                 cached += lists.cachedPages
-                allocated += lists.allocatedCounter.pointee.load(ordering: .relaxed)
-                freed += lists.freedCounter.pointee.load(ordering: .relaxed)
+                allocated += lists.record.pointee.allocated.load(ordering: .relaxed)
+                freed += lists.record.pointee.freed.load(ordering: .relaxed)
             }
             return zone.withLock { state in
                 var c = state.counters
@@ -30,7 +29,7 @@ extension PageAllocator {
     /// Every broken invariant of the page allocator, in words; empty when
     /// all hold. Only meaningful while no other thread uses the system.
     func invariantViolations() -> [String] {
-        withAttached { attached in
+        Self.lists.withAttached(to: systemID) { attached in
             zone.withLock { state in
                 var problems: [String] = []
                 let frames = arena.frames
@@ -106,15 +105,14 @@ extension PageAllocator {
                     problems.append("released pages: \(releasedSeen) in blocks, counter says \(state.buddy.releasedPages)")
                 }
                 var listed = 0
-                for handle in attached {
-                    let lists = PerThreadPageLists(base: handle.base)
+                for lists in attached {
                     for order in 0..<perThreadOrderCount {
-                        let c = lists.count(order).pointee.load(ordering: .relaxed)
+                        let c = lists.count(order)
                         if c > listLimits[order] { problems.append("a per-thread order-\(order) list holds \(c) > \(listLimits[order]) blocks") }
                         for i in 0..<Swift.min(c, listLimits[order]) {
-                            let f = frames[Int(lists.slots(order)[i])]
+                            let f = frames[lists.slot(order, i)]
                             if f.state != PageState.cached.rawValue || Int(f.order) != order {
-                                problems.append("per-thread order-\(order) list holds page \(lists.slots(order)[i]) with state \(f.state)")
+                                problems.append("per-thread order-\(order) list holds page \(lists.slot(order, i)) with state \(f.state)")
                             }
                         }
                         listed += c << order

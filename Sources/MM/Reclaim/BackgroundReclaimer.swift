@@ -10,7 +10,6 @@ import Synchronization
 /// long-idle free memory to the OS. Kernel analogue: kswapd.
 final class BackgroundReclaimer: @unchecked Sendable {  // pthread handle written once before start, read by stop()
     private let engine: ReclaimEngine
-    private let slowPath: SlowPath
     private let lock = ConditionLock()
     private let pending = Atomic<Bool>(false)
     private let stopping = Atomic<Bool>(false)
@@ -21,9 +20,8 @@ final class BackgroundReclaimer: @unchecked Sendable {  // pthread handle writte
     /// Passes without progress before the OOM handler is asked, when requests wait.
     static let passesBeforeOOM = 3
 
-    init(engine: ReclaimEngine, slowPath: SlowPath) {
+    init(engine: ReclaimEngine) {
         self.engine = engine
-        self.slowPath = slowPath
     }
 
     func start() {
@@ -32,13 +30,10 @@ final class BackgroundReclaimer: @unchecked Sendable {  // pthread handle writte
     }
 
     private func startThread() {
-        let context = Unmanaged.passRetained(self).toOpaque()
-        let rc = pthread_create(&thread, nil, { raw in
-            let me = Unmanaged<BackgroundReclaimer>.fromOpaque(raw!).takeRetainedValue()
-            me.run()
-            return nil
-        }, context)
-        precondition(rc == 0, "swift-mm: cannot start the background reclaimer: pthread_create returned \(rc)")
+        guard let thread = SystemThread.start({ [self] in run() }) else {
+            preconditionFailure("swift-mm: cannot start the background reclaimer: the system refused a thread")
+        }
+        self.thread = thread
     }
 
     /// Stops the thread and waits for it (system teardown).
@@ -76,7 +71,7 @@ final class BackgroundReclaimer: @unchecked Sendable {  // pthread handle writte
 
     private func run() {
         let token = AllocationScope.enter(.reclaiming)
-        let core = engine.core
+        
         while !stopping.load(ordering: .acquiring) {
             sleep(upTo: .milliseconds(500))
             if stopping.load(ordering: .acquiring) { break }
@@ -84,30 +79,28 @@ final class BackgroundReclaimer: @unchecked Sendable {  // pthread handle writte
             if woken { engine.counters.withLock { $0.backgroundWakeups += 1 } }
             var fruitless = 0
             while !stopping.load(ordering: .acquiring) {
-                let free = core.freePagesHot.pointee.load(ordering: .relaxed)
-                let waiters = core.waitQueue.waiterCount
-                guard free <= core.watermarks.high || waiters > 0 else { break }
+                let free = engine.pages.freePages
+                let waiters = engine.pages.waitQueue.waiterCount
+                guard free <= engine.pages.watermarks.high || waiters > 0 else { break }
                 let gained = engine.backgroundPass()
                 fruitless = gained > 0 ? 0 : fruitless + 1
                 if fruitless >= BackgroundReclaimer.passesBeforeOOM {
                     // R6: it runs unrestricted, so it may invoke the OOM handler for waiters —
                     // unless memory came back meanwhile (a victim released, a racing free): like the
                     // kernel's last-chance allocation at the high watermark before out_of_memory().
-                    let refilled = core.freePagesHot.pointee.load(ordering: .relaxed) > core.watermarks.high
-                    if core.waitQueue.waiterCount > 0 && !refilled {
-                        if case .noVictim = engine.outOfMemory(trigger: "background reclaimer: no progress with \(core.waitQueue.waiterCount) request(s) waiting") {
-                            slowPath.noVictimLeft(trigger: "background reclaimer")
-                        }
+                    let refilled = engine.pages.freePages > engine.pages.watermarks.high
+                    if engine.pages.waitQueue.waiterCount > 0 && !refilled {
+                        _ = engine.outOfMemory(trigger: "background reclaimer: no progress with \(engine.pages.waitQueue.waiterCount) request(s) waiting")
                     }
                     break
                 }
             }
             // Idle memory goes back to the OS once it has aged.
-            if let order = core.releaseOrder, core.freePagesHot.pointee.load(ordering: .relaxed) > core.watermarks.high {
-                core.releasePass(minOrder: order, minimumAge: core.releaseDelayTicks, limit: 64, now: core.tick)
+            if let order = engine.pages.releaseOrder, engine.pages.freePages > engine.pages.watermarks.high {
+                engine.pages.releasePass(minOrder: order, minimumAge: engine.pages.releaseDelayTicks, limit: 64, now: engine.pages.tick)
             }
         }
-        core.drainCallingThread()
+        engine.pages.drainCallingThread()
         token.exit()
     }
 }

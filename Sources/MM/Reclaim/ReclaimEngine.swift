@@ -13,27 +13,31 @@ struct ReclaimCounters: Sendable {
 /// drained, progress measured in pages returned to the buddy allocator.
 /// Kernel analogue: `mm/vmscan.c` (`do_try_to_free_pages`, `balance_pgdat`).
 final class ReclaimEngine: Sendable {
-    let core: PageAllocator
+    let pages: PageAllocator
     let shrinkers: ShrinkerRegistry
     let oom: OOMKiller
     let pressure: PressureTracker
     let counters = Locked(ReclaimCounters())
-    /// The object layer: empty slabs and cached objects go back to the pages.
+    /// The object layer: empty slabs and cached objects go back to the self.pages.
     let slab: SlabAllocator
     /// Pages a direct reclaim pass aims to free beyond the request itself.
     /// Kernel analogue: `SWAP_CLUSTER_MAX`.
     static let clusterPages = 32
 
-    init(core: PageAllocator, shrinkers: ShrinkerRegistry, oom: OOMKiller, pressure: PressureTracker,
-         slab: SlabAllocator) {
-        self.core = core
+    /// What happens when no victim is left.
+    let oomPolicy: OOMPolicy
+
+    init(pages: PageAllocator, slab: SlabAllocator, shrinkers: ShrinkerRegistry, oom: OOMKiller,
+         pressure: PressureTracker, oomPolicy: OOMPolicy) {
+        self.pages = pages
+        self.oomPolicy = oomPolicy
         self.slab = slab
         self.shrinkers = shrinkers
         self.oom = oom
         self.pressure = pressure
     }
 
-    private var buddyFree: Int { core.freePagesHot.pointee.load(ordering: .relaxed) }
+    private var buddyFree: Int { self.pages.freePagesHot.pointee.load(ordering: .relaxed) }
 
     /// One pass of the shrinkers at `priority`, then the slab layer: the
     /// objects they freed (into this thread's magazines) and slabs left empty
@@ -42,7 +46,7 @@ final class ReclaimEngine: Sendable {
     private func shrinkOnce(priority: Int, context: AllocationContext?) {
         _ = shrinkers.shrink(priority: priority, context: context)
         _ = slab.reclaim()
-        core.drainCallingThread()
+        self.pages.drainCallingThread()
     }
 
     /// Direct reclaim for a request of `order` (already running as
@@ -50,9 +54,9 @@ final class ReclaimEngine: Sendable {
     func directReclaim(_ context: AllocationContext, order: Int) -> Int {
         let before = buddyFree
         // Enough to satisfy the request at its tier, and at least a cluster.
-        let floor = context.tier.floor(min: core.watermarks.min)
+        let floor = context.tier.floor(min: self.pages.watermarks.min)
         let target = max((1 << order) + ReclaimEngine.clusterPages, floor + (1 << order) + 1 - before)
-        _ = core.drainForReclaim()
+        _ = self.pages.drainForReclaim()
         _ = slab.reclaim()
         var priority = ShrinkerRegistry.initialPriority
         while priority >= 0 && buddyFree - before < target {
@@ -68,10 +72,10 @@ final class ReclaimEngine: Sendable {
     /// (or nothing more can be freed). Returns the pages gained.
     func backgroundPass() -> Int {
         let before = buddyFree
-        _ = core.drainForReclaim()
+        _ = self.pages.drainForReclaim()
         _ = slab.reclaim()
         var priority = ShrinkerRegistry.initialPriority
-        while priority >= 0 && buddyFree <= core.watermarks.high {
+        while priority >= 0 && buddyFree <= self.pages.watermarks.high {
             shrinkOnce(priority: priority, context: nil)
             priority -= 1
         }
@@ -83,7 +87,7 @@ final class ReclaimEngine: Sendable {
     /// Reclaims until `pages` were gained or a full pass made no progress.
     func proactive(pages: Int) -> Int {
         let before = buddyFree
-        _ = core.drainForReclaim()
+        _ = self.pages.drainForReclaim()
         _ = slab.reclaim()
         var fruitless = 0
         while buddyFree - before < pages && fruitless < 2 {
@@ -98,9 +102,11 @@ final class ReclaimEngine: Sendable {
         return max(0, buddyFree - before)
     }
 
-    /// The OOM step for a request or for the background reclaimer.
+    /// The OOM step for a request or for the background reclaimer. With no
+    /// victim left, `OOMPolicy.abort` stops the process with a full report.
     func outOfMemory(trigger: String) -> OOMOutcome {
         let outcome = oom.handle(trigger: trigger)
+        if case .noVictim = outcome { noVictimLeft(trigger: trigger) }
         counters.withLock { c in
             switch outcome {
             case .killed: c.oomKills += 1
@@ -109,5 +115,22 @@ final class ReclaimEngine: Sendable {
             }
         }
         return outcome
+    }
+
+    /// The OOM handler found no victim: `OOMPolicy.abort` stops the process
+    /// with a full report; `.failRequests` lets the caller fail (guaranteed
+    /// requests keep waiting and reporting stalls).
+    private func noVictimLeft(trigger: String) {
+        guard oomPolicy == .abort else { return }
+        let s = self.pages.pageStatistics()
+        let groups = oom.all.map { "  \($0.name): usage \($0.usage >> 10) kB, oom_score_adj \($0.oomScoreAdjust)" }
+        fatalError("""
+            swift-mm: out of memory and no OOM victim left (OOMPolicy.abort)
+            trigger: \(trigger)
+            free pages \(s.buddyFreePages + s.cachedPages), min \(self.pages.watermarks.min), low \(self.pages.watermarks.low), high \(self.pages.watermarks.high)
+            free blocks per order: \(s.freeBlocks)
+            groups:
+            \(groups.isEmpty ? "  (none)" : groups.joined(separator: "\n"))
+            """)
     }
 }

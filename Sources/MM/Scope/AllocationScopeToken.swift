@@ -49,7 +49,7 @@ public struct AllocationScopeToken: ~Copyable, Sendable {
     @usableFromInline
     func leave(dropped: Bool, exitFile: StaticString, exitLine: UInt) {
         func report(_ reason: String) {
-            SystemRegistry.shared.broadcast(.invalidRequest(InvalidRequest(
+            EventHub.broadcast(.invalidRequest(InvalidRequest(
                 operation: "AllocationScopeToken.exit() (entered at \(CallSite(file, line)))", reason: reason,
                 site: CallSite(exitFile, exitLine))))
         }

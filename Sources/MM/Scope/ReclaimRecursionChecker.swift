@@ -110,7 +110,7 @@ final class ReclaimRecursionChecker: Sendable {
                 let report = ReclaimRecursion(
                     lock: name, lockSite: held.site, domain: domain?.name ?? "any", allocationSite: nil, shrinker: shrinker,
                     fix: "declare the lock with takenByReclaimIn: \(domain.map { ".\($0.name)" } ?? "its domain") so that reclaim skips this shrinker on threads holding it, and allocate under .excluding(\(domain?.name ?? "…")) while holding it")
-                SystemRegistry.shared.broadcast(.reclaimRecursion(report))
+                EventHub.broadcast(.reclaimRecursion(report))
                 fatalError("swift-mm: \(report.description)")
             }
         }

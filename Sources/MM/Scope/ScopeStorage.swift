@@ -17,25 +17,47 @@ import Synchronization
 ///
 /// All of it is read only on allocation slow paths.
 /// Charging scopes entered anywhere and not yet left. While any is active
-/// every system's fast path steps aside (its threshold is raised), so that
-/// every allocation is charged: the fast path cannot read scopes itself.
-/// Only the first entry and the last exit touch the systems, under a lock.
+/// every system's fast path steps aside, so that every allocation is
+/// charged: the fast path cannot read scopes itself. Only the first entry
+/// and the last exit call the observers (each system's gate, registered by
+/// `MemorySystem`), under the lock, so they see transitions in order.
 @usableFromInline
 enum ChargingScopes {
-    private static let active = Locked<Int>(0)
+    private struct State: Sendable {
+        var active = 0
+        var observers: [UInt64: @Sendable (Bool) -> Void] = [:]
+    }
+    private static let state = Locked(State())
 
-    static var isActive: Bool { active.withLock { $0 > 0 } }
+    static var isActive: Bool { state.withLock { $0.active > 0 } }
+
+    /// Calls `observer` with the current state now and at every transition
+    /// until `removeObserver(_:)`.
+    static func addObserver(_ id: UInt64, _ observer: @escaping @Sendable (Bool) -> Void) {
+        state.withLock { s in
+            s.observers[id] = observer
+            observer(s.active > 0)
+        }
+    }
+
+    static func removeObserver(_ id: UInt64) {
+        state.withLock { _ = $0.observers.removeValue(forKey: id) }
+    }
 
     @usableFromInline
     static func entered() {
-        let first = active.withLock { n -> Bool in n += 1; return n == 1 }
-        if first { SystemRegistry.shared.refreshFastPaths() }
+        state.withLock { s in
+            s.active += 1
+            if s.active == 1 { for observer in s.observers.values { observer(true) } }
+        }
     }
 
     @usableFromInline
     static func exited() {
-        let last = active.withLock { n -> Bool in n -= 1; return n == 0 }
-        if last { SystemRegistry.shared.refreshFastPaths() }
+        state.withLock { s in
+            s.active -= 1
+            if s.active == 0 { for observer in s.observers.values { observer(false) } }
+        }
     }
 }
 

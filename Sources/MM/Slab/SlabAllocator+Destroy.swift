@@ -8,12 +8,11 @@ extension SlabAllocator {
     func destroy(_ cache: SlabCache) -> Int {
         let index = cache.index
         var stolen: [UInt] = []
-        attached.withLock { set in
-            for m in set where m.hasStack(index) {
-                let count = m.count(index)
+        Self.magazines.withAttached(to: systemID) { all in
+            for m in all where m.hasStack(index) {
                 let stack = m.stack(index)
-                for k in 0..<count.pointee.load(ordering: .relaxed) { stolen.append(UInt(bitPattern: stack[k])) }
-                count.pointee.store(0, ordering: .relaxed)
+                for k in 0..<m.count(index) { stolen.append(UInt(bitPattern: stack[k])) }
+                m.setCount(index, 0)
                 m.closeStack(index)  // later frees take the checked path
             }
         }
@@ -26,7 +25,7 @@ extension SlabAllocator {
             cache.trimDepot(&s, keep: 0)
             for pfn in s.slabs.sorted() where cache.freeCount(pfn) < layout.objectsPerSlab {
                 var free = Set<UInt>()
-                var cursor = UInt(core.arena.frames[Int(pfn)].reserved)
+                var cursor = UInt(pages.arena.frames[Int(pfn)].slabFreeList)
                 while cursor != 0 && free.count <= layout.objectsPerSlab {
                     free.insert(cursor)
                     cursor = layout.decode(UnsafeRawPointer(bitPattern: cursor)!.load(as: UInt.self), at: cursor)
@@ -43,7 +42,7 @@ extension SlabAllocator {
             return cache.detachEmptySlabs(&s, keep: 0)
         }
         freeSlabs(empty, of: cache)
-        for leak in leaks { core.events.emit(.hardeningViolation(leak)) }
+        for leak in leaks { pages.events.emit(.hardeningViolation(leak)) }
         return leaks.count
     }
 
@@ -51,21 +50,21 @@ extension SlabAllocator {
     @usableFromInline
     func reportWrongCache(_ pointer: UnsafeMutableRawPointer, expected: Int) {
         let address = UInt(bitPattern: pointer)
-        let offset = address &- UInt(bitPattern: core.arena.directMap)
+        let offset = address &- UInt(bitPattern: pages.arena.directMap)
         let name = cache(expected).name
         let operation = "\(name).deallocate"
-        if offset < UInt(core.arena.capacity) {
-            let owner = core.arena.frames[Int(offset >> UInt(pageShift))].owner
+        if offset < UInt(pages.arena.capacity) {
+            let owner = pages.arena.frames[Int(offset >> UInt(pageShift))].owner
             if owner != 0 {
-                core.report(HardeningViolation(kind: .wrongCache, operation: operation, pointer: address,
+                pages.report(HardeningViolation(kind: .wrongCache, operation: operation, pointer: address,
                                                detail: "the pointer is in a slab of \(cache(Int(owner) - 1).name), not of \(name)"))
                 return
             }
-            core.report(HardeningViolation(kind: .wrongCache, operation: operation, pointer: address,
+            pages.report(HardeningViolation(kind: .wrongCache, operation: operation, pointer: address,
                                            detail: "the pointer is not in any slab (page memory of the arena)"))
             return
         }
-        core.report(HardeningViolation(kind: .foreignPointer, operation: operation, pointer: address,
+        pages.report(HardeningViolation(kind: .foreignPointer, operation: operation, pointer: address,
                                        detail: "not inside the arena"))
     }
 }

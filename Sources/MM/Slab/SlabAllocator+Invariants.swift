@@ -13,12 +13,12 @@ extension SlabAllocator {
         if let m = ObjectMagazines.current, m.systemID == systemID {
             for index in m.usedIndices(below: caches.count) {
                 let cache = caches[index]
-                let n = m.count(index).pointee.load(ordering: .relaxed)
+                let n = m.count(index)
                 if n < 0 || n > cache.magazineLimit {
                     problems.append("\(cache.name): magazine count \(n) outside 0...\(cache.magazineLimit)")
                     continue
                 }
-                if n > 0 && m.top(index).pointee != m.stack(index)[n - 1] {
+                if n > 0 && m.magazine(index).pointee.top != m.stack(index)[n - 1] {
                     problems.append("\(cache.name): magazine top copy is not its top entry")
                 }
                 for k in 0..<n {
@@ -44,7 +44,7 @@ extension SlabAllocator {
         let layout = cache.layout
         let pfn = cache.slabHead(of: object)
         guard object >= cache.directMap, cache.isSlot(object, inSlab: pfn),
-              core.arena.frames[Int(pfn)].owner == UInt32(cache.index + 1) else {
+              pages.arena.frames[Int(pfn)].owner == UInt32(cache.index + 1) else {
             return ["\(cache.name): \(place) 0x\(String(object, radix: 16)) is not a slot of this cache"]
         }
         let word = UnsafeRawPointer(bitPattern: object)!.load(fromByteOffset: layout.canaryOffset, as: UInt.self)

@@ -3,57 +3,35 @@
 extension SlabAllocator {
     // MARK: Allocation slow path
 
-    /// Every object allocation the fast path did not serve: an empty
-    /// magazine, a closed fast path (fault injection, charging, profiling),
-    /// held reclaim-checked locks, a checked cache, a group to charge.
-    /// Kernel analogue: `___slab_alloc`.
-    @usableFromInline
-    func allocateSlow(index: Int, byteCount: Int, policy: AllocationPolicy, guarantee: Guarantee?,
-                      file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
-        let site = CallSite(file, line)
+    /// An object of the cache at `index` for a request the fast path did
+    /// not serve (an empty magazine, a closed fast path, a checked cache):
+    /// the magazine, refilled if empty, or one object straight from the
+    /// slabs for checked caches. A new slab is taken only if that leaves
+    /// `floor` free pages; nil otherwise (the slow path decides what next).
+    /// `site` names the call in reports. Kernel analogue: `___slab_alloc`.
+    func allocate(index: Int, floor: Int, site: CallSite?) -> UnsafeMutableRawPointer? {
         let cache = self.cache(index)
-        if guarantee == nil {
-            do { try policy.validate() } catch {
-                core.reportInvalid(InvalidRequest(operation: "allocate with policy \(policy)", reason: error.description, site: site))
-                return nil
-            }
-        }
-        let request = RequestDescription.object(bytes: byteCount, cache: cache.name)
-        let context: AllocationContext
-        switch slow.admit(byteCount: byteCount, policy: policy, guarantee: guarantee, site: site, request: request,
-                          cache: cache.name) {
-        case .proceed(let c): context = c
-        case .failed: return nil
-        }
-        // Charged memory is accounted by the page: charged requests take their own pages.
-        if context.group != nil {
-            let p = slow.allocate(order: ByteRouting.order(forBytes: byteCount), context: context)
-            if let p { profile?.recordAllocation(p, bytes: byteCount, site: site) }
-            return p
-        }
-        let p: UnsafeMutableRawPointer?
         if layouts[index].checkedOnly != 0 {  // the table, not the cache's copy: destroy() sets it
-            p = allocateChecked(cache, context: context)
-        } else {
-            let m = magazinesForCurrentThread()
-            if m.count(index).pointee.load(ordering: .relaxed) == 0 {
-                guard refill(cache, m, context: context) else { return nil }
-            }
-            let n = m.count(index).pointee.load(ordering: .relaxed)
-            p = m.stack(index)[n - 1]
-            m.setCount(index, n - 1)
-            (p! + cache.layout.canaryOffset).storeBytes(of: 0, as: UInt.self)
+            return allocateChecked(cache, floor: floor, site: site)
         }
-        guard let p else { return nil }
-        if policy.zeroed { p.initializeMemory(as: UInt8.self, repeating: 0, count: cache.layout.size) }
-        profile?.recordAllocation(p, bytes: cache.layout.size, site: site)
+        let m = magazinesForCurrentThread()
+        if m.count(index) == 0 {
+            guard refill(cache, m, floor: floor) else { return nil }
+        }
+        let n = m.count(index)
+        let p = m.stack(index)[n - 1]
+        m.setCount(index, n - 1)
+        (p + cache.layout.canaryOffset).storeBytes(of: 0, as: UInt.self)
         return p
     }
+
+    /// Usable bytes of an object of the cache at `index`.
+    func objectSize(_ index: Int) -> Int { layouts[index].size }
 
     /// The locked path of caches with debug flags (and of destroyed ones):
     /// one object straight from the slabs, its poison verified.
     /// Kernel analogue: SLUB's `alloc_debug_processing`.
-    private func allocateChecked(_ cache: SlabCache, context: AllocationContext) -> UnsafeMutableRawPointer? {
+    private func allocateChecked(_ cache: SlabCache, floor: Int, site: CallSite?) -> UnsafeMutableRawPointer? {
         var object: UnsafeMutableRawPointer?
         var corruption: [HardeningViolation] = []
         var destroyed = false
@@ -68,24 +46,24 @@ extension SlabAllocator {
         }
         cache.central.withLock { take(&$0) }
         if destroyed {
-            core.reportInvalid(InvalidRequest(operation: "allocate from \(cache.name)", reason: "the cache was destroyed",
-                                              site: context.site))
+            pages.reportInvalid(InvalidRequest(operation: "allocate from \(cache.name)", reason: "the cache was destroyed",
+                                               site: site))
             return nil
         }
-        if object == nil, let pfn = newSlab(cache, context: context) {
+        if object == nil, let pfn = newSlab(cache, floor: floor) {
             cache.central.withLock { s in
                 cache.add(pfn, &s)
                 take(&s)
             }
         }
-        for v in corruption { core.report(v) }
+        for v in corruption { pages.report(v) }
         guard let p = object else { return nil }
         let layout = cache.layout
         if cache.flags.contains(.poison) {
             let start = layout.canaryOffset + 8
             let bytes = UnsafeRawBufferPointer(start: p + start, count: max(0, layout.size - start))
             if let bad = bytes.firstIndex(where: { $0 != ObjectLayout.poisonByte }) {
-                core.report(HardeningViolation(
+                pages.report(HardeningViolation(
                     kind: .writeAfterFree, operation: "allocate from \(cache.name)", pointer: UInt(bitPattern: p),
                     detail: "byte \(start + bad) of this free object is 0x\(String(bytes[bad], radix: 16)), not the poison 0x6b: it was written after it was freed"))
             }
@@ -102,20 +80,20 @@ extension SlabAllocator {
     @usableFromInline
     func freeSlow(_ p: UnsafeMutableRawPointer, operation: String = "deallocate") {
         let address = UInt(bitPattern: p)
-        let offset = address &- UInt(bitPattern: core.arena.directMap)
-        let owner = core.arena.frames[Int(offset >> UInt(pageShift))].owner
+        let offset = address &- UInt(bitPattern: pages.arena.directMap)
+        let owner = pages.arena.frames[Int(offset >> UInt(pageShift))].owner
         let cache = self.cache(Int(owner) - 1)
         if let violation = validate(p, in: cache, operation: operation) {
-            core.report(violation)
+            pages.report(violation)
             return
         }
-        profile?.recordFree(p)
+        recordFree?(p)
         let layout = cache.layout
         if layouts[cache.index].checkedOnly != 0 {
             if cache.flags.contains(.redZone) {
                 let zone = UnsafeRawBufferPointer(start: p + layout.size, count: layout.stride - layout.size)
                 if let bad = zone.firstIndex(where: { $0 != ObjectLayout.redZoneByte }) {
-                    core.report(HardeningViolation(
+                    pages.report(HardeningViolation(
                         kind: .redZoneOverwritten, operation: operation, pointer: address,
                         detail: "byte \(layout.size + bad) of this \(layout.size)-byte object of \(cache.name) (its red zone) is 0x\(String(zone[bad], radix: 16)), not 0xbb: something wrote past the end of the object"))
                     (p + layout.size).initializeMemory(as: UInt8.self, repeating: ObjectLayout.redZoneByte,
@@ -138,13 +116,11 @@ extension SlabAllocator {
         let m = magazinesForCurrentThread()
         let index = cache.index
         if !m.hasStack(index) { m.makeStack(index, limit: cache.magazineLimit) }
-        if m.count(index).pointee.load(ordering: .relaxed) >= m.limit(index) {
+        if m.count(index) >= m.limit(index) {
             drain(m, index: index, keep: m.limit(index) / 2)
         }
         (p + layout.canaryOffset).storeBytes(of: layout.freeCanary(address), as: UInt.self)
-        let n = m.count(index).pointee.load(ordering: .relaxed)
-        m.stack(index)[n] = p
-        m.setCount(index, n + 1)
+        _ = m.push(p, index)
     }
 
     /// Whether freeing `p` (inside a slab of `cache`) is valid; the
@@ -182,7 +158,7 @@ extension SlabAllocator {
             let link = layout.decode(word, at: address)
             if link == 0 || cache.isSlot(link, inSlab: pfn) {
                 let onFreeList = cache.central.withLock { _ -> Bool in
-                    var cursor = UInt(core.arena.frames[Int(pfn)].reserved)
+                    var cursor = UInt(pages.arena.frames[Int(pfn)].slabFreeList)
                     var steps = 0
                     while cursor != 0 && steps <= layout.objectsPerSlab {
                         if cursor == address { return true }

@@ -5,24 +5,27 @@ import Synchronization
 /// threads' magazines attached to it, and every path that is not a
 /// magazine hit. Kernel analogue: `mm/slub.c` and `mm/slab_common.c`.
 @usableFromInline
-final class SlabAllocator: @unchecked Sendable {  // raw tables written once per index before it is published
+final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw tables written once per index before it is published
+    typealias Kind = MagazinesKind
+
+    /// The threads' magazines of every live system.
+    static let magazines = PerThreadCacheRegistry<SlabAllocator>()
+
     let systemID: UInt64
-    let core: PageAllocator
-    let slow: SlowPath
+    /// Where slabs come from and go back to.
+    let pages: PageAllocator
     /// Layouts by cache index, read by fast paths without locks.
     let layouts: UnsafeMutablePointer<ObjectLayout>
     /// Caches by index (retained), read without locks once published.
     private let table: UnsafeMutablePointer<Unmanaged<SlabCache>?>
     private let nextIndex = Locked<Int>(0)
-    /// Magazines of threads currently attached to this system.
-    let attached = Locked<Set<ObjectMagazines>>([])
-    let profile: AllocationProfile?
+    /// Sees every freed object's address (allocation profiling), wired by `MemorySystem`.
+    let recordFree: (@Sendable (UnsafeMutableRawPointer) -> Void)?
 
-    init(core: PageAllocator, slow: SlowPath, profile: AllocationProfile?) {
-        systemID = core.systemID
-        self.core = core
-        self.slow = slow
-        self.profile = profile
+    init(pages: PageAllocator, recordFree: (@Sendable (UnsafeMutableRawPointer) -> Void)?) {
+        systemID = pages.systemID
+        self.pages = pages
+        self.recordFree = recordFree
         layouts = .allocate(capacity: maxObjectCaches)
         table = .allocate(capacity: maxObjectCaches)
         table.initialize(repeating: nil, count: maxObjectCaches)
@@ -32,6 +35,12 @@ final class SlabAllocator: @unchecked Sendable {  // raw tables written once per
             let alignment = size & (size - 1) == 0 ? min(size, pageSize) : (size == 96 ? 32 : 64)
             _ = try! makeCache(name: name, size: size, alignment: alignment, flags: [])
         }
+        Self.magazines.register(self, systemID: systemID)
+    }
+
+    /// Forgets every thread's cached objects (the system is being dropped).
+    func detachAllThreads() {
+        Self.magazines.remove(systemID: systemID)
     }
 
     deinit {
@@ -54,7 +63,7 @@ final class SlabAllocator: @unchecked Sendable {  // raw tables written once per
             throw ObjectCacheError(field: "alignment", message: "\(alignment) must be a power of two in 1...\(pageSize)")
         }
         var secret: UInt = 0
-        while secret == 0 { secret = UInt.random(in: .min ... .max) }
+        while secret == 0 { secret = UInt(truncatingIfNeeded: SeededGenerator.systemSeed()) }
         guard var layout = ObjectLayout(size: size, alignment: max(8, alignment), redZone: flags.contains(.redZone),
                                         secret: secret) else {
             throw ObjectCacheError(field: "size", message: "\(size) bytes does not fit an order-\(costlyOrder) slab (\(pageSize << costlyOrder) bytes); allocate pages or virtual memory instead")
@@ -68,47 +77,43 @@ final class SlabAllocator: @unchecked Sendable {  // raw tables written once per
             return next - 1
         }
         (layouts + index).initialize(to: layout)
-        let cache = SlabCache(name: name, index: index, layout: layout, flags: flags, arena: core.arena)
+        let cache = SlabCache(name: name, index: index, layout: layout, flags: flags, arena: pages.arena)
         table[index] = .passRetained(cache)
         return cache
     }
 
     // MARK: Magazines
 
-    /// The calling thread's magazines, attached to this system.
+    /// The calling thread's magazines, attached to this system, with a
+    /// pending drain request served.
     func magazinesForCurrentThread() -> ObjectMagazines {
         let m = ObjectMagazines.currentOrCreate()
-        if m.systemID != systemID {
-            SystemRegistry.shared.detach(m)
-            attached.withLock { _ = $0.insert(m) }
-            m.systemID = systemID
-        }
-        if m.drainRequest.pointee.load(ordering: .relaxed) != 0 {
-            m.drainRequest.pointee.store(0, ordering: .relaxed)
+        if m.systemID != systemID { Self.magazines.attach(m, to: systemID) }
+        if m.takeDrainRequest() {
             for index in m.usedIndices(below: cacheCount) { drain(m, index: index, keep: 0) }
         }
         return m
     }
 
     /// Returns all objects of `m` and frees its stacks (thread exit, or the
-    /// thread moving to another system). The magazines leave the attached
-    /// set first; the objects go back without that lock held, since freeing
-    /// empty slabs reaches the page allocator, which may re-enter the
-    /// registry for this thread's page lists (lock order: registry, then a
-    /// system's attached sets, never the reverse).
-    func detach(_ m: ObjectMagazines) {
-        _ = attached.withLock { $0.remove(m) }
+    /// thread moving to another system).
+    func takeBack(_ m: ObjectMagazines) {
         for index in m.usedIndices(below: cacheCount) {
             drain(m, index: index, keep: 0)
             m.freeStack(index)
         }
     }
 
+    /// Frees the stacks of `m` without returning their objects (the system
+    /// is being dropped: the objects die with the arena).
+    func forgetContents(_ m: ObjectMagazines) {
+        for index in m.usedIndices(below: maxObjectCaches) { m.freeStack(index) }
+    }
+
     /// Moves all but the `keep` most recent objects of a magazine to the
     /// cache's depot (owner thread). Kernel analogue: `flush_cpu_sheaves`.
     func drain(_ m: ObjectMagazines, index: Int, keep: Int) {
-        let count = m.count(index)
-        let n = count.pointee.load(ordering: .relaxed)
+        let n = m.count(index)
         let give = n - keep
         guard give > 0 else { return }
         let cache = self.cache(index)
@@ -129,15 +134,13 @@ final class SlabAllocator: @unchecked Sendable {  // raw tables written once per
     }
 
     /// Fills a magazine to half its limit: depot first, then slab free
-    /// lists, then a new slab from the page allocator with the request's
-    /// context (which may reclaim, wait or fail by its policy). No cache lock
-    /// is held while pages are allocated.
-    func refill(_ cache: SlabCache, _ m: ObjectMagazines, context: AllocationContext) -> Bool {
+    /// lists, then a new slab from the page allocator if that leaves `floor`
+    /// free pages. No cache lock is held while pages are allocated.
+    func refill(_ cache: SlabCache, _ m: ObjectMagazines, floor: Int) -> Bool {
         let index = cache.index
         if !m.hasStack(index) { m.makeStack(index, limit: cache.magazineLimit) }
         let stack = m.stack(index)
-        let count = m.count(index)
-        let n = count.pointee.load(ordering: .relaxed)
+        let n = m.count(index)
         let want = max(1, cache.batch - n)
         var corruption: [HardeningViolation] = []
         var got = cache.central.withLock { s -> Int in
@@ -154,9 +157,9 @@ final class SlabAllocator: @unchecked Sendable {  // raw tables written once per
             s.counters.refills += 1
             return k
         }
-        for v in corruption { core.report(v) }
+        for v in corruption { pages.report(v) }
         if got == 0 {
-            guard let pfn = newSlab(cache, context: context) else { return false }
+            guard let pfn = newSlab(cache, floor: floor) else { return false }
             got = cache.central.withLock { s in
                 cache.add(pfn, &s)
                 return cache.takeFromSlabs(&s, into: stack + n, max: want, corruption: &corruption)
@@ -166,11 +169,9 @@ final class SlabAllocator: @unchecked Sendable {  // raw tables written once per
         return got > 0
     }
 
-    /// Allocates and carves a slab for `cache` with the request's context.
-    func newSlab(_ cache: SlabCache, context: AllocationContext) -> UInt32? {
-        var pageContext = context
-        pageContext.policy.zeroed = false
-        guard let block = slow.allocate(order: cache.layout.slabOrder, context: pageContext) else { return nil }
+    /// Allocates and carves a slab for `cache`, if that leaves `floor` free pages.
+    func newSlab(_ cache: SlabCache, floor: Int) -> UInt32? {
+        guard let block = pages.allocate(order: cache.layout.slabOrder, floor: floor) else { return nil }
         let pfn = UInt32((UInt(bitPattern: block) - cache.directMap) >> UInt(pageShift))
         cache.carve(pfn)
         return pfn
@@ -180,7 +181,7 @@ final class SlabAllocator: @unchecked Sendable {  // raw tables written once per
     func freeSlabs(_ pfns: [UInt32], of cache: SlabCache) {
         for pfn in pfns {
             cache.uncarve(pfn)
-            core.freeSlow(core.arena.address(ofPage: Int(pfn)), order: cache.layout.slabOrder)
+            pages.freeSlow(pages.arena.address(ofPage: Int(pfn)), order: cache.layout.slabOrder)
         }
     }
 
@@ -200,8 +201,8 @@ final class SlabAllocator: @unchecked Sendable {  // raw tables written once per
         if let m = ObjectMagazines.current, m.systemID == systemID {
             for index in m.usedIndices(below: cacheCount) { drain(m, index: index, keep: 0) }
         }
-        attached.withLock { set in
-            for m in set { m.drainRequest.pointee.store(1, ordering: .relaxed) }
+        Self.magazines.withAttached(to: systemID) { all in
+            for m in all { m.requestDrain() }
         }
         var pages = 0
         for cache in allCaches {
@@ -221,9 +222,9 @@ final class SlabAllocator: @unchecked Sendable {  // raw tables written once per
     func statistics() -> [SlabCacheStatistics] {
         let caches = allCaches
         var cached = [Int](repeating: 0, count: caches.count)
-        attached.withLock { set in
-            for m in set {
-                for index in m.usedIndices(below: caches.count) { cached[index] += m.count(index).pointee.load(ordering: .relaxed) }
+        Self.magazines.withAttached(to: systemID) { all in
+            for m in all {
+                for index in m.usedIndices(below: caches.count) { cached[index] += m.count(index) }
             }
         }
         return caches.map { cache in

@@ -78,7 +78,7 @@ final class SlabCache: @unchecked Sendable {  // immutable after init except `ce
     @inline(__always) private func frame(_ pfn: UInt32) -> UnsafeMutablePointer<PageFrame> { frames + Int(pfn) }
 
     /// Objects on the slab's free list (kept in the head's `freedTick`).
-    @inline(__always) func freeCount(_ pfn: UInt32) -> Int { Int(frame(pfn).pointee.freedTick) }
+    @inline(__always) func freeCount(_ pfn: UInt32) -> Int { Int(frame(pfn).pointee.slabFreeCount) }
 
     private func push(_ pfn: UInt32, _ list: inout SlabList, flag: UInt16) {
         let f = frame(pfn)
@@ -134,20 +134,20 @@ final class SlabCache: @unchecked Sendable {  // immutable after init except `ce
             let pfn = s.partial.head != PageFrame.none ? s.partial.head : s.empty.head
             guard pfn != PageFrame.none else { break }
             let f = frame(pfn)
-            while n < max && f.pointee.freedTick > 0 {
-                let object = UInt(f.pointee.reserved)
+            while n < max && f.pointee.slabFreeCount > 0 {
+                let object = UInt(f.pointee.slabFreeList)
                 let next = layout.decode(UnsafeRawPointer(bitPattern: object)!.load(as: UInt.self), at: object)
                 if next != 0 && !isSlot(next, inSlab: pfn) {
                     corruption.append(HardeningViolation(
                         kind: .freeListCorrupted, operation: "allocate from \(name)", pointer: object,
-                        detail: "the free-list link in this free object decodes to 0x\(String(next, radix: 16)), not a slot of its slab (page \(pfn)): it was written after it was freed; the slab's \(f.pointee.freedTick) remaining free objects are abandoned"))
-                    s.freeInSlabs -= Int(f.pointee.freedTick)
-                    f.pointee.freedTick = 0
-                    f.pointee.reserved = 0
+                        detail: "the free-list link in this free object decodes to 0x\(String(next, radix: 16)), not a slot of its slab (page \(pfn)): it was written after it was freed; the slab's \(f.pointee.slabFreeCount) remaining free objects are abandoned"))
+                    s.freeInSlabs -= Int(f.pointee.slabFreeCount)
+                    f.pointee.slabFreeCount = 0
+                    f.pointee.slabFreeList = 0
                     break
                 }
-                f.pointee.reserved = UInt64(next)
-                f.pointee.freedTick -= 1
+                f.pointee.slabFreeList = UInt64(next)
+                f.pointee.slabFreeCount -= 1
                 s.freeInSlabs -= 1
                 let p = UnsafeMutableRawPointer(bitPattern: object)!
                 if layout.canaryOffset == 0 { p.storeBytes(of: layout.freeCanary(object), as: UInt.self) }
@@ -163,10 +163,10 @@ final class SlabCache: @unchecked Sendable {  // immutable after init except `ce
     func returnToSlab(_ object: UInt, _ s: inout SlabCacheState) {
         let pfn = slabHead(of: object)
         let f = frame(pfn)
-        UnsafeMutableRawPointer(bitPattern: object)!.storeBytes(of: layout.encode(next: UInt(f.pointee.reserved), at: object),
+        UnsafeMutableRawPointer(bitPattern: object)!.storeBytes(of: layout.encode(next: UInt(f.pointee.slabFreeList), at: object),
                                                                as: UInt.self)
-        f.pointee.reserved = UInt64(object)
-        f.pointee.freedTick += 1
+        f.pointee.slabFreeList = UInt64(object)
+        f.pointee.slabFreeCount += 1
         s.freeInSlabs += 1
         relist(pfn, &s)
     }
@@ -219,8 +219,8 @@ final class SlabCache: @unchecked Sendable {  // immutable after init except `ce
             next = address
         }
         let head = frame(pfn)
-        head.pointee.reserved = UInt64(next)
-        head.pointee.freedTick = UInt32(layout.objectsPerSlab)
+        head.pointee.slabFreeList = UInt64(next)
+        head.pointee.slabFreeCount = UInt32(layout.objectsPerSlab)
         head.pointee.flags &= ~(SlabCache.flagOnEmpty | SlabCache.flagOnPartial)
     }
 
@@ -237,8 +237,8 @@ final class SlabCache: @unchecked Sendable {  // immutable after init except `ce
     func uncarve(_ pfn: UInt32) {
         for i in 0..<slabPages { frame(pfn + UInt32(i)).pointee.owner = 0 }
         let head = frame(pfn)
-        head.pointee.reserved = 0
-        head.pointee.freedTick = 0
+        head.pointee.slabFreeList = 0
+        head.pointee.slabFreeCount = 0
         head.pointee.flags &= ~(SlabCache.flagOnEmpty | SlabCache.flagOnPartial)
     }
 

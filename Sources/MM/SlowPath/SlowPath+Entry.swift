@@ -1,106 +1,130 @@
 // SPDX-License-Identifier: Apache-2.0
+import CMMShims
 
 /// Largest physically contiguous block: one order-10 block.
 @usableFromInline let maxContiguousBytes = pageSize << maxOrder
 
-/// Byte requests → where their memory comes from. The one place that
-/// decides it, so the slab and virtual allocators plug in here.
-@usableFromInline
-enum ByteRouting {
-    /// The buddy order that holds `byteCount` bytes (1...maxContiguousBytes).
-    @inlinable @inline(__always)
-    static func order(forBytes byteCount: Int) -> Int {
-        let pages = (byteCount &+ pageSize &- 1) &>> pageShift
-        return pages <= 1 ? 0 : Int.bitWidth &- (pages &- 1).leadingZeroBitCount
-    }
-}
-
 extension SlowPath {
-    /// Slow path of a page or small byte request, with validation.
-    @usableFromInline
-    func allocatePagesSlow(order: Int, policy: AllocationPolicy, byteCount: Int, guarantee: Guarantee?,
-                           profiled: Bool = true, injectable: Bool = true,
-                           file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
-        let site = CallSite(file, line)
-        guard order >= 0 && order <= maxOrder else {
-            core.reportInvalid(InvalidRequest(operation: "allocatePages(order: \(order))",
-                                              reason: "order must be in 0...\(maxOrder)", site: site))
-            return nil
-        }
+    /// What `admit` decided.
+    enum Admission {
+        /// Go on with this resolved context.
+        case proceed(AllocationContext)
+        /// The request failed already (invalid policy, removed group,
+        /// injected fault), and was reported.
+        case failed
+    }
+
+    /// What every request does before step 1, whatever serves it: validate
+    /// the policy (fallible requests), resolve the context (R1–R7), report a
+    /// scope conflict, check held reclaim-checked locks, and fault injection
+    /// (`cache` names the object cache for its filter).
+    func admit(byteCount: Int, policy: AllocationPolicy, guarantee: Guarantee?, site: CallSite?,
+               request: RequestDescription, cache: String? = nil) -> Admission {
         if guarantee == nil {
             do { try policy.validate() } catch {
-                core.reportInvalid(InvalidRequest(operation: "allocate with policy \(policy)", reason: error.description, site: site))
-                return nil
+                pages.reportInvalid(InvalidRequest(operation: "allocate with policy \(policy)", reason: error.description, site: site))
+                return .failed
             }
         }
-        let request = RequestDescription.pages(bytes: byteCount, order: order)
-        let p = allocate(order: order, byteCount: byteCount > 0 ? byteCount : pageSize << order, policy: policy,
-                         guarantee: guarantee, site: site, request: request, injectable: injectable)
-        if profiled, let p, let profile = core.profile { profile.recordAllocation(p, bytes: pageSize << order, site: site) }
-        return p
+        let scope = AllocationScope.current
+        let group = policy.group ?? scope.charging
+        var context = AllocationContext.resolve(
+            request, policy: policy, guarantee: guarantee, scope: scope, site: site,
+            isOOMVictim: group?.isOOMVictim ?? false)
+        if let group, group.isRemoved {
+            pages.reportInvalid(InvalidRequest(operation: "allocate charged to group \(group.name)",
+                                               reason: "the group was removed and cannot be charged", site: site))
+            // A guaranteed request has no nil to return: it is served uncharged.
+            guard context.guarantee != nil else { return .failed }
+            context.group = nil
+        }
+        if let conflict = context.conflict { reportConflict(context, conflict) }
+        if cmm_thread_slots_get().pointee.heldCheckedLocks > 0 {
+            ReclaimRecursionChecker.shared.checkAllocation(context, events: pages.events)
+        }
+        if context.guarantee == nil && observers.injectFailure(byteCount, site, cache) {
+            counters.withLock { $0.faultsInjected += 1 }
+            _ = fail(context, reason: "failure injected (fault injection)")
+            return .failed
+        }
+        return .proceed(context)
     }
 
-    /// Slow path of a byte request the fast path did not route: virtual and
-    /// automatic placements, and sizes that are zero, negative, larger than
-    /// a contiguous block or than the arena.
+    /// A byte request the fast path did not serve, any size and placement.
     @usableFromInline
-    func allocateBytesSlow(byteCount: Int, policy: AllocationPolicy, file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
-        if let reason = impossibility(byteCount: byteCount, placement: policy.placement) {
-            core.reportInvalid(InvalidRequest(operation: "allocate(byteCount: \(byteCount))", reason: reason,
-                                              site: CallSite(file, line)))
+    func allocate(byteCount: Int, policy: AllocationPolicy, file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
+        let site = CallSite(file, line)
+        if let reason = router.impossibility(byteCount: byteCount, placement: policy.placement) {
+            pages.reportInvalid(InvalidRequest(operation: "allocate(byteCount: \(byteCount))", reason: reason, site: site))
             return nil
         }
-        do { try policy.validate() } catch {
-            core.reportInvalid(InvalidRequest(operation: "allocate with policy \(policy)", reason: error.description,
-                                              site: CallSite(file, line)))
-            return nil
-        }
-        switch policy.placement {
-        case .contiguous:
-            return allocatePagesSlow(order: ByteRouting.order(forBytes: byteCount), policy: policy, byteCount: byteCount,
-                                     guarantee: nil, file: file, line: line)
-        case .virtual, .automatic:
-            // One request for fault injection, however many steps serve it.
-            let request = RequestDescription.pages(bytes: byteCount, order: min(maxOrder, ByteRouting.order(forBytes: byteCount)))
-            guard case .proceed = admit(byteCount: byteCount, policy: policy, guarantee: nil, site: CallSite(file, line),
-                                        request: request) else { return nil }
-            return policy.placement == .virtual
-                ? allocateVirtual(byteCount: byteCount, policy: policy, guarantee: nil, file: file, line: line)
-                : allocateAutomatic(byteCount: byteCount, policy: policy, guarantee: nil, file: file, line: line)
-        }
+        let charged = (policy.group ?? AllocationScope.current.charging) != nil
+        return serve(router.route(byteCount: byteCount, placement: policy.placement, charged: charged),
+                     byteCount: byteCount, policy: policy, guarantee: nil, site: site)
     }
 
-    /// Why a byte request can never be met, or nil.
-    func impossibility(byteCount: Int, placement: Placement) -> String? {
-        if byteCount == 0 { return "a zero-byte allocation has no meaning (the kernel's ZERO_SIZE_PTR faults on use)" }
-        if byteCount < 0 { return "the size is negative" }
-        if byteCount > core.arena.capacity {
-            return "\(byteCount) bytes is more than the whole arena (\(core.arena.capacity) bytes)"
+    /// A page request the fast path did not serve.
+    @usableFromInline
+    func allocatePages(order: Int, policy: AllocationPolicy, file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
+        let site = CallSite(file, line)
+        guard order >= 0 && order <= maxOrder else {
+            pages.reportInvalid(InvalidRequest(operation: "allocatePages(order: \(order))",
+                                               reason: "order must be in 0...\(maxOrder)", site: site))
+            return nil
         }
-        if byteCount > maxContiguousBytes && placement == .contiguous {
-            return "contiguous memory comes in blocks of at most \(maxContiguousBytes) bytes (order \(maxOrder)); use placement .virtual or .automatic"
-        }
-        return nil
+        return serve(.pages(order: order), byteCount: pageSize << order, policy: policy, guarantee: nil, site: site,
+                     request: .pages(bytes: 0, order: order))
+    }
+
+    /// An object request of the cache at `index` (an `ObjectCache`) that the fast path did not serve.
+    @usableFromInline
+    func allocateObject(index: Int, policy: AllocationPolicy, guarantee: Guarantee?,
+                        file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
+        serve(.object(index: index), byteCount: router.slab.objectSize(index), policy: policy, guarantee: guarantee,
+              site: CallSite(file, line))
     }
 
     /// A guaranteed request: never returns nil; an impossible one traps at
     /// once with the call site, instead of looping for ever.
     @usableFromInline
     func allocateGuaranteed(byteCount: Int, guarantee: Guarantee, file: StaticString, line: UInt) -> UnsafeMutableRawPointer {
-        if let reason = impossibility(byteCount: byteCount, placement: .automatic) {
-            let message = "swift-mm: allocateGuaranteed(byteCount: \(byteCount), .\(guarantee)) at \(CallSite(file, line)) can never be met: \(reason)"
-            core.reportInvalid(InvalidRequest(operation: "allocateGuaranteed(byteCount: \(byteCount))", reason: reason,
-                                              site: CallSite(file, line)))
+        let site = CallSite(file, line)
+        if let reason = router.impossibility(byteCount: byteCount, placement: .automatic) {
+            let message = "swift-mm: allocateGuaranteed(byteCount: \(byteCount), .\(guarantee)) at \(site) can never be met: \(reason)"
+            pages.reportInvalid(InvalidRequest(operation: "allocateGuaranteed(byteCount: \(byteCount))", reason: reason, site: site))
             preconditionFailure(message, file: file, line: line)
         }
-        // Guaranteed page blocks stop at costlyOrder; larger requests are kvmalloc'd.
-        let p = byteCount <= pageSize << costlyOrder
-            ? allocatePagesSlow(order: ByteRouting.order(forBytes: byteCount), policy: .standard, byteCount: byteCount,
-                                guarantee: guarantee, file: file, line: line)
-            : allocateAutomatic(byteCount: byteCount, policy: .standard, guarantee: guarantee, file: file, line: line)
-        guard let p else {
-            preconditionFailure("swift-mm: a guaranteed allocation returned nil (\(byteCount) bytes at \(CallSite(file, line)))")
+        let charged = AllocationScope.current.charging != nil
+        guard let p = serve(router.guaranteedRoute(byteCount: byteCount, charged: charged), byteCount: byteCount,
+                            policy: .standard, guarantee: guarantee, site: site) else {
+            preconditionFailure("swift-mm: a guaranteed allocation returned nil (\(byteCount) bytes at \(site))")
         }
+        return p
+    }
+
+    /// Admits a request on `route` and serves it.
+    private func serve(_ route: Route, byteCount: Int, policy: AllocationPolicy, guarantee: Guarantee?,
+                       site: CallSite, request request_: RequestDescription? = nil) -> UnsafeMutableRawPointer? {
+        var request: RequestDescription
+        switch route {
+        case .object(let index): request = .object(bytes: byteCount, cache: router.slab.cache(index).name)
+        case .pages(let order): request = .pages(bytes: byteCount, order: order)
+        case .virtual, .automatic:
+            request = .pages(bytes: byteCount, order: min(maxOrder, PlacementRouter.order(forBytes: byteCount)))
+        }
+        if let given = request_ { request = given }
+        var cacheName: String?
+        if case .object(let index) = route { cacheName = router.slab.cache(index).name }
+        guard case .proceed(let context) = admit(byteCount: byteCount, policy: policy, guarantee: guarantee, site: site,
+                                                 request: request, cache: cacheName) else { return nil }
+        // Charged memory is accounted by the page: a charged object request takes its own pages.
+        var route = route
+        if context.group != nil, case .object = route {
+            route = .pages(order: PlacementRouter.order(forBytes: byteCount))
+        }
+        let p = serve(route, context)
+        if p == nil, case .virtual = route { router.virtual.countFailure() }
+        if p == nil, case .automatic = route { router.virtual.countFailure() }
         return p
     }
 }

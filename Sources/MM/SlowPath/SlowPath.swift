@@ -15,16 +15,29 @@ enum OOMOutcome: Sendable {
     case noVictim
 }
 
-/// The seam between the slow path and the reclaim layer: direct reclaim
-/// returns the pages it gave back to the buddy allocator; the OOM handler
-/// picks and notifies a victim. Until shrinkers and groups are registered,
-/// direct reclaim drains the per-thread lists and there is no victim.
+/// The seam between the slow path and the reclaim and OOM boxes, wired by
+/// `MemorySystem`: direct reclaim returns the pages it gave back to the
+/// buddy allocator; the OOM handler picks and notifies a victim. Until they
+/// are wired, direct reclaim drains the per-thread lists and there is no
+/// victim.
 struct ReclaimHooks: Sendable {
     var directReclaim: @Sendable (_ context: AllocationContext, _ order: Int) -> Int
     var outOfMemory: @Sendable (_ context: AllocationContext) -> OOMOutcome
     /// Whether a victim told to release memory still holds some (a request
     /// waiting after a kill stops waiting once this is false).
     var victimReleasing: @Sendable () -> Bool = { true }
+}
+
+/// What the slow path tells the diagnostics boxes, wired once by
+/// `MemorySystem`: stalls (pressure), fault injection, allocation profiling.
+struct SlowPathObservers: Sendable {
+    /// A request starts or stops waiting for memory (PSI).
+    var stallBegan: @Sendable () -> Void = {}
+    var stallEnded: @Sendable () -> Void = {}
+    /// Whether a fallible request fails on purpose (fault injection).
+    var injectFailure: @Sendable (_ byteCount: Int, _ site: CallSite?, _ cache: String?) -> Bool = { _, _, _ in false }
+    /// Sees every successful request (allocation profiling); nil when off.
+    var recordAllocation: (@Sendable (_ pointer: UnsafeMutableRawPointer, _ bytes: Int, _ site: CallSite?) -> Void)?
 }
 
 /// Counters of the slow path (vmstat).
@@ -41,125 +54,112 @@ struct SlowPathCounters: Sendable {
     var failNonBlocking = 0, failFailFast = 0, failRetryWhileProgress = 0, failStandard = 0
 }
 
-/// The allocation slow path, steps 1–10 of the design ("Slow path, in order"), for every request
-/// that the fast path did not serve. Kernel analogue: `__alloc_pages_slowpath`.
+/// The allocation slow path, steps 1–10 of the design ("Slow path, in
+/// order"), for every request the fast paths did not serve: it admits the
+/// request (context, conflicts, fault injection), asks the router once
+/// where the memory comes from, and then makes non-blocking attempts at
+/// that route, reclaiming, waiting and invoking the OOM handler between
+/// them as the context allows. It is the only box that blocks.
+/// Kernel analogue: `__alloc_pages_slowpath`.
 @usableFromInline
 final class SlowPath: Sendable {
-    let core: PageAllocator
+    let router: PlacementRouter
+    let pages: PageAllocator
     let configuration: MemoryConfiguration
-    let pressure: PressureTracker
-    let virtual: VirtualAllocator
-    /// The inlinable fast path, for requests the slow path splits into blocks.
-    var pages: PageFastPath { PageFastPath(slow: self) }
     let hooks: Locked<ReclaimHooks>
+    let observers: SlowPathObservers
     let counters = Locked(SlowPathCounters())
     let failureReports = ReportRateLimiter()
-    private let conflictSites = Locked<Set<CallSite>>([])
-    let faults: FaultInjector?
-    /// Threads armed with `failNthAllocation` for this system.
-    let armedThreads = Atomic<Int>(0)
+    let conflictSites = Locked<Set<CallSite>>([])
 
-    init(core: PageAllocator, configuration: MemoryConfiguration, pressure: PressureTracker, virtual: VirtualAllocator) {
-        self.virtual = virtual
-        self.core = core
+    init(router: PlacementRouter, configuration: MemoryConfiguration, observers: SlowPathObservers) {
+        self.router = router
+        self.pages = router.pages
         self.configuration = configuration
-        self.pressure = pressure
-        self.faults = configuration.faultInjection.map(FaultInjector.init)
+        self.observers = observers
         hooks = Locked(ReclaimHooks(
-            directReclaim: { [core] _, _ in core.drainForReclaim() },
+            directReclaim: { [pages = router.pages] _, _ in pages.drainForReclaim() },
             outOfMemory: { _ in .noVictim }))
-        updateFastPath()
     }
 
-    /// Fault injection needs to see every call: it closes the lock-free fast
-    /// path (by raising its threshold) while it is configured or armed.
-    func updateFastPath() {
-        core.fastPathHolds.store((faults != nil ? 1 : 0) + (core.profile != nil ? 1 : 0)
-                                 + armedThreads.load(ordering: .relaxed), ordering: .relaxed)
-        core.refreshFastPath()
-    }
+    // MARK: Steps 1-4
 
-    // MARK: Entry
-
-    /// Allocates `2^order` pages for a request that missed the fast path.
-    /// `byteCount` is the size asked for (for reports and fault-injection
-    /// space); `guarantee` is the call's own.
-    /// `injectable` is false for the internal steps of a larger request
-    /// (kvmalloc's contiguous attempt, vmalloc's blocks): fault injection
-    /// counts and fails the caller's request once, at its entry.
-    func allocate(order: Int, byteCount: Int, policy: AllocationPolicy, guarantee: Guarantee?,
-                  site: CallSite?, request: RequestDescription, injectable: Bool = true) -> UnsafeMutableRawPointer? {
-        switch admit(byteCount: byteCount, policy: policy, guarantee: guarantee, site: site, request: request,
-                     injectable: injectable) {
-        case .proceed(let context): return allocate(order: order, context: context)
-        case .failed: return nil
+    /// Serves an admitted request on `route`: steps 1–4, then the retry loop.
+    func serve(_ route: Route, _ context: AllocationContext) -> UnsafeMutableRawPointer? {
+        var route = route
+        if case .automatic(let order, let byteCount) = route {
+            // kvmalloc: contiguous pages first, without reclaim, reserves or a failure
+            // report (steps 1-3 at the ordinary tier), then virtual with the full context.
+            if byteCount <= maxContiguousBytes, let p = quickAttempt(.pages(order: order), context) {
+                return finish(p, .pages(order: order), context)
+            }
+            route = .virtual(byteCount: byteCount)
         }
-    }
-
-    /// What `admit` decided.
-    enum Admission {
-        /// Go on with this resolved context.
-        case proceed(AllocationContext)
-        /// The request failed already (injected fault), and was reported.
-        case failed
-    }
-
-    /// What every request does before step 1, whatever layer serves it:
-    /// resolve the context (R1–R7), report a scope conflict, check held
-    /// reclaim-checked locks, and fault injection (`cache` names the object
-    /// cache for its filter).
-    func admit(byteCount: Int, policy: AllocationPolicy, guarantee: Guarantee?, site: CallSite?,
-               request: RequestDescription, cache: String? = nil, injectable: Bool = true) -> Admission {
-        let scope = AllocationScope.current
-        let group = policy.group ?? scope.charging
-        var context = AllocationContext.resolve(
-            request, policy: policy, guarantee: guarantee, scope: scope, site: site,
-            isOOMVictim: group?.isOOMVictim ?? false)
-        if let group, group.isRemoved {
-            core.reportInvalid(InvalidRequest(operation: "allocate charged to group \(group.name)",
-                                              reason: "the group was removed and cannot be charged", site: site))
-            // A guaranteed request has no nil to return: it is served uncharged.
-            guard context.guarantee != nil else { return .failed }
-            context.group = nil
-        }
-        if let conflict = context.conflict { reportConflict(context, conflict) }
-        if cmm_thread_slots_get().pointee.heldCheckedLocks > 0 {
-            ReclaimRecursionChecker.shared.checkAllocation(context, events: core.events)
-        }
-        if injectable && context.guarantee == nil && shouldInjectFailure(byteCount: byteCount, site: site, cache: cache) {
-            counters.withLock { $0.faultsInjected += 1 }
-            _ = fail(context, reason: "failure injected (fault injection)")
-            return .failed
-        }
-        return .proceed(context)
-    }
-
-    /// Steps 1–10 for an admitted request.
-    func allocate(order: Int, context: AllocationContext) -> UnsafeMutableRawPointer? {
-        let lists: PerThreadPageLists? = order < perThreadOrderCount && core.listLimits[order] > 0
-            ? core.listsForCurrentThread() : nil
-        // 1. Above low: a cached block, or one from the buddy lists with a batched refill.
-        if let lists, let pfn = core.popCached(order: order, from: lists) { return finish(pfn, order, context) }
-        if let pfn = core.takeBlock(order: order, floor: core.watermarks.low, refill: lists) {
-            return finish(pfn, order, context)
+        // 1. Above low.
+        switch router.attempt(route, floor: pages.watermarks.low, chargedTo: context.group?.id ?? 0, site: context.site) {
+        case .allocated(let p): return finish(p, route, context)
+        case .unusable(let reason) where context.guarantee == nil: return fail(context, reason: reason)
+        case .unusable, .noMemory: break
         }
         // 2. Below low: wake the background reclaimer.
-        core.wakeBackgroundReclaim()
-        // 3. Down to the tier's floor, with this thread's cached blocks returned first.
-        if let lists, lists.cachedPages > 0 { core.drain(lists, keepingFraction: 0) }
-        if let pfn = take(order, context.tier) { return finish(pfn, order, context) }
+        pages.wakeBackgroundReclaim()
+        // 3. Down to the tier's floor.
+        switch attempt(route, context.tier, context) {
+        case .allocated(let p): return finish(p, route, context)
+        case .failed(let reason): return fail(context, reason: reason)
+        case .noMemory: break
+        }
         // 4. Non-blocking: fail (R7: never sleeps, never reclaims).
         guard context.blocking else {
             return fail(context, reason: "non-blocking request below its \(context.tier) floor")
         }
-        return retry(order: order, context: context)
+        return retry(route, context)
+    }
+
+    /// Steps 1–3 at the ordinary tier, without a failure (kvmalloc's contiguous attempt).
+    private func quickAttempt(_ route: Route, _ context: AllocationContext) -> UnsafeMutableRawPointer? {
+        let id = context.group?.id ?? 0
+        if case .allocated(let p) = router.attempt(route, floor: pages.watermarks.low, chargedTo: id, site: context.site) {
+            return p
+        }
+        pages.wakeBackgroundReclaim()
+        if case .allocated(let p) = router.attempt(route, floor: ReserveTier.none.floor(min: pages.watermarks.min),
+                                                   chargedTo: id, site: context.site) {
+            return p
+        }
+        return nil
+    }
+
+    /// What one attempt at a tier's floor came to.
+    private enum Attempt {
+        case allocated(UnsafeMutableRawPointer)
+        case noMemory
+        /// The request cannot be met now for a reason other than memory (a
+        /// vmalloc mapping): a fallible request fails with it.
+        case failed(String)
+    }
+
+    /// One attempt down to `tier`'s floor. A guaranteed request whose
+    /// vmalloc mapping could not be made waits for mappings to be released
+    /// (any free wakes it) and counts it as no memory.
+    private func attempt(_ route: Route, _ tier: ReserveTier, _ context: AllocationContext) -> Attempt {
+        let generation = pages.waitQueue.generation
+        switch router.attempt(route, floor: tier.floor(min: pages.watermarks.min), chargedTo: context.group?.id ?? 0,
+                              site: context.site) {
+        case .allocated(let p): return .allocated(p)
+        case .noMemory: return .noMemory
+        case .unusable(let reason):
+            guard context.guarantee != nil else { return .failed(reason) }
+            pages.waitQueue.wait(since: generation, timeout: .milliseconds(10))
+            return .noMemory
+        }
     }
 
     /// Steps 5–10: reclaim or wait, retry, OOM, stall reports. The time spent
     /// here is an allocation stall (pressure).
-    private func retry(order: Int, context: AllocationContext) -> UnsafeMutableRawPointer? {
-        pressure.enterStall()
-        defer { pressure.exitStall() }
+    private func retry(_ route: Route, _ context: AllocationContext) -> UnsafeMutableRawPointer? {
+        observers.stallBegan()
+        defer { observers.stallEnded() }
         let maxRetries = configuration.maxReclaimRetries
         let clock = ContinuousClock()
         let start = clock.now
@@ -172,26 +172,30 @@ final class SlowPath: Sendable {
         var reservesUnlocked = false
         if context.guarantee != nil { counters.withLock { $0.guaranteedWaits += 1 } }
         while true {
-            let generation = core.waitQueue.generation
+            let generation = pages.waitQueue.generation
             var progress = false
             if context.directReclaim {
                 // 5. Direct reclaim, running as .reclaiming (domains respected by the reclaimer).
-                progress = directReclaim(context, order: order) > 0
+                progress = directReclaim(context, order: router.reclaimOrder(of: route)) > 0
             } else {
                 // Restricted: wait for the background reclaimer (woken again) or any free.
-                core.wakeBackgroundReclaim()
-                progress = core.waitQueue.wait(since: generation, timeout: backoff)
+                pages.wakeBackgroundReclaim()
+                progress = pages.waitQueue.wait(since: generation, timeout: backoff)
                 backoff = min(backoff * 2, .milliseconds(100))
             }
             attempts += 1
-            if let pfn = take(order, tier) { return finish(pfn, order, context) }
+            switch attempt(route, tier, context) {
+            case .allocated(let p): return finish(p, route, context)
+            case .failed(let reason): return fail(context, reason: reason)
+            case .noMemory: break
+            }
             // The request's own group became an OOM victim meanwhile (another thread's
             // request chose it): it gets the victim's reserve, and a fallible request
             // fails now instead of waiting for memory that only its own caller can free.
             // Kernel analogue: the victim's ALLOC_OOM access, and "goto nopage" for a victim.
             if tier < .oomVictim, let group = context.group, group.isOOMVictim {
                 tier = .oomVictim
-                if let pfn = take(order, tier) { return finish(pfn, order, context) }
+                if case .allocated(let p) = attempt(route, tier, context) { return finish(p, route, context) }
                 if context.guarantee == nil {
                     return fail(context, reason: "the request's group \(group.name) was chosen as OOM victim; its memory must be released first")
                 }
@@ -212,8 +216,8 @@ final class SlowPath: Sendable {
                 // 7./8. retryWhileProgress and standard: while reclaim makes progress, at most maxReclaimRetries.
                 guard exhausted else { continue }
                 if context.persistence == .standard && context.mayInvokeOOM {
-                    switch outOfMemory(order, tier, context) {
-                    case .allocated(let pfn): return finish(pfn, order, context)
+                    switch outOfMemory(route, tier, context) {
+                    case .allocated(let p): return finish(p, route, context)
                     case .victimReleased where oomRounds < maxRetries:
                         // The kernel's "OOM made progress: retry" (others took the memory first).
                         oomRounds += 1
@@ -236,11 +240,11 @@ final class SlowPath: Sendable {
                 if exhausted && !reservesUnlocked {
                     reservesUnlocked = true
                     counters.withLock { $0.reserveUnlocks += 1 }
-                    if context.mayInvokeOOM, case .allocated(let pfn) = outOfMemory(order, tier, context) {
-                        return finish(pfn, order, context)
+                    if context.mayInvokeOOM, case .allocated(let p) = outOfMemory(route, tier, context) {
+                        return finish(p, route, context)
                     }
                     tier = max(tier, .high)
-                    if let pfn = take(order, tier) { return finish(pfn, order, context) }
+                    if case .allocated(let p) = attempt(route, tier, context) { return finish(p, route, context) }
                 }
             case .retryForever?:
                 // 9. Loop for ever: never the OOM handler, never reserves.
@@ -253,17 +257,13 @@ final class SlowPath: Sendable {
             }
             // Bounded back-off before the next round, cut short by any free.
             if context.directReclaim && !progress {
-                core.waitQueue.wait(since: generation, timeout: backoff)
+                pages.waitQueue.wait(since: generation, timeout: backoff)
                 backoff = min(backoff * 2, .milliseconds(100))
             }
         }
     }
 
     // MARK: Steps
-
-    private func take(_ order: Int, _ tier: ReserveTier) -> Int? {
-        core.takeBlock(order: order, floor: tier.floor(min: core.watermarks.min), refill: nil)
-    }
 
     private func directReclaim(_ context: AllocationContext, order: Int) -> Int {
         counters.withLock { $0.allocstall += 1 }
@@ -276,7 +276,7 @@ final class SlowPath: Sendable {
     }
 
     /// Step 8/10: the OOM handler, then a wait for the victim's memory.
-    private func outOfMemory(_ order: Int, _ tier: ReserveTier, _ context: AllocationContext) -> OOMStep {
+    private func outOfMemory(_ route: Route, _ tier: ReserveTier, _ context: AllocationContext) -> OOMStep {
         counters.withLock { $0.oomInvocations += 1 }
         let (handler, victimReleasing) = hooks.withLock { ($0.outOfMemory, $0.victimReleasing) }
         switch handler(context) {
@@ -291,28 +291,29 @@ final class SlowPath: Sendable {
                 // Checked every round: another thread's OOM step may pick this request's
                 // group while it waits ("another OOM kill in progress").
                 if let group = context.group, group.isOOMVictim {
-                    return take(order, max(tier, .oomVictim)).map(OOMStep.allocated) ?? .victimIsSelf
+                    if case .allocated(let p) = attempt(route, max(tier, .oomVictim), context) { return .allocated(p) }
+                    return .victimIsSelf
                 }
-                let generation = core.waitQueue.generation
-                if let pfn = take(order, tier) { return .allocated(pfn) }
+                let generation = pages.waitQueue.generation
+                if case .allocated(let p) = attempt(route, tier, context) { return .allocated(p) }
                 if !victimReleasing() { break }
                 if ContinuousClock.now >= deadline {
                     counters.withLock { $0.oomReapTimeouts += 1 }
                     break
                 }
-                core.waitQueue.wait(since: generation, timeout: .milliseconds(10))
+                pages.waitQueue.wait(since: generation, timeout: .milliseconds(10))
             }
-            return take(order, tier).map(OOMStep.allocated) ?? .victimReleased
+            if case .allocated(let p) = attempt(route, tier, context) { return .allocated(p) }
+            return .victimReleased
         case .noVictim:
-            noVictimLeft(trigger: context.description)
             return .noVictim
         }
     }
 
     /// What the OOM step did for a request.
     private enum OOMStep {
-        /// The request got its block.
-        case allocated(Int)
+        /// The request got its memory.
+        case allocated(UnsafeMutableRawPointer)
         /// A victim released memory, but it went elsewhere: reclaim and retry.
         case victimReleased
         /// The request's own group is the victim: it must not wait for itself.
@@ -321,37 +322,24 @@ final class SlowPath: Sendable {
         case noVictim
     }
 
-    /// The OOM handler found no victim: `OOMPolicy.abort` stops the process
-    /// with a full report; `.failRequests` lets the caller fail (guaranteed
-    /// requests keep waiting and reporting stalls).
-    func noVictimLeft(trigger: String) {
-        guard configuration.oomPolicy == .abort else { return }
-        let s = core.pageStatistics()
-        let groups = core.groups.all.map { "  \($0.name): usage \($0.usage >> 10) kB, oom_score_adj \($0.oomScoreAdjust)" }
-        fatalError("""
-            swift-mm: out of memory and no OOM victim left (OOMPolicy.abort)
-            trigger: \(trigger)
-            free pages \(s.buddyFreePages + s.cachedPages), min \(core.watermarks.min), low \(core.watermarks.low), high \(core.watermarks.high)
-            free blocks per order: \(s.freeBlocks)
-            groups:
-            \(groups.isEmpty ? "  (none)" : groups.joined(separator: "\n"))
-            """)
-    }
-
-    private func finish(_ pfn: Int, _ order: Int, _ context: AllocationContext) -> UnsafeMutableRawPointer {
-        let p = core.arena.address(ofPage: pfn)
-        if let group = context.group {
-            group.charge(pageSize << order)
-            core.arena.frames[pfn].group = group.id
+    /// A successful request: charged to its group, zeroed if asked, seen by the profiler.
+    private func finish(_ p: UnsafeMutableRawPointer, _ route: Route, _ context: AllocationContext) -> UnsafeMutableRawPointer {
+        let bytes = router.bytes(of: route)
+        context.group?.charge(bytes)
+        if context.policy.zeroed {
+            switch route {
+            case .virtual, .automatic: break  // a fresh anonymous mapping reads as zeros
+            case .object, .pages: p.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+            }
         }
-        if context.policy.zeroed { p.initializeMemory(as: UInt8.self, repeating: 0, count: pageSize << order) }
+        observers.recordAllocation?(p, bytes, context.site)
         return p
     }
 
     // MARK: Reports
 
     func fail(_ context: AllocationContext, reason: String) -> UnsafeMutableRawPointer? {
-        core.countFailure()
+        pages.countFailure()
         counters.withLock { c in
             if !context.blocking { c.failNonBlocking += 1 }
             else {
@@ -363,62 +351,30 @@ final class SlowPath: Sendable {
             }
         }
         if context.reportsFailure, let suppressed = failureReports.admit() {
-            let s = core.pageStatistics()
+            let s = pages.pageStatistics()
             let free = (s.buddyFreePages + s.cachedPages) << 2
-            core.events.emit(.allocationFailure(AllocationFailure(
+            pages.events.emit(.allocationFailure(AllocationFailure(
                 request: context.request, policy: context.policy.description, scope: context.scope.description,
                 tier: context.tier, site: context.site, reason: reason, suppressed: suppressed,
-                snapshot: "free \(free) kB (min \(core.watermarks.min << 2) kB, low \(core.watermarks.low << 2) kB, high \(core.watermarks.high << 2) kB); free blocks per order \(s.freeBlocks)")))
+                snapshot: "free \(free) kB (min \(pages.watermarks.min << 2) kB, low \(pages.watermarks.low << 2) kB, high \(pages.watermarks.high << 2) kB); free blocks per order \(s.freeBlocks)")))
         }
         return nil
     }
 
-    private func reportConflict(_ context: AllocationContext, _ resolution: String) {
+    func reportConflict(_ context: AllocationContext, _ resolution: String) {
         let site = context.site ?? CallSite(file: "?", line: 0)
         let first = conflictSites.withLock { $0.insert(site).inserted }
         guard first else { return }
         counters.withLock { $0.scopeConflicts += 1 }
-        core.events.emit(.scopeConflict(ScopeConflict(
+        pages.events.emit(.scopeConflict(ScopeConflict(
             call: "allocateGuaranteed(\(context.request), .\(context.guarantee.map { "\($0)" } ?? "?"))",
             scope: context.scope.description, resolution: resolution, site: context.site)))
     }
 
     private func reportStall(_ context: AllocationContext, attempts: Int, stalledFor: Duration) {
         counters.withLock { $0.stallReports += 1 }
-        core.events.emit(.allocationStall(AllocationStall(
+        pages.events.emit(.allocationStall(AllocationStall(
             request: context.request, policy: context.policy.description, scope: context.scope.description,
             guarantee: context.guarantee, site: context.site, attempts: attempts, stalledFor: stalledFor)))
-    }
-
-    // MARK: Fault injection
-
-    private func shouldInjectFailure(byteCount: Int, site: CallSite?, cache: String?) -> Bool {
-        if armedThreads.load(ordering: .relaxed) > 0, let state = ThreadScopeState.current,
-           state.pointee.failNthSystem == core.systemID, state.pointee.failNth > 0 {
-            state.pointee.failNth -= 1
-            if state.pointee.failNth == 0 {
-                state.pointee.failNthSystem = 0
-                armedThreads.wrappingSubtract(1, ordering: .relaxed)
-                updateFastPath()
-                return true
-            }
-        }
-        return faults?.shouldFail(byteCount: byteCount, site: site, cache: cache) ?? false
-    }
-
-    /// Arms (n ≥ 1) or disarms (n = 0) fail-the-Nth on the calling thread.
-    func failNth(_ n: Int) {
-        let state = ThreadScopeState.currentOrCreate()
-        let wasArmed = state.pointee.failNthSystem == core.systemID && state.pointee.failNth > 0
-        if wasArmed { armedThreads.wrappingSubtract(1, ordering: .relaxed) }
-        if n > 0 {
-            state.pointee.failNth = n
-            state.pointee.failNthSystem = core.systemID
-            armedThreads.wrappingAdd(1, ordering: .relaxed)
-        } else {
-            state.pointee.failNth = 0
-            state.pointee.failNthSystem = 0
-        }
-        updateFastPath()
     }
 }

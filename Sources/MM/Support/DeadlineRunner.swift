@@ -69,25 +69,12 @@ final class DeadlineRunner: Sendable {
         }
         if let reused { return reused }
         let helper = Helper()
-        let context = Unmanaged.passRetained(Retained(runner: self, helper: helper)).toOpaque()
-        let rc = pthread_create(&helper.thread, nil, { raw in
-            let box = Unmanaged<Retained>.fromOpaque(raw!).takeRetainedValue()
-            box.runner.serve(box.helper)
-            return nil
-        }, context)
-        guard rc == 0 else {
-            Unmanaged<Retained>.fromOpaque(context).release()
-            return nil
-        }
+        guard let thread = SystemThread.start({ [self] in serve(helper) }) else { return nil }
+        helper.thread = thread
         pool.withLock { $0.all.append(helper) }
         return helper
     }
 
-    private final class Retained: Sendable {
-        let runner: DeadlineRunner
-        let helper: Helper
-        init(runner: DeadlineRunner, helper: Helper) { self.runner = runner; self.helper = helper }
-    }
 
     /// A helper's loop: wait for a job, run it, publish the result, go idle.
     private func serve(_ helper: Helper) {

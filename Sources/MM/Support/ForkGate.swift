@@ -51,6 +51,22 @@ enum ForkGate {
         _ = installed
     }
 
+    /// Work the child handler does after re-opening the gate, in the order
+    /// of `stage` then registration: layers return what vanished threads
+    /// cached (stage 0: objects first, whose slabs go back to pages; stage 1:
+    /// pages), then each system clears what those threads were doing (stage 2).
+    static func addChildRepair(id: UInt64, stage: Int, _ repair: @escaping @Sendable () -> Void) {
+        install()
+        childRepairs.withLock { $0.append((id, stage, repair)) }
+    }
+
+    /// Forgets the repairs registered under `id` (a system being dropped).
+    static func removeChildRepairs(id: UInt64) {
+        childRepairs.withLock { $0.removeAll { $0.id == id } }
+    }
+
+    private static let childRepairs = Locked<[(id: UInt64, stage: Int, repair: @Sendable () -> Void)]>([])
+
     private static let installed: Bool = {
         let rc = pthread_atfork(
             {
@@ -65,7 +81,9 @@ enum ForkGate {
                 cmm_fork_gate_reinit()
                 forkGeneration.wrappingAdd(1, ordering: .releasing)
                 ConditionLock.reinitializeAllAfterFork()
-                SystemRegistry.shared.repairAfterFork()
+                let repairs = childRepairs.withLock { $0 }.enumerated()
+                    .sorted { ($0.element.stage, $0.offset) < ($1.element.stage, $1.offset) }
+                for (_, entry) in repairs { entry.repair() }
             })
         precondition(rc == 0, "swift-mm: pthread_atfork failed: \(rc)")
         return true

@@ -35,6 +35,10 @@ final class VirtualAllocator: Sendable {
     let regionPages: Int
     let mapLimit: Int
     private let arena: Arena
+    /// Where an area's frames come from and go back to.
+    let pages: PageAllocator
+    /// Sees every freed area's address (allocation profiling), wired by `MemorySystem`.
+    let recordFree: (@Sendable (UnsafeMutableRawPointer) -> Void)?
     private struct State: Sendable {
         var free: [Range<Int>]
         var lazy: [Range<Int>] = []
@@ -48,7 +52,11 @@ final class VirtualAllocator: Sendable {
     /// Freed address space recycled in one batch once this many pages are pending.
     let purgeThreshold: Int
 
-    init(arena: Arena, regionBytes: Int, mapLimit: Int) throws(SystemError) {
+    init(pages: PageAllocator, regionBytes: Int, mapLimit: Int,
+         recordFree: (@Sendable (UnsafeMutableRawPointer) -> Void)?) throws(SystemError) {
+        let arena = pages.arena
+        self.pages = pages
+        self.recordFree = recordFree
         let base = try arena.syscalls.reserve(regionBytes).get()
         self.base = UInt(bitPattern: base)
         self.arena = arena

@@ -9,16 +9,16 @@ struct ArenaTests {
     func directMap() throws {
         let mm = try makeSystem(perThreadLists: false)
         let p = try #require(mm.allocatePages(order: 0))
-        let pfn = (UInt(bitPattern: p) - UInt(bitPattern: mm.pages.directMap)) / UInt(pageSize)
-        #expect(mm.core.arena.address(ofPage: Int(pfn)) == p)
-        #expect(mm.core.arena.frames[Int(pfn)].state == PageState.allocated.rawValue)
+        let pfn = (UInt(bitPattern: p) - UInt(bitPattern: mm.pageFastPath.directMap)) / UInt(pageSize)
+        #expect(mm.pages.arena.address(ofPage: Int(pfn)) == p)
+        #expect(mm.pages.arena.frames[Int(pfn)].state == PageState.allocated.rawValue)
     }
 
     @Test("the direct map starts on a 4 MiB boundary, so every block is aligned to its size in absolute addresses")
     func absoluteAlignment() throws {
         for _ in 0..<8 {
             let mm = try makeSystem(capacity: 8 << 20)
-            #expect(UInt(bitPattern: mm.pages.directMap) % UInt(pageSize << maxOrder) == 0)
+            #expect(UInt(bitPattern: mm.pageFastPath.directMap) % UInt(pageSize << maxOrder) == 0)
             for order in 0...maxOrder {
                 let p = try #require(mm.allocatePages(order: order))
                 #expect(UInt(bitPattern: p) % UInt(pageSize << order) == 0, "order \(order)")
@@ -31,16 +31,16 @@ struct ArenaTests {
     func metadataSeparate() throws {
         #expect(MemoryLayout<PageFrame>.stride <= 64)
         let mm = try makeSystem()
-        let frames = UInt(bitPattern: mm.core.arena.frames)
-        let map = UInt(bitPattern: mm.pages.directMap)
+        let frames = UInt(bitPattern: mm.pages.arena.frames)
+        let map = UInt(bitPattern: mm.pageFastPath.directMap)
         let capacity = UInt(mm.configuration.capacity)
-        #expect(frames >= map + capacity || frames + UInt(mm.core.arena.pageCount * MemoryLayout<PageFrame>.stride) <= map)
+        #expect(frames >= map + capacity || frames + UInt(mm.pages.arena.pageCount * MemoryLayout<PageFrame>.stride) <= map)
     }
 
     @Test("the direct map is private memory that forked children inherit copy-on-write (no MADV_DONTFORK)")
     func privateDirectMap() throws {
         let mm = try makeSystem()
-        let start = String(UInt(bitPattern: mm.pages.directMap), radix: 16)
+        let start = String(UInt(bitPattern: mm.pageFastPath.directMap), radix: 16)
         let smaps = readWholeFile("/proc/self/smaps")
         let lines = smaps.split(separator: "\n")
         let header = try #require(lines.firstIndex { $0.hasPrefix(start + "-") }, "direct map not in smaps")

@@ -182,11 +182,11 @@ struct ForkTests {
             }
             let failure = runForkedChild {
                 // Only this thread exists: nothing may be cached for another.
-                let lists = mm.core.withAttached { $0.count }
-                let magazines = mm.objects.slab.attached.withLock { $0.count }
+                let lists = PageAllocator.lists.attachedCount(mm.pages.systemID)
+                let magazines = SlabAllocator.magazines.attachedCount(mm.slab.systemID)
                 guard lists <= 1, magazines <= 1 else { return "records of vanished threads: \(lists) page lists, \(magazines) magazines" }
-                let cachedElsewhere = mm.objects.slab.statistics().reduce(0) { $0 + $1.cachedInThreads }
-                let mine = ObjectMagazines.current.map { m in (0..<maxObjectCaches).reduce(0) { $0 + (m.hasStack($1) ? m.count($1).pointee.load(ordering: .relaxed) : 0) } } ?? 0
+                let cachedElsewhere = mm.slab.statistics().reduce(0) { $0 + $1.cachedInThreads }
+                let mine = ObjectMagazines.current.map { m in (0..<maxObjectCaches).reduce(0) { $0 + (m.hasStack($1) ? m.count($1) : 0) } } ?? 0
                 guard cachedElsewhere == mine else { return "\(cachedElsewhere - mine) objects still cached for vanished threads" }
                 // A cache the background reclaimer must shrink: fill memory with non-blocking
                 // requests (which wake it), then wait for its pass.
@@ -240,8 +240,8 @@ struct ForkTests {
             let area = mm.allocate(byteCount: 60 << 20, policy: virtual)!
             memset(direct, 0x5a, 4 << 20)
             memset(area, 0x5a, 60 << 20)
-            let ranges = [UInt(bitPattern: mm.pages.directMap)..<(UInt(bitPattern: mm.pages.directMap) + UInt(256 << 20)),
-                          mm.pages.slow.virtual.region]
+            let ranges = [UInt(bitPattern: mm.pageFastPath.directMap)..<(UInt(bitPattern: mm.pageFastPath.directMap) + UInt(256 << 20)),
+                          mm.virtual.region]
             let parentResident = smapsField("Rss", in: ranges)
             let failure = runForkedChild {
                 let privateBytes = smapsField("Private_Dirty", in: ranges)

@@ -54,7 +54,7 @@ struct FaultInjectionTests {
         #expect(b.allocate(byteCount: 64) != nil)
         #expect(a.allocate(byteCount: 64) == nil)
         #expect(a.allocate(byteCount: 64) != nil)
-        #expect(a.core.fastPathThreshold.pointee.load(ordering: .relaxed) == a.core.watermarks.low)
+        #expect(a.pages.gate.pageThreshold.pointee.load(ordering: .relaxed) == a.pages.watermarks.low)
     }
 
     @Test("interval and times: every 3rd call fails, at most twice")

@@ -160,7 +160,7 @@ struct LifecycleTests {
             mm.deallocate(mm.allocate(byteCount: 64)!)
             _ = mm.registerShrinker(RecordingShrinker(freeable: 1))
             weakSystem = mm
-            weakArena = mm.core.arena
+            weakArena = mm.pages.arena
         }
         #expect(weakSystem == nil)
         #expect(weakArena == nil, "the arena outlived its system: a reference cycle keeps it")
@@ -221,13 +221,13 @@ struct LazyMetadataTests {
     @Test("the frontier: blocks come from the lists first, then one largest block at a time from untouched memory")
     func frontier() throws {
         let mm = try makeSystem(capacity: 64 << 20, perThreadLists: false)
-        #expect(mm.core.zone.withLock { $0.buddy.frontier } == 0)
+        #expect(mm.pages.zone.withLock { $0.buddy.frontier } == 0)
         let a = try #require(mm.allocatePages(order: 0))
-        #expect(mm.core.zone.withLock { $0.buddy.frontier } == 1 << maxOrder)
+        #expect(mm.pages.zone.withLock { $0.buddy.frontier } == 1 << maxOrder)
         let b = try #require(mm.allocatePages(order: 3))   // split from the same largest block
-        #expect(mm.core.zone.withLock { $0.buddy.frontier } == 1 << maxOrder)
+        #expect(mm.pages.zone.withLock { $0.buddy.frontier } == 1 << maxOrder)
         let c = try #require(mm.allocatePages(order: maxOrder))
-        #expect(mm.core.zone.withLock { $0.buddy.frontier } == 2 << maxOrder)
+        #expect(mm.pages.zone.withLock { $0.buddy.frontier } == 2 << maxOrder)
         let s = mm.statistics()
         #expect(s.freeBytes == (64 << 20) - (1 + 8 + 1024) * pageSize)
         #expect(s.freeBlocksPerOrder[maxOrder] == 14)   // 16 blocks less the split one and c
@@ -237,7 +237,7 @@ struct LazyMetadataTests {
         // Fill down to the min watermark: the frontier reaches the end.
         let all = fillPages(mm, .standard)
         #expect(all.count == ((64 << 20) - mm.configuration.effectiveWatermarks.min) / pageSize)
-        #expect(mm.core.zone.withLock { $0.buddy.frontier } == (64 << 20) / pageSize)
+        #expect(mm.pages.zone.withLock { $0.buddy.frontier } == (64 << 20) / pageSize)
         for p in all { mm.freePages(p, order: 0) }
         #expect(mm._invariantViolations() == [])
     }

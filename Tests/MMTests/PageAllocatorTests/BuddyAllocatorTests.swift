@@ -8,7 +8,7 @@ struct BuddyAllocatorTests {
     func alignment(order: Int) throws {
         let mm = try makeSystem(capacity: 16 << 20)
         let p = try #require(mm.allocatePages(order: order))
-        let offset = UInt(bitPattern: p) - UInt(bitPattern: mm.pages.directMap)
+        let offset = UInt(bitPattern: p) - UInt(bitPattern: mm.pageFastPath.directMap)
         #expect(offset % UInt(pageSize << order) == 0)
         #expect(offset + UInt(pageSize << order) <= UInt(mm.configuration.capacity))
         stamp(p, order: order, tag: 42)
@@ -108,7 +108,7 @@ struct BuddyAllocatorTests {
                 let policy = policies[Int(rng.next() % UInt64(policies.count))]
                 let tag = rng.next()
                 if let p = mm.allocatePages(order: order, policy: policy) {
-                    let pfn = (UInt(bitPattern: p) - UInt(bitPattern: mm.pages.directMap)) / UInt(pageSize)
+                    let pfn = (UInt(bitPattern: p) - UInt(bitPattern: mm.pageFastPath.directMap)) / UInt(pageSize)
                     let first = Int(pfn)
                     try #require(first % (1 << order) == 0, "misaligned block at step \(step)")
                     for i in first..<(first + (1 << order)) {
@@ -128,7 +128,7 @@ struct BuddyAllocatorTests {
                 let i = Int(rng.next() % UInt64(live.count))
                 let block = live.remove(at: i)
                 try #require(stampIntact(block.p, order: block.order, tag: block.tag), "block overwritten (step \(step))")
-                let first = Int((UInt(bitPattern: block.p) - UInt(bitPattern: mm.pages.directMap)) / UInt(pageSize))
+                let first = Int((UInt(bitPattern: block.p) - UInt(bitPattern: mm.pageFastPath.directMap)) / UInt(pageSize))
                 for i in first..<(first + (1 << block.order)) { used[i] = false }
                 usedCount -= 1 << block.order
                 mm.freePages(block.p, order: block.order)

@@ -31,7 +31,7 @@ struct HardeningTests {
                 mm.freePages(p + pageSize, order: 2)
             case .neverAllocated:
                 // The last page of the arena is never handed out in this test.
-                mm.freePages(mm.pages.directMap + (mm.configuration.capacity - pageSize), order: 0)
+                mm.freePages(mm.pageFastPath.directMap + (mm.configuration.capacity - pageSize), order: 0)
             case .doubleFree:
                 let p = mm.allocatePages(order: 0)!
                 mm.freePages(p, order: 0)

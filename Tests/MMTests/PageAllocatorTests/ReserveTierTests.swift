@@ -41,7 +41,7 @@ struct ReserveTierTests {
     func deepTiers(tier: ReserveTier, floor: Int) throws {
         let mm = try makeSystem(perThreadLists: false, watermarks: testWatermarks)
         var got = 0
-        while mm.core.takeBlock(order: 0, floor: tier.floor(min: mm.core.watermarks.min), refill: nil) != nil { got += 1 }
+        while mm.pages.takeBlock(order: 0, floor: tier.floor(min: mm.pages.watermarks.min), refill: nil) != nil { got += 1 }
         #expect(freePages(mm) == floor)
         #expect(got == total - floor)
     }

@@ -22,7 +22,7 @@ struct OOMTests {
         mm.freePages(c, order: 0)
         #expect(child.usage == 0 && parent.usage == 0)
         #expect(!ChargingScopes.isActive)
-        #expect(mm.core.fastPathThreshold.pointee.load(ordering: .relaxed) == mm.core.watermarks.low)
+        #expect(mm.pages.gate.pageThreshold.pointee.load(ordering: .relaxed) == mm.pages.watermarks.low)
         #expect(mm._invariantViolations() == [])
     }
 
@@ -41,8 +41,8 @@ struct OOMTests {
         // The victim releases its memory when told, on another thread.
         let worker = BackgroundWorker()
         let killed = Atomic<Int>(0)
-        let handler = mm.pages.slow.hooks.withLock { $0.outOfMemory }
-        mm.pages.slow.hooks.withLock { hooks in
+        let handler = mm.slowPath.hooks.withLock { $0.outOfMemory }
+        mm.slowPath.hooks.withLock { hooks in
             hooks.outOfMemory = { context in
                 let outcome = handler(context)
                 if case .killed(let name) = outcome, name == "favoured" {

@@ -67,7 +67,7 @@ func runThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
 }
 
 /// Tests use the lab's SplitMix64 so failures reproduce from the seed.
-typealias SeededGenerator = MMLab.SeededGenerator
+typealias SeededGenerator = MM.SeededGenerator
 
 /// Writes a tag into the first word of every page of a block.
 func stamp(_ p: UnsafeMutableRawPointer, order: Int, tag: UInt64) {
@@ -133,7 +133,7 @@ final class HookCounter: Sendable {
     let ooms = Atomic<Int>(0)
 
     init(_ mm: MemorySystem, progress: Int = 0, oom: @escaping @Sendable () -> OOMOutcome = { .noVictim }) {
-        mm.pages.slow.hooks.withLock { hooks in
+        mm.slowPath.hooks.withLock { hooks in
             hooks.directReclaim = { [self] _, _ in reclaims.wrappingAdd(1, ordering: .relaxed); return progress }
             hooks.outOfMemory = { [self] _ in ooms.wrappingAdd(1, ordering: .relaxed); return oom() }
             hooks.victimReleasing = { true }  // a made-up victim: wait for its memory until the reap timeout

@@ -5,7 +5,7 @@ import Testing
 
 @Suite("vmalloc and kvmalloc")
 struct VirtualAllocatorTests {
-    func inVmalloc(_ mm: MemorySystem, _ p: UnsafeRawPointer) -> Bool { mm.pages.slow.virtual.contains(p) }
+    func inVmalloc(_ mm: MemorySystem, _ p: UnsafeRawPointer) -> Bool { mm.virtual.contains(p) }
 
     @Test("a virtual area larger than any contiguous block: usable, writable, and fully returned", arguments: [5 << 20, 12 << 20, 12345])
     func large(size: Int) throws {
