@@ -5,6 +5,16 @@
 /// `log2(pageSize)`. Kernel analogue: `PAGE_SHIFT`.
 @usableFromInline let pageShift = 12
 
+/// Highest buddy order: blocks of 2^10 pages = 4 MiB. Kernel analogue: `MAX_PAGE_ORDER`.
+@usableFromInline let maxOrder = 10
+
+/// Orders above this are "costly": guaranteed requests may not ask for them.
+/// Kernel analogue: `PAGE_ALLOC_COSTLY_ORDER`.
+@usableFromInline let costlyOrder = 3
+
+/// Largest physically contiguous block: one order-10 block.
+@usableFromInline let maxContiguousBytes = pageSize << maxOrder
+
 /// What a page-frame descriptor says about its page.
 ///
 /// Only the first page of a block (its *head*) carries a state other than

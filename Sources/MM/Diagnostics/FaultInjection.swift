@@ -28,22 +28,6 @@ public struct FaultInjection: Sendable, Hashable {
 
     /// Every eligible call fails, from the first one.
     public init() {}
-
-    func validated() throws(ConfigurationError) -> FaultInjection {
-        guard (0...1).contains(probability) else {
-            throw ConfigurationError(field: "faultInjection.probability", message: "\(probability) is outside 0...1")
-        }
-        guard interval >= 1 else {
-            throw ConfigurationError(field: "faultInjection.interval", message: "\(interval) must be at least 1")
-        }
-        if let times, times < 0 {
-            throw ConfigurationError(field: "faultInjection.times", message: "\(times) is negative")
-        }
-        guard space >= 0 else {
-            throw ConfigurationError(field: "faultInjection.space", message: "\(space) is negative")
-        }
-        return self
-    }
 }
 
 /// The state behind a system's fault injection: its `FaultInjection`

@@ -1,14 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
 
-/// What happens when the OOM handler finds no victim it may kill.
-public enum OOMPolicy: Sendable, Hashable {
-    /// Fallible requests fail; guaranteed requests keep waiting and reporting.
-    case failRequests
-    /// Stop the process with a full report. Kernel analogue: the "System is
-    /// deadlocked on memory" panic.
-    case abort
-}
-
 /// The configuration of a `MemorySystem`. Validated by `MemorySystem.init`,
 /// which throws a `ConfigurationError` naming the field and the rule.
 public struct MemoryConfiguration: Sendable {
@@ -158,4 +149,22 @@ public struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvert
     }
 
     public var description: String { "invalid MemoryConfiguration.\(field): \(message)" }
+}
+
+extension FaultInjection {
+    func validated() throws(ConfigurationError) -> FaultInjection {
+        guard (0...1).contains(probability) else {
+            throw ConfigurationError(field: "faultInjection.probability", message: "\(probability) is outside 0...1")
+        }
+        guard interval >= 1 else {
+            throw ConfigurationError(field: "faultInjection.interval", message: "\(interval) must be at least 1")
+        }
+        if let times, times < 0 {
+            throw ConfigurationError(field: "faultInjection.times", message: "\(times) is negative")
+        }
+        guard space >= 0 else {
+            throw ConfigurationError(field: "faultInjection.space", message: "\(space) is negative")
+        }
+        return self
+    }
 }

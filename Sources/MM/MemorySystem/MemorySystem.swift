@@ -68,7 +68,9 @@ public final class MemorySystem: Sendable {
         let pressure = PressureTracker(population: { PageAllocator.lists.attachedCount(systemID) })
         let faults = FaultInjector(config.faultInjection, systemID: systemID, gate: pages.gate,
                                    otherHolds: profile != nil ? 1 : 0)
-        let slowPath = SlowPath(router: router, configuration: config, observers: SlowPathObservers(
+        let slowPath = SlowPath(router: router, settings: SlowPathSettings(
+            maxReclaimRetries: config.maxReclaimRetries, stallReportInterval: config.stallReportInterval,
+            oomReapTimeout: config.oomReapTimeout), observers: SlowPathObservers(
             stallBegan: { [pressure] in pressure.enterStall() },
             stallEnded: { [pressure] in pressure.exitStall() },
             injectFailure: { [faults] bytes, site, cache in faults.shouldFail(byteCount: bytes, site: site, cache: cache) },

@@ -18,26 +18,7 @@ import Synchronization
 /// cache (as in the kernel); dropping the last reference destroys the cache.
 public final class ObjectCache: Sendable {
     /// Options of a cache. Kernel analogue: `SLAB_*` flags.
-    public struct Flags: OptionSet, Sendable, Hashable {
-        /// The flags as bits.
-        public let rawValue: UInt32
-        /// Flags from their bits.
-        public init(rawValue: UInt32) { self.rawValue = rawValue }
-        /// The objects are a cache that a shrinker frees under pressure: the
-        /// slabs count as `SReclaimable` in meminfo. Kernel analogue: `SLAB_RECLAIM_ACCOUNT`.
-        public static let reclaimable = Flags(rawValue: 1 << 0)
-        /// A 16-byte red zone after each object, checked at every free: a
-        /// write past the end is a `hardeningViolation` (`.redZoneOverwritten`).
-        /// Kernel analogue: `SLAB_RED_ZONE`.
-        public static let redZone = Flags(rawValue: 1 << 1)
-        /// Free objects are filled with 0x6b and checked at the next
-        /// allocation: a write after free is a `hardeningViolation`
-        /// (`.writeAfterFree`). Kernel analogue: `SLAB_POISON`.
-        public static let poison = Flags(rawValue: 1 << 2)
-        /// Objects are zeroed when freed, so no data outlives its owner.
-        /// Kernel analogue: `init_on_free` for one cache.
-        public static let zeroOnFree = Flags(rawValue: 1 << 3)
-    }
+    public typealias Flags = ObjectCacheFlags
 
     /// The cache's name in slabinfo, events and fault-injection filters.
     public let name: String

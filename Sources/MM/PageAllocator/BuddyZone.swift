@@ -1,12 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
 
-/// Highest buddy order: blocks of 2^10 pages = 4 MiB. Kernel analogue: `MAX_PAGE_ORDER`.
-@usableFromInline let maxOrder = 10
-
-/// Orders above this are "costly": guaranteed requests may not ask for them.
-/// Kernel analogue: `PAGE_ALLOC_COSTLY_ORDER`.
-@usableFromInline let costlyOrder = 3
-
 /// The buddy free lists of the arena and their counters; always accessed
 /// under the zone lock (`PageAllocator.zone`).
 /// Kernel analogue: `struct zone`'s `free_area[]` and `rmqueue`/`__free_one_page`.

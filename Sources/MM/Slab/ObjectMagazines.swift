@@ -61,10 +61,6 @@ enum MagazinesKind: PerThreadCacheKind {
 typealias ObjectMagazines = PerThreadCache<MagazinesKind>
 
 extension PerThreadCache where Kind == MagazinesKind {
-    /// The fast-path key of a system whose object fast path is closed: no
-    /// magazine is ever attached to it.
-    @usableFromInline static var closedKey: UInt64 { .max }
-
     /// The magazine of the cache at `index`.
     @inlinable @inline(__always)
     func magazine(_ index: Int) -> UnsafeMutablePointer<Magazine> {

@@ -56,7 +56,7 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
     var allCaches: [SlabCache] { (0..<cacheCount).map(cache) }
 
     /// Creates a cache. Kernel analogue: `kmem_cache_create`.
-    func makeCache(name: String, size: Int, alignment: Int, flags: ObjectCache.Flags) throws(ObjectCacheError) -> SlabCache {
+    func makeCache(name: String, size: Int, alignment: Int, flags: ObjectCacheFlags) throws(ObjectCacheError) -> SlabCache {
         guard !name.isEmpty else { throw ObjectCacheError(field: "name", message: "must not be empty") }
         guard size > 0 else { throw ObjectCacheError(field: "size", message: "\(size) must be positive") }
         guard alignment > 0, alignment & (alignment - 1) == 0, alignment <= pageSize else {

@@ -42,7 +42,7 @@ final class SlabCache: @unchecked Sendable {  // immutable after init except `ce
     let name: String
     let index: Int
     let layout: ObjectLayout
-    let flags: ObjectCache.Flags
+    let flags: ObjectCacheFlags
     /// Objects a thread's magazine holds at most; refills and drains move half.
     let magazineLimit: Int
     /// Objects the depot holds before older ones go back to their slabs.
@@ -57,7 +57,7 @@ final class SlabCache: @unchecked Sendable {  // immutable after init except `ce
     static let flagOnPartial: UInt16 = 1 << 4
     static let flagOnEmpty: UInt16 = 1 << 5
 
-    init(name: String, index: Int, layout: ObjectLayout, flags: ObjectCache.Flags, arena: Arena) {
+    init(name: String, index: Int, layout: ObjectLayout, flags: ObjectCacheFlags, arena: Arena) {
         self.name = name
         self.index = index
         self.layout = layout

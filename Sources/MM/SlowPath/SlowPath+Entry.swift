@@ -1,9 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 import CMMShims
 
-/// Largest physically contiguous block: one order-10 block.
-@usableFromInline let maxContiguousBytes = pageSize << maxOrder
-
 extension SlowPath {
     /// What `admit` decided.
     enum Admission {

@@ -40,6 +40,16 @@ struct SlowPathObservers: Sendable {
     var recordAllocation: (@Sendable (_ pointer: UnsafeMutableRawPointer, _ bytes: Int, _ site: CallSite?) -> Void)?
 }
 
+/// The slow path's part of the configuration.
+struct SlowPathSettings: Sendable {
+    /// Reclaim rounds without success before a fallible request gives up (steps 7, 8).
+    var maxReclaimRetries: Int
+    /// Between two stall reports of one waiting request (step 9).
+    var stallReportInterval: Duration
+    /// How long a request waits for an OOM victim's memory (step 8).
+    var oomReapTimeout: Duration
+}
+
 /// Counters of the slow path (vmstat).
 struct SlowPathCounters: Sendable {
     var allocstall = 0           // direct reclaim entries
@@ -65,17 +75,17 @@ struct SlowPathCounters: Sendable {
 final class SlowPath: Sendable {
     let router: PlacementRouter
     let pages: PageAllocator
-    let configuration: MemoryConfiguration
+    let settings: SlowPathSettings
     let hooks: Locked<ReclaimHooks>
     let observers: SlowPathObservers
     let counters = Locked(SlowPathCounters())
     let failureReports = ReportRateLimiter()
     let conflictSites = Locked<Set<CallSite>>([])
 
-    init(router: PlacementRouter, configuration: MemoryConfiguration, observers: SlowPathObservers) {
+    init(router: PlacementRouter, settings: SlowPathSettings, observers: SlowPathObservers) {
         self.router = router
         self.pages = router.pages
-        self.configuration = configuration
+        self.settings = settings
         self.observers = observers
         hooks = Locked(ReclaimHooks(
             directReclaim: { [pages = router.pages] _, _ in pages.drainForReclaim() },
@@ -160,10 +170,10 @@ final class SlowPath: Sendable {
     private func retry(_ route: Route, _ context: AllocationContext) -> UnsafeMutableRawPointer? {
         observers.stallBegan()
         defer { observers.stallEnded() }
-        let maxRetries = configuration.maxReclaimRetries
+        let maxRetries = settings.maxReclaimRetries
         let clock = ContinuousClock()
         let start = clock.now
-        var nextStallReport = start + configuration.stallReportInterval
+        var nextStallReport = start + settings.stallReportInterval
         var tier = context.tier
         var attempts = 2, rounds = 0, roundsWithoutProgress = 0, oomRounds = 0
         // Waiting for the background reclaimer starts longer than backing off after a
@@ -253,7 +263,7 @@ final class SlowPath: Sendable {
             let now = clock.now
             if now >= nextStallReport {
                 reportStall(context, attempts: attempts, stalledFor: now - start)
-                nextStallReport = now + configuration.stallReportInterval
+                nextStallReport = now + settings.stallReportInterval
             }
             // Bounded back-off before the next round, cut short by any free.
             if context.directReclaim && !progress {
@@ -284,7 +294,7 @@ final class SlowPath: Sendable {
             // Wait until the memory is there, or the victim has released what it had
             // (others may have taken it meanwhile: the caller reclaims and retries),
             // or the reap timeout passed.
-            let deadline = ContinuousClock.now + configuration.oomReapTimeout
+            let deadline = ContinuousClock.now + settings.oomReapTimeout
             while true {
                 // A request of the victim itself does not wait for its own memory: it may
                 // use the victim's reserve, and otherwise its caller must release first.
