@@ -25,7 +25,7 @@ final class LabCache: Shrinker {
     let lock: LabLock?
     let group: MemoryGroup?
     private let mm: MemorySystem
-    private let objects = Locked<[UInt]>([])
+    private let objects = SharedValue<[UInt]>([])
     private let population = Atomic<Int>(0)
 
     init(spec: Scenario.CacheSpec, mm: MemorySystem, lock: LabLock?, group: MemoryGroup?) {

@@ -46,11 +46,11 @@ final class ScenarioRun: Sendable {
     let atomicFailures = Atomic<Int>(0)
     let failures = Atomic<Int>(0)
     let hasTransactions: Bool
-    let progressTimes = Locked<[Double]>([])
-    let latency = Locked(Histogram<UInt64>(highestTrackableValue: 600_000_000))
-    let eventTimes = Locked<[RunReport.Marker]>([])
-    let samples = Locked<[RunReport.Sample]>([])
-    let reclaimMarks = Locked<[Double]>([])
+    let progressTimes = SharedValue<[Double]>([])
+    let latency = SharedValue(Histogram<UInt64>(highestTrackableValue: 600_000_000))
+    let eventTimes = SharedValue<[RunReport.Marker]>([])
+    let samples = SharedValue<[RunReport.Sample]>([])
+    let reclaimMarks = SharedValue<[Double]>([])
 
     init(scenario: Scenario, semantics: CommitSemantics, allocationProfiling: Bool = false) throws {
         self.scenario = scenario
@@ -65,7 +65,7 @@ final class ScenarioRun: Sendable {
         mm = try MemorySystem(config)
         var groups: [String: MemoryGroup] = [:]
         let cacheSpecs = scenario.caches ?? []
-        let killed = Locked<[String]>([])
+        let killed = SharedValue<[String]>([])
         for g in scenario.groups ?? [] {
             groups[g.name] = mm.makeGroup(name: g.name, oomScoreAdjust: g.oomScoreAdjust ?? 0) { group in
                 killed.withLock { $0.append(group.name) }

@@ -2,6 +2,7 @@
 import ArgumentParser
 import Foundation
 import MM
+import MMLab
 import Synchronization
 
 /// `mmctl bench [SUITE]`: ratios from one run. Absolute times are printed
@@ -37,7 +38,7 @@ struct Bench: ParsableCommand {
         if suite == .all {
             // Each suite in a process of its own, so that what one suite leaves behind
             // (heap layout, caches, threads) cannot change another's ratios.
-            let taken = Locked<Set<String>>([])
+            let taken = SharedValue<Set<String>>([])
             for one in Suite.allCases where one != .all {
                 if showProgress { FileHandle.standardError.write(Data("\u{1B}[2K\rmeasuring \(one.rawValue)…".utf8)) }
                 let figures = try Bench.runIsolated(one, scale: scale)

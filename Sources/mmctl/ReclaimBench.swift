@@ -3,6 +3,7 @@ import DequeModule
 import Foundation
 import Histogram
 import MM
+import MMLab
 import Synchronization
 
 /// `mmctl bench reclaim`: how fast a shrinker-backed cache gives memory back,
@@ -23,7 +24,7 @@ struct ReclaimBench {
         let clock = ContinuousClock()
         let objects = cacheBytes / 4096
         let allocate = clock.measure { cache.fill(objects) }
-        let reclaimed = Locked(0)
+        let reclaimed = SharedValue(0)
         let reclaim = clock.measure { reclaimed.set(mm.reclaim(bytes: cacheBytes)) }
         registration.unregister()
         cache.clear()
@@ -108,12 +109,4 @@ final class BenchCache: Shrinker, @unchecked Sendable {  // `objects` is guarded
 
     func countObjects(_ control: ShrinkControl) -> Int { objects.withLock { $0.count } }
     func scanObjects(_ control: ShrinkControl) -> ShrinkResult { .freed(evict(control.objectsToScan)) }
-}
-
-/// A small lock for a result computed inside a closure.
-final class Locked<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
-    init(_ value: Value) { mutex = Mutex(value) }
-    func set(_ value: Value) { mutex.withLock { $0 = value } }
-    func get() -> Value { mutex.withLock { $0 } }
 }

@@ -40,8 +40,42 @@ public struct MemoryStatistics: Sendable {
     /// Live allocations per call site, most bytes first; nil unless
     /// `MemoryConfiguration.allocationProfiling` is on (allocinfo).
     public var allocationSites: [AllocationSiteStatistics]?
-    /// Event and allocator counters (vmstat), in a fixed order.
-    public var counters: [Counter]
+    /// The page allocator's counters.
+    public var pageAllocator: PageAllocatorCounters
+    /// The slow path's counters: stalls, OOM steps, failures by kind.
+    public var slowPath: SlowPathCounters
+    /// Reclaim's and the OOM handler's counters.
+    public var reclaim: ReclaimCounters
+    /// The virtual allocator's counters.
+    public var virtual: VirtualCounters
+
+    /// Every counter as a vmstat line, in a fixed order: the one place
+    /// where the typed counters get their `/proc/vmstat` names.
+    public var counters: [Counter] {
+        let p = pageAllocator, s = slowPath, r = reclaim, v = virtual
+        let lines: KeyValuePairs<String, Int> = [
+            "nr_free_pages": freeBytes >> 12, "nr_free_pcp": perThreadFreeBytes >> 12,
+            "nr_free_pages_lowest": p.lowestFreePages,
+            "pgalloc": p.pgalloc, "pgfree": p.pgfree, "pgalloc_fail": p.pgallocFail,
+            "pcp_refill": p.pcpRefill, "pcp_drain": p.pcpDrain, "low_watermark_wake": p.lowWatermarkWake,
+            "allocstall": s.allocstall, "guaranteed_waits": s.guaranteedWaits, "reserve_unlocks": s.reserveUnlocks,
+            "stall_reports": s.stallReports, "scope_conflicts": s.scopeConflicts,
+            "oom_invocations": s.oomInvocations, "oom_reap_timeouts": s.oomReapTimeouts,
+            "fail_nonblocking": s.failNonBlocking, "fail_failfast": s.failFailFast,
+            "fail_retry_while_progress": s.failRetryWhileProgress, "fail_standard": s.failStandard,
+            "fault_injected": s.faultsInjected,
+            "direct_reclaim_runs": r.directRuns, "direct_reclaim_pages": r.directPages,
+            "background_reclaim_runs": r.backgroundRuns, "background_reclaim_pages": r.backgroundPages,
+            "background_wakeups": r.backgroundWakeups,
+            "oom_kill": r.oomKills, "oom_victim_wait": r.oomVictimWaits, "oom_no_victim": r.oomNoVictim,
+            "vmalloc_areas": v.areas, "vmalloc_mappings": v.mappings, "vmalloc_alloc": v.allocations,
+            "vmalloc_free": v.frees, "vmalloc_fail": v.failures, "vmalloc_fail_map_count": v.mapCountFailures,
+            "vmalloc_purge": v.purges,
+            "pgrelease": p.pgrelease, "release_runs": p.releaseRuns,
+            "invalid_request": p.invalidRequests, "hardening_violation": p.hardeningViolations,
+        ]
+        return lines.map { Counter(name: $0.key, value: $0.value) }
+    }
 
     /// One group's charge.
     public struct GroupUsage: Sendable, Hashable {

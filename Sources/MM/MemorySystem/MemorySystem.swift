@@ -270,9 +270,6 @@ public final class MemorySystem: Sendable {
     /// A snapshot of the system's state and counters.
     public func statistics() -> MemoryStatistics {
         let p = pages.pageStatistics()
-        let c = p.counters
-        let sp = slowPath.counters.withLock { $0 }
-        let rc = reclaim.counters.withLock { $0 }
         let vm = virtual.snapshot()
         let slabs = slab.statistics()
         let reclaimableNames = Set(slab.allCaches.filter { $0.flags.contains(.reclaimable) }.map(\.name))
@@ -298,63 +295,9 @@ public final class MemorySystem: Sendable {
             reclaimableSlabBytes: reclaimableBytes,
             slabCaches: slabs,
             allocationSites: profile?.snapshot(),
-            counters: [
-                .init(name: "nr_free_pages", value: p.buddyFreePages + p.cachedPages),
-                .init(name: "nr_free_pcp", value: p.cachedPages),
-                .init(name: "nr_free_pages_lowest", value: min(pages.lowestFreePages.load(ordering: .relaxed), pages.arena.pageCount)),
-                .init(name: "pgalloc", value: c.pgalloc),
-                .init(name: "pgfree", value: c.pgfree),
-                .init(name: "pgalloc_fail", value: c.pgallocFail),
-                .init(name: "pcp_refill", value: c.pcpRefill),
-                .init(name: "pcp_drain", value: c.pcpDrain),
-                .init(name: "low_watermark_wake", value: c.lowWatermarkWake),
-                .init(name: "allocstall", value: sp.allocstall),
-                .init(name: "guaranteed_waits", value: sp.guaranteedWaits),
-                .init(name: "reserve_unlocks", value: sp.reserveUnlocks),
-                .init(name: "stall_reports", value: sp.stallReports),
-                .init(name: "scope_conflicts", value: sp.scopeConflicts),
-                .init(name: "oom_invocations", value: sp.oomInvocations),
-                .init(name: "oom_reap_timeouts", value: sp.oomReapTimeouts),
-                .init(name: "fail_nonblocking", value: sp.failNonBlocking),
-                .init(name: "fail_failfast", value: sp.failFailFast),
-                .init(name: "fail_retry_while_progress", value: sp.failRetryWhileProgress),
-                .init(name: "fail_standard", value: sp.failStandard),
-                .init(name: "fault_injected", value: sp.faultsInjected),
-                .init(name: "direct_reclaim_runs", value: rc.directRuns),
-                .init(name: "direct_reclaim_pages", value: rc.directPages),
-                .init(name: "background_reclaim_runs", value: rc.backgroundRuns),
-                .init(name: "background_reclaim_pages", value: rc.backgroundPages),
-                .init(name: "background_wakeups", value: rc.backgroundWakeups),
-                .init(name: "oom_kill", value: rc.oomKills),
-                .init(name: "oom_victim_wait", value: rc.oomVictimWaits),
-                .init(name: "oom_no_victim", value: rc.oomNoVictim),
-                .init(name: "vmalloc_areas", value: vm.areas),
-                .init(name: "vmalloc_mappings", value: vm.mappings),
-                .init(name: "vmalloc_alloc", value: vm.counters.allocations),
-                .init(name: "vmalloc_free", value: vm.counters.frees),
-                .init(name: "vmalloc_fail", value: vm.counters.failures),
-                .init(name: "vmalloc_fail_map_count", value: vm.counters.mapCountFailures),
-                .init(name: "vmalloc_purge", value: vm.counters.purges),
-                .init(name: "pgrelease", value: c.pgrelease),
-                .init(name: "release_runs", value: c.releaseRuns),
-                .init(name: "invalid_request", value: pages.invalidRequests.load(ordering: .relaxed)),
-                .init(name: "hardening_violation", value: pages.hardeningViolations.load(ordering: .relaxed)),
-            ])
-    }
-
-    /// Checks the allocator's invariants (every page in exactly one free or
-    /// allocated block, free blocks maximally merged, lists and counters in
-    /// agreement; the calling thread's magazines and every depot holding
-    /// free, canaried slots of their cache) and traps with the list of
-    /// problems if any is broken. Call it only while no other thread uses
-    /// the system.
-    public func _checkInvariants() {
-        let problems = _invariantViolations()
-        precondition(problems.isEmpty, "swift-mm invariants broken:\n" + problems.joined(separator: "\n"))
-    }
-
-    /// The broken invariants in words (empty when all hold); see `_checkInvariants()`.
-    public func _invariantViolations() -> [String] {
-        pages.invariantViolations() + slab.invariantViolations()
+            pageAllocator: p.counters,
+            slowPath: slowPath.counters.withLock { $0 },
+            reclaim: reclaim.counters.withLock { $0 },
+            virtual: vm.counters)
     }
 }

@@ -2,19 +2,37 @@
 import Glibc
 import Synchronization
 
-/// Counters of the page allocator that change under the zone lock.
+/// Counters of the page allocator (`MemoryStatistics.pageAllocator`).
 /// Kernel analogue: the page-allocator lines of `/proc/vmstat`.
-struct ZoneCounters: Sendable {
-    var pgalloc = 0, pgfree = 0, pgallocFail = 0
-    var pcpRefill = 0, pcpDrain = 0
-    var lowWatermarkWake = 0
-    var pgrelease = 0, releaseRuns = 0
+public struct PageAllocatorCounters: Sendable, Hashable {
+    /// Pages handed out (`pgalloc`), per-thread lists included.
+    public var pgalloc = 0
+    /// Pages freed (`pgfree`), per-thread lists included.
+    public var pgfree = 0
+    /// Requests that failed (`pgalloc_fail`).
+    public var pgallocFail = 0
+    /// Batched refills of a per-thread list from the buddy lists (`pcp_refill`).
+    public var pcpRefill = 0
+    /// Per-thread lists returned to the buddy lists (`pcp_drain`).
+    public var pcpDrain = 0
+    /// Times free memory fell below `low` and woke the background reclaimer (`low_watermark_wake`).
+    public var lowWatermarkWake = 0
+    /// Pages returned to the OS (`pgrelease`).
+    public var pgrelease = 0
+    /// Release passes (`release_runs`).
+    public var releaseRuns = 0
+    /// The fewest free pages the system has had (`nr_free_pages_lowest`).
+    public var lowestFreePages = 0
+    /// Requests that could never succeed (`invalid_request`).
+    public var invalidRequests = 0
+    /// Frees and queries with bad pointers (`hardening_violation`).
+    public var hardeningViolations = 0
 }
 
 /// The zone lock's contents: the buddy lists and their counters.
 struct ZoneState: Sendable {
     var buddy: BuddyZone
-    var counters = ZoneCounters()
+    var counters = PageAllocatorCounters()
     /// Allocation and free counts of per-thread lists that have been detached.
     var foldedAllocated = 0, foldedFreed = 0
 }

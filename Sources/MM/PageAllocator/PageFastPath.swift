@@ -48,6 +48,8 @@ struct PageFastPath: @unchecked Sendable {  // raw pointers into memory owned by
               && cmm_thread_slots_get().pointee.heldCheckedLocks == 0,
               let lists = listsForFastPath(), let pfn = lists.pop(order) else { return nil }
         let f = frames + pfn
+        assert(f.pointee.state == PageState.cached.rawValue && Int(f.pointee.order) == order,
+               "swift-mm internal: page \(pfn) in an order-\(order) per-thread list is not a cached order-\(order) block")
         f.pointee.state = PageState.allocated.rawValue
         f.pointee.flags |= PageFrame.flagEverAllocated
         let p = directMap + (pfn &<< pageShift)

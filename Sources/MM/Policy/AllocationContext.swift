@@ -60,7 +60,7 @@ public struct AllocationContext: Sendable, CustomStringConvertible {
     /// - R6: the OOM handler only after complete reclaim, for `.standard`
     ///   persistence or the `.useReserves` guarantee.
     /// - R7: non-blocking requests never sleep or run shrinkers.
-    public static func resolve(request: String, policy: AllocationPolicy, guarantee callGuarantee: Guarantee?,
+    static func resolve(request: String, policy: AllocationPolicy, guarantee callGuarantee: Guarantee?,
                                scope: AllocationScope, site: CallSite?, isOOMVictim: Bool = false) -> AllocationContext {
         resolve(.text(request), policy: policy, guarantee: callGuarantee, scope: scope, site: site, isOOMVictim: isOOMVictim)
     }

@@ -1,12 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 import Synchronization
 
-/// Counters of reclaim (vmstat).
-struct ReclaimCounters: Sendable {
-    var directRuns = 0, backgroundRuns = 0
-    var directPages = 0, backgroundPages = 0
-    var backgroundWakeups = 0
-    var oomKills = 0, oomVictimWaits = 0, oomNoVictim = 0
+/// Counters of reclaim and the OOM handler (`MemoryStatistics.reclaim`).
+/// Kernel analogue: the `pgsteal`/`kswapd` and `oom_kill` lines of `/proc/vmstat`.
+public struct ReclaimCounters: Sendable, Hashable {
+    /// Direct reclaim passes and the pages they returned (`direct_reclaim_runs`, `direct_reclaim_pages`).
+    public var directRuns = 0, directPages = 0
+    /// Background passes and the pages they returned (`background_reclaim_runs`, `background_reclaim_pages`).
+    public var backgroundRuns = 0, backgroundPages = 0
+    /// Wake-ups of the background reclaimer (`background_wakeups`).
+    public var backgroundWakeups = 0
+    /// OOM kills, waits for an earlier victim, and OOM steps that found no victim
+    /// (`oom_kill`, `oom_victim_wait`, `oom_no_victim`).
+    public var oomKills = 0, oomVictimWaits = 0, oomNoVictim = 0
 }
 
 /// Reclaim passes: shrinkers by decreasing priority, per-thread lists

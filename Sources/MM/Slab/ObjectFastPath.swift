@@ -41,6 +41,9 @@ struct ObjectFastPath: @unchecked Sendable {  // raw pointers into tables owned 
     func allocate(_ index: Int) -> UnsafeMutableRawPointer? {
         guard let m = ObjectMagazines.current, cmm_thread_slots_get().pointee.heldCheckedLocks == 0,
               m.systemID == fastPathKey.pointee.load(ordering: .relaxed), let p = m.pop(index) else { return nil }
+        assert(UInt(bitPattern: p) &- UInt(bitPattern: directMap) < capacityBytes
+               && (frames + Int((UInt(bitPattern: p) &- UInt(bitPattern: directMap)) &>> UInt(pageShift))).pointee.owner != 0,
+               "swift-mm internal: a magazine of cache \(index) holds \(p), which is not in a slab")
         (p + ObjectLayout.fastCanaryOffset).storeBytes(of: 0, as: UInt.self)
         return p
     }

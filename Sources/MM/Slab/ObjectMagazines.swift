@@ -64,7 +64,8 @@ extension PerThreadCache where Kind == MagazinesKind {
     /// The magazine of the cache at `index`.
     @inlinable @inline(__always)
     func magazine(_ index: Int) -> UnsafeMutablePointer<Magazine> {
-        recordBase.assumingMemoryBound(to: Magazine.self) + index
+        assert(index >= 0 && index < maxObjectCaches, "swift-mm internal: cache index \(index) out of range")
+        return recordBase.assumingMemoryBound(to: Magazine.self) + index
     }
 
     /// Objects in the magazine of the cache at `index`.

@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 
+#if DEBUG || MM_INTERNAL_CHECKS
+
 extension SlabAllocator {
     /// The broken invariants of the object layer, in words: the calling
     /// thread's magazines (count within limit, the top copy equal to the top
@@ -52,3 +54,4 @@ extension SlabAllocator {
         return word ^ layout.freeCanary(object) <= 1 ? [] : ["\(cache.name): \(place) 0x\(String(object, radix: 16)) lacks the free canary"]
     }
 }
+#endif

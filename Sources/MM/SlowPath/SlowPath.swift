@@ -50,18 +50,30 @@ struct SlowPathSettings: Sendable {
     var oomReapTimeout: Duration
 }
 
-/// Counters of the slow path (vmstat).
-struct SlowPathCounters: Sendable {
-    var allocstall = 0           // direct reclaim entries
-    var directReclaimPages = 0   // pages direct reclaim gave back
-    var stallReports = 0
-    var scopeConflicts = 0
-    var oomInvocations = 0
-    var oomReapTimeouts = 0     // waits for a victim's memory that ran into oomReapTimeout
-    var faultsInjected = 0
-    var guaranteedWaits = 0
-    var reserveUnlocks = 0       // .useReserves requests that went to the .high tier
-    var failNonBlocking = 0, failFailFast = 0, failRetryWhileProgress = 0, failStandard = 0
+/// Counters of the slow path (`MemoryStatistics.slowPath`).
+/// Kernel analogue: the allocation-stall lines of `/proc/vmstat`.
+public struct SlowPathCounters: Sendable, Hashable {
+    /// Direct reclaim entries (`allocstall`).
+    public var allocstall = 0
+    /// Pages direct reclaim gave back, as the slow path saw them.
+    public var directReclaimPages = 0
+    /// "Possible memory allocation deadlock" reports (`stall_reports`).
+    public var stallReports = 0
+    /// Call sites whose guarantee overrode a scope (`scope_conflicts`).
+    public var scopeConflicts = 0
+    /// Requests that invoked the OOM handler (`oom_invocations`).
+    public var oomInvocations = 0
+    /// Waits for a victim's memory that ran into `oomReapTimeout` (`oom_reap_timeouts`).
+    public var oomReapTimeouts = 0
+    /// Requests failed by fault injection (`fault_injected`).
+    public var faultsInjected = 0
+    /// Guaranteed requests that had to wait (`guaranteed_waits`).
+    public var guaranteedWaits = 0
+    /// `.useReserves` requests that went to the `.high` tier (`reserve_unlocks`).
+    public var reserveUnlocks = 0
+    /// Failed requests by what they were allowed to do (`fail_nonblocking`, `fail_failfast`,
+    /// `fail_retry_while_progress`, `fail_standard`).
+    public var failNonBlocking = 0, failFailFast = 0, failRetryWhileProgress = 0, failStandard = 0
 }
 
 /// The allocation slow path, steps 1–10 of the design ("Slow path, in

@@ -12,19 +12,17 @@
 /// - The mutex is a glibc one (`MutexStorage`), not Synchronization's
 ///   `Mutex`, which a forked child with a second thread cannot use.
 ///
-/// Public so that code around swift-mm (the scenario lab, tests,
-/// benchmarks) uses the same lock. Do not sleep inside a section: a
-/// `fork()` waits for every section to end.
-public final class Locked<Value: Sendable>: Sendable {
+/// Do not sleep inside a section: a `fork()` waits for every section to end.
+final class Locked<Value: Sendable>: Sendable {
     private let storage: MutexStorage<Value>
 
     /// A lock around `value`.
-    public init(_ value: Value) {
+    init(_ value: Value) {
         storage = MutexStorage(value)
     }
 
     /// Runs `body` with exclusive access to the value.
-    public func withLock<R: Sendable, E: Error>(_ body: (inout Value) throws(E) -> R) throws(E) -> R {
+    func withLock<R: Sendable, E: Error>(_ body: (inout Value) throws(E) -> R) throws(E) -> R {
         ForkGate.enter()
         storage.lock()
         defer {

@@ -15,9 +15,17 @@ struct VirtualArea: Sendable {
     var site: CallSite?
 }
 
-/// Counters of the virtual allocator.
-struct VirtualCounters: Sendable {
-    var allocations = 0, frees = 0, failures = 0, mapCountFailures = 0, purges = 0
+/// Counters of the virtual allocator (`MemoryStatistics.virtual`).
+/// Kernel analogue: `/proc/vmallocinfo` summed up.
+public struct VirtualCounters: Sendable, Hashable {
+    /// Live areas and the mappings they use (`vmalloc_areas`, `vmalloc_mappings`).
+    public var areas = 0, mappings = 0
+    /// Areas made and freed (`vmalloc_alloc`, `vmalloc_free`).
+    public var allocations = 0, frees = 0
+    /// Requests that failed, and those refused for `vm.max_map_count` (`vmalloc_fail`, `vmalloc_fail_map_count`).
+    public var failures = 0, mapCountFailures = 0
+    /// Lazy purges of freed address ranges (`vmalloc_purge`).
+    public var purges = 0
 }
 
 /// vmalloc: a large `PROT_NONE` reservation in which each area is one
@@ -235,8 +243,11 @@ final class VirtualAllocator: Sendable {
                 let end = start + UInt((a.pages + 1) << pageShift)
                 return "0x\(String(start, radix: 16))-0x\(String(end, radix: 16)) \((a.pages + 1) << pageShift) \(a.site?.description ?? "-") pages=\(a.pages) runs=\(a.runs) vmalloc\n"
             }
+            var counters = s.counters
+            counters.areas = s.areas.count
+            counters.mappings = s.mappings
             return Snapshot(mappedPages: s.mappedPages, mappings: s.mappings, areas: s.areas.count,
-                            counters: s.counters, info: lines.joined())
+                            counters: counters, info: lines.joined())
         }
     }
 }
