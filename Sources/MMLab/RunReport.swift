@@ -4,6 +4,7 @@
 public struct RunReport: Codable, Sendable {
     /// The semantics of `guarantee: semantics` operations in this run.
     public var semantics: CommitSemantics
+    /// How long the run took, s.
     public var seconds: Double
     /// Operations marked `transaction: true` that completed.
     public var transactions: Int
@@ -11,10 +12,13 @@ public struct RunReport: Codable, Sendable {
     public var operations: Int
     /// Latency of the allocations of operations with a guarantee (all operations' if none has one), µs.
     public var latencyP50Microseconds: Double
+    /// 99th percentile of the same latencies, µs.
     public var latencyP99Microseconds: Double
+    /// The longest of them, µs.
     public var latencyMaxMicroseconds: Double
     /// `allocationStall` events ("possible memory allocation deadlock").
     public var stallReports: Int
+    /// Groups the OOM handler killed.
     public var oomKills: Int
     /// `.atomic` allocations that returned nil.
     public var atomicFailures: Int
@@ -22,15 +26,21 @@ public struct RunReport: Codable, Sendable {
     public var allocationFailures: Int
     /// The lowest free memory sampled, and the `min` watermark.
     public var lowestFreeBytes: Int
+    /// The `min` watermark of the run's arena.
     public var minWatermarkBytes: Int
+    /// The `low` watermark.
     public var lowWatermarkBytes: Int
+    /// The `high` watermark.
     public var highWatermarkBytes: Int
     /// Time requests spent stalled in the slow path (reclaiming or waiting), ms (pressure "some" total).
     public var reclaimMilliseconds: Double
+    /// Direct reclaim passes.
     public var directReclaims: Int
+    /// Background reclaim passes.
     public var backgroundReclaims: Int
     /// The deadlock watchdog's verdict.
     public var deadlocked: Bool
+    /// The verdict in words (completed, deadlocked, rescued).
     public var verdict: String
     /// Longest time without a completed transaction, s.
     public var longestGapSeconds: Double
@@ -41,22 +51,32 @@ public struct RunReport: Codable, Sendable {
     /// Moments worth marking on the timeline.
     public var markers: [Marker]
 
+    /// Free memory at one moment.
     public struct Sample: Codable, Sendable {
+        /// Seconds into the run.
         public var t: Double
+        /// Free bytes of the arena then.
         public var freeBytes: Int
     }
 
+    /// Something that happened at one moment.
     public struct Marker: Codable, Sendable {
+        /// What happened: a reclaim pass, a stall report, an OOM kill, the deadlock verdict.
         public enum Kind: String, Codable, Sendable { case reclaim, stall, oomKill, deadlock }
+        /// Seconds into the run.
         public var t: Double
+        /// What happened.
         public var kind: Kind
     }
 }
 
 /// The runs of one scenario side by side, with a conclusion drawn from their numbers.
 public struct ScenarioReport: Codable, Sendable {
+    /// The scenario's name.
     public var scenario: String
+    /// A one-line description, as events and reports print it.
     public var description: String
+    /// One run per semantics, in the scenario's order.
     public var runs: [RunReport]
     /// Plain-language sentences computed from the runs.
     public var conclusion: [String]

@@ -14,46 +14,61 @@ public struct Scenario: Codable, Sendable {
     public var seed: UInt64
     /// How long each run lasts.
     public var duration: Seconds
+    /// The arena each run gets.
     public var arena: ArenaSpec
     /// The semantics that `guarantee: semantics` operations take, one run each
     /// (default: one run, `retryForever`).
     public var semantics: [CommitSemantics]?
     /// A run without progress for this long gets the deadlock verdict (default 2 s).
     public var watchdog: Seconds?
+    /// Memory groups that caches are charged to.
     public var groups: [GroupSpec]?
     /// Locks that operations hold and shrinkers take.
     public var locks: [LockSpec]?
+    /// Caches that shrinkers free under pressure.
     public var caches: [CacheSpec]?
+    /// The threads that allocate.
     public var workers: [WorkerSpec]
+    /// Things that happen once, at a time into the run.
     public var events: [EventSpec]?
 
     /// The arena of each run.
     public struct ArenaSpec: Codable, Sendable {
+        /// Bytes of arena.
         public var capacity: ByteSize
+        /// Watermarks (default: derived from the capacity).
         public var watermarks: WatermarkSpec?
         /// Interval of `allocationStall` reports (default 1 s in scenarios).
         public var stallReportInterval: Seconds?
     }
 
+    /// The three watermarks, in bytes.
     public struct WatermarkSpec: Codable, Sendable {
+        /// Ordinary requests stop here.
         public var min: ByteSize
+        /// Below this the background reclaimer wakes.
         public var low: ByteSize
+        /// The background reclaimer reclaims up to this.
         public var high: ByteSize
     }
 
     /// A memory group (cgroup-like) that caches can be charged to.
     public struct GroupSpec: Codable, Sendable {
+        /// The group's name, as operations and events refer to it.
         public var name: String
+        /// Added to the group's badness, −1000 ... 1000 (−1000: never killed).
         public var oomScoreAdjust: Int?
     }
 
     /// A lock, optionally declared as taken by reclaim of a domain.
     public struct LockSpec: Codable, Sendable {
+        /// The lock's name, as operations and shrinkers refer to it.
         public var name: String
     }
 
     /// A cache of objects that a shrinker frees under pressure.
     public struct CacheSpec: Codable, Sendable {
+        /// The cache's name, as operations and events refer to it.
         public var name: String
         /// Bytes per object.
         public var objectSize: ByteSize
@@ -71,8 +86,11 @@ public struct Scenario: Codable, Sendable {
 
     /// Threads that loop over `operations` until the run ends.
     public struct WorkerSpec: Codable, Sendable {
+        /// The worker's name in reports.
         public var name: String
+        /// Threads running this worker (default 1).
         public var threads: Int?
+        /// The steps of the loop, in order.
         public var operations: [OperationSpec]
     }
 
@@ -104,13 +122,18 @@ public struct Scenario: Codable, Sendable {
 
     /// Something that happens once, at `at` seconds into the run.
     public struct EventSpec: Codable, Sendable {
+        /// Seconds into the run.
         public var at: Seconds
         /// `pressure-spike` (allocate `bytes` for `duration`), `grow-cache` (add `bytes` of objects to `cache`),
         /// `kill-group` (free everything charged to `group`).
         public var action: String
+        /// Bytes to allocate (`pressure-spike`) or to add (`grow-cache`).
         public var bytes: ByteSize?
+        /// How long a `pressure-spike` holds its memory.
         public var duration: Seconds?
+        /// The cache a `grow-cache` grows.
         public var cache: String?
+        /// The group a `kill-group` empties.
         public var group: String?
     }
 }
@@ -128,10 +151,13 @@ public enum CommitSemantics: String, Codable, Sendable, CaseIterable {
 
 /// A byte count written `4096`, `64KiB`, `4MiB` or `1GiB`.
 public struct ByteSize: Codable, Sendable, Hashable, CustomStringConvertible {
+    /// The number of bytes.
     public var bytes: Int
 
+    /// A size of `bytes`.
     public init(_ bytes: Int) { self.bytes = bytes }
 
+    /// Reads `4096`, `"64KiB"`, `"4MiB"` or `"1GiB"`.
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         if let n = try? container.decode(Int.self) { bytes = n; return }
@@ -142,6 +168,7 @@ public struct ByteSize: Codable, Sendable, Hashable, CustomStringConvertible {
         bytes = n
     }
 
+    /// Writes the shortest exact form (`64KiB`).
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         try container.encode(description)
@@ -157,6 +184,7 @@ public struct ByteSize: Codable, Sendable, Hashable, CustomStringConvertible {
         return Int(t)
     }
 
+    /// A one-line description, as events and reports print it.
     public var description: String {
         if bytes != 0 && bytes % (1 << 30) == 0 { return "\(bytes >> 30)GiB" }
         if bytes != 0 && bytes % (1 << 20) == 0 { return "\(bytes >> 20)MiB" }
@@ -167,11 +195,15 @@ public struct ByteSize: Codable, Sendable, Hashable, CustomStringConvertible {
 
 /// A size or a range of sizes: `4KiB` or `64KiB..256KiB`.
 public struct SizeRange: Codable, Sendable, Hashable, CustomStringConvertible {
+    /// The smallest size.
     public var lower: Int
+    /// The largest size (equal to `lower` for one size).
     public var upper: Int
 
+    /// Sizes from `lower` to `upper`.
     public init(_ lower: Int, _ upper: Int) { self.lower = lower; self.upper = upper }
 
+    /// Reads `4KiB` or `64KiB..256KiB`.
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         if let n = try? container.decode(Int.self) { lower = n; upper = n; return }
@@ -184,11 +216,13 @@ public struct SizeRange: Codable, Sendable, Hashable, CustomStringConvertible {
         throw DecodingError.dataCorruptedError(in: container, debugDescription: "\"\(text)\" is not a size or a range (examples: 4KiB, 64KiB..256KiB)")
     }
 
+    /// Writes the form it reads.
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         try container.encode(description)
     }
 
+    /// A one-line description, as events and reports print it.
     public var description: String {
         lower == upper ? ByteSize(lower).description : "\(ByteSize(lower))..\(ByteSize(upper))"
     }
@@ -196,10 +230,13 @@ public struct SizeRange: Codable, Sendable, Hashable, CustomStringConvertible {
 
 /// A duration written `6s`, `250ms`, `50us` or a number of seconds.
 public struct Seconds: Codable, Sendable, Hashable, CustomStringConvertible {
+    /// The duration in seconds.
     public var value: Double
 
+    /// A duration of `value` seconds.
     public init(_ value: Double) { self.value = value }
 
+    /// Reads `6s`, `250ms`, `50us` or a number of seconds.
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         if let n = try? container.decode(Double.self) { value = n; return }
@@ -210,11 +247,13 @@ public struct Seconds: Codable, Sendable, Hashable, CustomStringConvertible {
         throw DecodingError.dataCorruptedError(in: container, debugDescription: "\"\(text)\" is not a duration (examples: 6s, 250ms, 50us)")
     }
 
+    /// Writes a number of seconds.
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         try container.encode(description)
     }
 
+    /// A one-line description, as events and reports print it.
     public var description: String {
         value >= 1 || value == 0 ? "\(value)s" : value >= 1e-3 ? "\(value * 1e3)ms" : "\(value * 1e6)us"
     }

@@ -7,12 +7,16 @@ import Yams
 public struct ScenarioError: Error, Sendable, CustomStringConvertible {
     /// The file (or built-in scenario) name.
     public var source: String
+    /// Line of the offending value, from 1.
     public var line: Int
+    /// Column of the offending value, from 1.
     public var column: Int
     /// The field's path, e.g. `workers[1].operations[0].size`; empty for a YAML syntax error.
     public var field: String
+    /// What is wrong, and what would be right.
     public var message: String
 
+    /// A one-line description, as events and reports print it.
     public var description: String {
         "\(source):\(line):\(column): error: \(field.isEmpty ? "" : "\(field): ")\(message)"
     }

@@ -9,6 +9,7 @@ public struct SystemError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The `errno` value the call left behind.
     public var errno: Int32
 
+    /// A one-line description, as events and reports print it.
     public var description: String {
         "\(call) failed: \(String(cString: strerror(errno))) (errno \(errno))"
     }

@@ -19,6 +19,7 @@ public struct CallSite: Sendable, Hashable, CustomStringConvertible {
         self.line = line
     }
 
+    /// A one-line description, as events and reports print it.
     public var description: String { "\(file):\(line)" }
 }
 
@@ -55,6 +56,7 @@ public enum MemoryEvent: Sendable, CustomStringConvertible {
     /// closest is a hung-task or soft-lockup warning.
     case slowShrinker(SlowShrinker)
 
+    /// A one-line description, as events and reports print it.
     public var description: String {
         switch self {
         case .slowShrinker(let e): return e.description
@@ -89,6 +91,7 @@ public struct AllocationFailure: Sendable, CustomStringConvertible {
     /// meminfo and buddyinfo when it failed.
     public var snapshot: String
 
+    /// A one-line description, as events and reports print it.
     public var description: String {
         var s = "allocation failure: \(request), policy \(policy), scope \(scope), tier \(tier)"
         if let site { s += ", at \(site)" }
@@ -115,6 +118,7 @@ public struct AllocationStall: Sendable, CustomStringConvertible {
     /// Time since the request entered the slow path.
     public var stalledFor: Duration
 
+    /// A one-line description, as events and reports print it.
     public var description: String {
         let tenths = stalledFor.components.seconds * 10 + stalledFor.components.attoseconds / 100_000_000_000_000_000
         return "possible memory allocation deadlock: \(request), policy \(policy), scope \(scope)"
@@ -134,6 +138,7 @@ public struct ScopeConflict: Sendable, CustomStringConvertible {
     /// Where the request was made, when known.
     public var site: CallSite?
 
+    /// A one-line description, as events and reports print it.
     public var description: String {
         "scope conflict: \(call) in scope \(scope)\(site.map { " at \($0)" } ?? ""): \(resolution)"
     }
@@ -177,6 +182,7 @@ public struct HardeningViolation: Sendable, CustomStringConvertible, Error {
     /// What the allocator knows about the memory at that pointer.
     public var detail: String
 
+    /// A one-line description, as events and reports print it.
     public var description: String {
         "hardening violation: \(kind.rawValue): \(operation) of 0x\(String(pointer, radix: 16)): \(detail)"
     }
@@ -191,6 +197,7 @@ public struct InvalidRequest: Sendable, CustomStringConvertible, Error {
     /// Where it was made, when known.
     public var site: CallSite?
 
+    /// A one-line description, as events and reports print it.
     public var description: String {
         "invalid request: \(operation): \(reason)\(site.map { " (at \($0))" } ?? "")"
     }
@@ -205,6 +212,7 @@ public struct SlowShrinker: Sendable, CustomStringConvertible {
     /// The request whose reclaim it delayed, if reclaim ran for one.
     public var allocationSite: CallSite?
 
+    /// A one-line description, as events and reports print it.
     public var description: String {
         "shrinker \(shrinker) did not return within \(deadline); reclaim went on without it (it finishes on a helper thread, and is skipped until it does)\(allocationSite.map { "; request at \($0)" } ?? "")"
     }

@@ -76,8 +76,11 @@ public final class MemoryGroup: Sendable, Hashable, CustomStringConvertible {
         return false
     }
 
+    /// Whether the two are the same (see the type's notion of identity).
     public static func == (a: MemoryGroup, b: MemoryGroup) -> Bool { a === b }
+    /// Hashes the same parts that `==` compares.
     public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(self)) }
+    /// A one-line description, as events and reports print it.
     public var description: String { "MemoryGroup(\(name), usage \(usage >> 10) kB)" }
 }
 
@@ -104,6 +107,7 @@ public struct MemoryGroupError: Error, Sendable, Hashable, CustomStringConvertib
         self.message = message
     }
 
+    /// A one-line description, as events and reports print it.
     public var description: String { message }
 }
 
@@ -120,6 +124,7 @@ public struct OOMKill: Sendable, CustomStringConvertible {
     /// What triggered it: the request, or the background reclaimer serving waiters.
     public var trigger: String
 
+    /// A one-line description, as events and reports print it.
     public var description: String {
         "out of memory: killed group \(victim) (score \(score >> 10) kB, usage \(usage >> 10) kB, oom_score_adj \(oomScoreAdjust)); trigger: \(trigger)"
     }
@@ -134,6 +139,7 @@ public struct OOMVictimStuck: Sendable, CustomStringConvertible {
     /// How long the victim has had to release memory.
     public var waited: Duration
 
+    /// A one-line description, as events and reports print it.
     public var description: String {
         "OOM victim \(victim) has not released memory after \(waited) (usage \(usage >> 10) kB); skipping it"
     }

@@ -148,6 +148,7 @@ public struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvert
         self.message = message
     }
 
+    /// A one-line description, as events and reports print it.
     public var description: String { "invalid MemoryConfiguration.\(field): \(message)" }
 }
 

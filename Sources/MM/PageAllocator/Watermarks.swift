@@ -39,6 +39,7 @@ public struct Watermarks: Sendable, Hashable, CustomStringConvertible {
         return Watermarks(min: minBytes, low: minBytes + gap, high: minBytes + 2 * gap)
     }
 
+    /// A one-line description, as events and reports print it.
     public var description: String { "min \(min >> 10) kB, low \(low >> 10) kB, high \(high >> 10) kB" }
 }
 

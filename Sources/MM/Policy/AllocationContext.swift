@@ -99,6 +99,7 @@ public struct AllocationContext: Sendable, CustomStringConvertible {
             reclaiming: reclaiming, mayInvokeOOM: mayInvokeOOM, conflict: conflict)
     }
 
+    /// A one-line description, as events and reports print it.
     public var description: String {
         var s = "\(request), policy \(policy), scope \(scope)"
         if let guarantee { s += ", guarantee \(guarantee)" }

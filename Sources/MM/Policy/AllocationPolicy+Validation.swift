@@ -7,6 +7,7 @@ public struct PolicyError: Error, Sendable, Hashable, CustomStringConvertible {
     /// Why the combination has no meaning.
     public var reason: String
 
+    /// A one-line description, as events and reports print it.
     public var description: String { "invalid AllocationPolicy (\(fields.joined(separator: ", "))): \(reason)" }
 }
 

@@ -13,6 +13,7 @@
 public enum ReserveTier: Int, Sendable, Hashable, Comparable, CaseIterable, CustomStringConvertible {
     case none, high, atomic, oomVictim, emergency
 
+    /// Orders by how far below `min` the tier may go.
     public static func < (a: ReserveTier, b: ReserveTier) -> Bool { a.rawValue < b.rawValue }
 
     /// The lowest free-page count this tier may leave behind, given `min`.
@@ -27,6 +28,7 @@ public enum ReserveTier: Int, Sendable, Hashable, Comparable, CaseIterable, Cust
         }
     }
 
+    /// A one-line description, as events and reports print it.
     public var description: String {
         switch self {
         case .none: return "none"

@@ -11,6 +11,7 @@ public enum Guarantee: Sendable, Hashable, CustomStringConvertible {
     /// handler and then allocate down to the `.high` tier. Kernel: `__GFP_NOFAIL`.
     case useReserves
 
+    /// A one-line description, as events and reports print it.
     public var description: String { self == .retryForever ? "retryForever" : "useReserves" }
 }
 
@@ -170,6 +171,7 @@ public struct AllocationScope: Sendable, Equatable, CustomStringConvertible {
         return s
     }
 
+    /// Whether the two are the same (see the type's notion of identity).
     public static func == (a: AllocationScope, b: AllocationScope) -> Bool {
         a.excluded == b.excluded && a.flags == b.flags && a.guarantee == b.guarantee && a.chargingGroup == b.chargingGroup
     }

@@ -42,8 +42,11 @@ public struct ReclaimDomain: Sendable, Hashable, CustomStringConvertible {
         ancestry & (1 << UInt64(other.index)) != 0
     }
 
+    /// Whether the two are the same (see the type's notion of identity).
     public static func == (a: ReclaimDomain, b: ReclaimDomain) -> Bool { a.index == b.index }
+    /// Hashes the same parts that `==` compares.
     public func hash(into hasher: inout Hasher) { hasher.combine(index) }
+    /// A one-line description, as events and reports print it.
     public var description: String { name }
 }
 

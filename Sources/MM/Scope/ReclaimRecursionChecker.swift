@@ -19,6 +19,7 @@ public struct ReclaimRecursion: Sendable, CustomStringConvertible {
     /// The scope that would make it safe.
     public var fix: String
 
+    /// A one-line description, as events and reports print it.
     public var description: String {
         var s = "reclaim recursion: lock \"\(lock)\" (taken at \(lockSite)) is taken by \(domain) reclaim"
         if let shrinker { s += " (shrinker \(shrinker))" }

@@ -18,9 +18,7 @@ extension SlabAllocator {
         if m.count(index) == 0 {
             guard refill(cache, m, floor: floor) else { return nil }
         }
-        let n = m.count(index)
-        let p = m.stack(index)[n - 1]
-        m.setCount(index, n - 1)
+        guard let p = m.pop(index) else { return nil }
         (p + cache.layout.canaryOffset).storeBytes(of: 0, as: UInt.self)
         return p
     }

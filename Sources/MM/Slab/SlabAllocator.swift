@@ -256,6 +256,7 @@ public struct ObjectCacheError: Error, Sendable, Hashable, CustomStringConvertib
         self.message = message
     }
 
+    /// A one-line description, as events and reports print it.
     public var description: String { "invalid object cache \(field): \(message)" }
 }
 

@@ -3,7 +3,7 @@
 import Synchronization
 import Testing
 
-/// The slow-path steps of DESIGN §2, each observable through the reclaim
+/// The slow-path steps (README, "The slow path"), each observable through the reclaim
 /// hooks, the counters and the events.
 @Suite("Slow path steps", .timeLimit(.minutes(1)))
 struct SlowPathTests {

@@ -2,7 +2,7 @@
 @testable import MM
 import Testing
 
-/// The watermarks and reserve tiers of DESIGN §1, on a 4 MiB arena with
+/// The watermarks and reserve tiers (README, "Watermarks and reserves"), on a 4 MiB arena with
 /// min/low/high = 256/320/384 pages and no per-thread lists, so every
 /// count is exact.
 @Suite("Watermarks and reserve tiers")

@@ -1,0 +1,27 @@
+// SPDX-License-Identifier: Apache-2.0
+// Usage: HotLoops <loop> <iterations>. Each loop makes one allocation and
+// frees it per iteration; `scripts/instructions.sh` runs two iteration
+// counts under callgrind and reports the difference per iteration, so set-up
+// and warm-up cancel out.
+import Glibc
+import MM
+
+let loops = ["pair16", "pair1k", "page0", "page0_deallocate", "pair64k"]
+let arguments = CommandLine.arguments
+guard arguments.count == 3, loops.contains(arguments[1]), let n = Int(arguments[2]), n >= 0 else {
+    print("usage: HotLoops <\(loops.joined(separator: "|"))> <iterations>")
+    exit(64)
+}
+let mm = try MemorySystem(.init(capacity: 256 << 20))
+// Warm-up: the thread's magazines and page lists exist and hold memory.
+for _ in 0..<1000 { mm.deallocate(mm.allocate(byteCount: 16)!) }
+for _ in 0..<100 { mm.freePages(mm.allocatePages(order: 0)!, order: 0) }
+
+switch arguments[1] {
+case "pair16": for _ in 0..<n { mm.deallocate(mm.allocate(byteCount: 16)!) }
+case "pair1k": for _ in 0..<n { mm.deallocate(mm.allocate(byteCount: 1024)!) }
+case "page0": for _ in 0..<n { mm.freePages(mm.allocatePages(order: 0)!, order: 0) }
+case "page0_deallocate": for _ in 0..<n { mm.deallocate(mm.allocatePages(order: 0)!) }
+case "pair64k": for _ in 0..<n { mm.deallocate(mm.allocate(byteCount: 64 << 10)!) }
+default: break
+}
