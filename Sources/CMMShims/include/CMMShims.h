@@ -27,6 +27,11 @@ typedef struct cmm_thread_slots {
     void *lockState;      // per-thread ReclaimCheckedMutex bookkeeping
     uint64_t heldCheckedLocks;  // ReclaimCheckedMutex locks held: allocations check them
     uint64_t forkGateDepth;     // allocator locks this thread holds (see cmm_fork_gate_*)
+    // What the fast paths read: pageLists and objectCaches while the thread
+    // holds no ReclaimCheckedMutex, NULL while it holds one (its allocations
+    // must reach the slow path, which checks them). One load instead of two.
+    void *pageListsForFastPath;
+    void *objectCachesForFastPath;
 } cmm_thread_slots;
 
 extern _Thread_local cmm_thread_slots cmm_slots
@@ -44,6 +49,16 @@ static inline __attribute__((always_inline)) void **cmm_page_lists_slot(void) {
 /// The slot of the calling thread's object magazines.
 static inline __attribute__((always_inline)) void **cmm_object_caches_slot(void) {
     return &cmm_slots.objectCaches;
+}
+
+/// The page lists as the fast path sees them (NULL while a checked lock is held).
+static inline __attribute__((always_inline)) void **cmm_page_lists_fast_slot(void) {
+    return &cmm_slots.pageListsForFastPath;
+}
+
+/// The object magazines as the fast path sees them (NULL while a checked lock is held).
+static inline __attribute__((always_inline)) void **cmm_object_caches_fast_slot(void) {
+    return &cmm_slots.objectCachesForFastPath;
 }
 
 /// The fork gate: a process-wide reader-writer lock (writer-preferring,

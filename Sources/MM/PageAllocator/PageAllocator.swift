@@ -110,7 +110,7 @@ final class PageAllocator: PerThreadCacheOwner, @unchecked Sendable {  // immuta
         // strand a large share of their memory in thread caches.
         let pagesPer = arena.pageCount / 256
         listLimits = (0..<perThreadOrderCount).map { order in
-            perThreadLists ? Swift.min(perThreadListLimits[order], Swift.max(2, pagesPer >> order)) : 0
+            perThreadLists ? Swift.min(perThreadListLimit(order), Swift.max(2, pagesPer >> order)) : 0
         }
         zone = Locked(ZoneState(buddy: BuddyZone(frames: arena.frames, pageCount: arena.pageCount, tick: 0)))
         freePagesHot = .allocate(capacity: 1)

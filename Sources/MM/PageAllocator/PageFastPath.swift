@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-public import CMMShims
+import CMMShims
 import Synchronization
 
 /// The page allocator's fast path: what `MemorySystem.allocatePages`,
@@ -35,7 +35,7 @@ struct PageFastPath: @unchecked Sendable {  // raw pointers into memory owned by
     /// is above `low` (and the gate is open).
     @inlinable @inline(__always)
     func listsForFastPath() -> PageLists? {
-        guard let lists = PageLists.current, lists.systemID == systemID,
+        guard let lists = PageLists.currentForFastPath, lists.systemID == systemID,
               freePages.pointee.load(ordering: .relaxed) > threshold.pointee.load(ordering: .relaxed)
         else { return nil }
         return lists
@@ -44,8 +44,7 @@ struct PageFastPath: @unchecked Sendable {  // raw pointers into memory owned by
     /// A block of `order` from the calling thread's list, or nil.
     @inlinable @inline(__always)
     func allocate(order: Int, policy: AllocationPolicy) -> UnsafeMutableRawPointer? {
-        guard order >= 0 && order < perThreadOrderCount && policy.group == nil && policy.isCoherent
-              && cmm_thread_slots_get().pointee.heldCheckedLocks == 0,
+        guard order >= 0 && order < perThreadOrderCount && policy.group == nil && policy.isCoherent,
               let lists = listsForFastPath(), let pfn = lists.pop(order) else { return nil }
         let f = frames + pfn
         assert(f.pointee.state == PageState.cached.rawValue && Int(f.pointee.order) == order,

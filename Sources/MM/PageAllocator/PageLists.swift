@@ -5,8 +5,13 @@ import Synchronization
 /// Orders served by per-thread page lists: 0 ... `costlyOrder`.
 @usableFromInline let perThreadOrderCount = costlyOrder + 1
 
-/// Largest per-thread list, in blocks, for each order.
-@usableFromInline let perThreadListLimits: InlineArray<4, Int> = [64, 32, 16, 16]
+/// Largest per-thread list, in blocks, of `order` (0...3): 64, 32, 16, 16.
+/// A function of literals, not a global array: a global would be
+/// initialised lazily, behind a `swift_once`, on the fast path.
+@inlinable @inline(__always)
+func perThreadListLimit(_ order: Int) -> Int {
+    order == 0 ? 64 : (order == 1 ? 32 : 16)
+}
 
 /// A thread's lists of free blocks of orders 0–3, taken from one system's
 /// buddy zone in batches so that the common allocate/free pair needs no
@@ -19,7 +24,7 @@ struct PageListsRecord: ~Copyable {
     @usableFromInline let allocated: Atomic<Int>
     @usableFromInline let freed: Atomic<Int>
     /// The lists' slots (pfns), order after order, each
-    /// `perThreadListLimits[order]` long; the most recently freed block last.
+    /// `perThreadListLimit(order)` long; the most recently freed block last.
     @usableFromInline var slots: InlineArray<128, UInt32>
 }
 
@@ -30,6 +35,9 @@ enum PageListsKind: PerThreadCacheKind {
 
     @inlinable @inline(__always)
     static var threadSlot: UnsafeMutablePointer<UnsafeMutableRawPointer?> { cmm_page_lists_slot() }
+
+    @inlinable @inline(__always)
+    static var fastPathSlot: UnsafeMutablePointer<UnsafeMutableRawPointer?> { cmm_page_lists_fast_slot() }
 
     @usableFromInline
     static func initializeRecord(at record: UnsafeMutableRawPointer) {
@@ -53,12 +61,11 @@ extension PerThreadCache where Kind == PageListsKind {
     @inlinable @inline(__always)
     var record: UnsafeMutablePointer<PageListsRecord> { recordBase.assumingMemoryBound(to: PageListsRecord.self) }
 
-    /// Where the slots of `order`'s list start.
+    /// Where the slots of `order`'s list start: after the lists of the
+    /// lower orders (0, 64, 96, 112 for the limits 64, 32, 16, 16).
     @inlinable @inline(__always)
     static func slotStart(_ order: Int) -> Int {
-        order == 0 ? 0 : (order == 1 ? perThreadListLimits[0]
-            : (order == 2 ? perThreadListLimits[0] &+ perThreadListLimits[1]
-                : perThreadListLimits[0] &+ perThreadListLimits[1] &+ perThreadListLimits[2]))
+        order == 0 ? 0 : (order == 1 ? 64 : (order == 2 ? 96 : 112))
     }
 
     /// Blocks in `order`'s list.

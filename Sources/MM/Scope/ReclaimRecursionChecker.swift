@@ -117,12 +117,14 @@ final class ReclaimRecursionChecker: Sendable {
         }
         locks.held.append((instance, lockClass, site))
         cmm_thread_slots_get().pointee.heldCheckedLocks &+= 1
+        ThreadSlots.refreshFastPathSlots()
     }
 
     func didUnlock(instance: UInt64) {
         let locks = ReclaimRecursionChecker.threadLocks
         if let i = locks.held.lastIndex(where: { $0.instance == instance }) { locks.held.remove(at: i) }
         cmm_thread_slots_get().pointee.heldCheckedLocks &-= 1
+        ThreadSlots.refreshFastPathSlots()
         if locks.held.isEmpty { locks.suspected.removeAll() }
     }
 

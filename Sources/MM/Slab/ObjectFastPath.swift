@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-public import CMMShims
+import CMMShims
 import Synchronization
 
 /// The object layer's fast path: what `MemorySystem.allocate`/`deallocate`
@@ -39,7 +39,7 @@ struct ObjectFastPath: @unchecked Sendable {  // raw pointers into tables owned 
     /// magazine; nil on a miss.
     @inlinable @inline(__always)
     func allocate(_ index: Int) -> UnsafeMutableRawPointer? {
-        guard let m = ObjectMagazines.current, cmm_thread_slots_get().pointee.heldCheckedLocks == 0,
+        guard let m = ObjectMagazines.currentForFastPath,
               m.systemID == fastPathKey.pointee.load(ordering: .relaxed), let p = m.pop(index) else { return nil }
         assert(UInt(bitPattern: p) &- UInt(bitPattern: directMap) < capacityBytes
                && (frames + Int((UInt(bitPattern: p) &- UInt(bitPattern: directMap)) &>> UInt(pageShift))).pointee.owner != 0,

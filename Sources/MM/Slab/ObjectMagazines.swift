@@ -24,8 +24,10 @@ struct Magazine: ~Copyable {
     @usableFromInline let count: Atomic<Int>
     /// Objects the stack holds at most; 0 sends every free to the slow path.
     @usableFromInline var limit: Int
-    /// The object on top of the stack (meaningful while the count is positive).
-    @usableFromInline var top: UnsafeMutableRawPointer?
+    /// The object on top of the stack. Read only while the count is
+    /// positive (a record is zero-filled until the thread's first refill of
+    /// the cache); not optional, so a pop needs no nil test.
+    @usableFromInline var top: UnsafeMutableRawPointer
 }
 
 /// A thread's magazines: one per cache index of one system. The mapping
@@ -42,6 +44,9 @@ enum MagazinesKind: PerThreadCacheKind {
 
     @inlinable @inline(__always)
     static var threadSlot: UnsafeMutablePointer<UnsafeMutableRawPointer?> { cmm_object_caches_slot() }
+
+    @inlinable @inline(__always)
+    static var fastPathSlot: UnsafeMutablePointer<UnsafeMutableRawPointer?> { cmm_object_caches_fast_slot() }
 
     @usableFromInline
     static func initializeRecord(at record: UnsafeMutableRawPointer) {
@@ -78,7 +83,7 @@ extension PerThreadCache where Kind == MagazinesKind {
         let m = magazine(index)
         let n = m.pointee.count.load(ordering: .relaxed)
         guard n > 0 else { return nil }
-        let p = m.pointee.top.unsafelyUnwrapped
+        let p = m.pointee.top
         m.pointee.top = m.pointee.stack.unsafelyUnwrapped[n &- 2]  // the spare entry when n == 1
         m.pointee.count.store(n &- 1, ordering: .relaxed)
         return p
@@ -132,7 +137,6 @@ extension PerThreadCache where Kind == MagazinesKind {
         m.pointee.stack = nil
         m.pointee.count.store(0, ordering: .relaxed)
         m.pointee.limit = 0
-        m.pointee.top = nil
     }
 
     /// Indices whose stacks exist (walks the records; slow).

@@ -30,6 +30,9 @@ protocol PerThreadCacheKind {
     /// The calling thread's slot for this kind (initial-exec TLS: one
     /// `%fs`-relative address, no allocation, no lazy initialisation).
     static var threadSlot: UnsafeMutablePointer<UnsafeMutableRawPointer?> { get }
+    /// The slot the fast paths read: `threadSlot`'s value while the thread
+    /// holds no `ReclaimCheckedMutex`, nil while it holds one.
+    static var fastPathSlot: UnsafeMutablePointer<UnsafeMutableRawPointer?> { get }
     /// Puts a fresh record in place at `record` (the memory is zero-filled).
     static func initializeRecord(at record: UnsafeMutableRawPointer)
     /// The key whose destructor hands the thread's cache back at thread exit.
@@ -73,6 +76,19 @@ struct PerThreadCache<Kind: PerThreadCacheKind>: Hashable, @unchecked Sendable {
     @inlinable @inline(__always)
     var recordBase: UnsafeMutableRawPointer { UnsafeMutableRawPointer(header) + Self.recordOffset }
 
+    /// The calling thread's cache if the fast path may use it (no
+    /// `ReclaimCheckedMutex` held): one thread-local load.
+    @inlinable @inline(__always)
+    static var currentForFastPath: PerThreadCache? {
+        guard let raw = Kind.fastPathSlot.pointee else { return nil }
+        return PerThreadCache(header: raw.assumingMemoryBound(to: PerThreadCacheHeader.self))
+    }
+
+    /// Sets the fast-path slots from the thread slots and the checked locks held.
+    static func refreshFastPathSlot() {
+        ThreadSlots.refreshFastPathSlots()
+    }
+
     /// The system whose memory the cache holds (0: none).
     @inlinable @inline(__always)
     var systemID: UInt64 { header.pointee.systemID.load(ordering: .relaxed) }
@@ -107,6 +123,7 @@ struct PerThreadCache<Kind: PerThreadCacheKind>: Hashable, @unchecked Sendable {
         let cache = PerThreadCache(header: header)
         Kind.initializeRecord(at: cache.recordBase)
         Kind.threadSlot.pointee = raw
+        refreshFastPathSlot()
         pthread_setspecific(Kind.threadExitKey.key, raw)
         return cache
     }
@@ -114,7 +131,10 @@ struct PerThreadCache<Kind: PerThreadCacheKind>: Hashable, @unchecked Sendable {
     /// Unmaps the cache (its contents must have been returned or forgotten).
     /// If it is the calling thread's, the thread's slot is cleared first.
     func destroy() {
-        if Kind.threadSlot.pointee == UnsafeMutableRawPointer(header) { Kind.threadSlot.pointee = nil }
+        if Kind.threadSlot.pointee == UnsafeMutableRawPointer(header) {
+            Kind.threadSlot.pointee = nil
+            Self.refreshFastPathSlot()
+        }
         munmap(UnsafeMutableRawPointer(header), Self.byteCount)
     }
 }

@@ -94,3 +94,16 @@ struct PerThreadListTests {
         #expect(mm._invariantViolations() == [])
     }
 }
+
+@Suite("Per-thread page list layout")
+struct PageListLayoutTests {
+    @Test("the slots of each order's list follow those of the lower orders and fit the record")
+    func slotLayout() {
+        var start = 0
+        for order in 0..<perThreadOrderCount {
+            #expect(PageLists.slotStart(order) == start)
+            start += perThreadListLimit(order)
+        }
+        #expect(start == 128, "PageListsRecord.slots holds 128 entries")
+    }
+}
