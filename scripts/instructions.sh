@@ -2,8 +2,10 @@
 # SPDX-License-Identifier: Apache-2.0
 # Instructions per operation of swift-mm's hot loops, counted by callgrind in
 # a client package (Benchmarks/InstructionCount), so that the fast paths are
-# inlined as in a user's module. Deterministic: the repeatable figure on a
-# noisy machine. Each loop runs twice (N and 2N iterations); the difference
+# inlined as in a user's module — and the same 16 B and 1 KiB pairs through
+# malloc/free of glibc and of every other allocator installed (jemalloc,
+# tcmalloc, mimalloc via LD_PRELOAD). Deterministic: the repeatable figure on
+# a noisy machine. Each loop runs twice (N and 2N iterations); the difference
 # divided by N is one iteration (allocation + free + loop), set-up cancelled.
 # Usage: scripts/instructions.sh [N]   (default 100000)
 set -euo pipefail
@@ -16,10 +18,25 @@ bin=$(cd Benchmarks/InstructionCount && swift build -c release --show-bin-path)/
 stripped=$(mktemp)
 trap 'rm -f "$stripped"' EXIT
 cp "$bin" "$stripped" && strip "$stripped" && chmod +x "$stripped"
-count() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$stripped" "$1" "$2" 2>&1 | awk '/Collected/ { print $4 }'; }
-printf "%-18s %s\n" loop instructions_per_iteration
+count() {  # count PRELOAD LOOP ITERATIONS
+    LD_PRELOAD="$1" valgrind --tool=callgrind --callgrind-out-file=/dev/null "$stripped" "$2" "$3" 2>&1 \
+        | awk '/Collected/ { print $4 }'
+}
+per_iteration() { local a b; a=$(count "$1" "$2" "$n"); b=$(count "$1" "$2" $((2 * n))); echo $(( (b - a) / n )); }
+find_library() { ldconfig -p 2>/dev/null | awk -v lib="$1" '$1 == lib { print $NF; exit }'; }
+
+printf "%-18s %-10s %s\n" loop allocator instructions_per_iteration
 for loop in pair16 pair1k page0 page0_deallocate pair64k; do
-    a=$(count "$loop" "$n")
-    b=$(count "$loop" $((2 * n)))
-    printf "%-18s %s\n" "$loop" $(( (b - a) / n ))
+    printf "%-18s %-10s %s\n" "$loop" swift-mm "$(per_iteration "" "$loop")"
+done
+declare -A libraries=([jemalloc]=libjemalloc.so.2 [tcmalloc]=libtcmalloc_minimal.so.4 [mimalloc]=libmimalloc.so.2)
+for allocator in glibc jemalloc tcmalloc mimalloc; do
+    preload=""
+    if [[ $allocator != glibc ]]; then
+        preload=$(find_library "${libraries[$allocator]}")
+        [[ -n "$preload" ]] || { echo "($allocator not installed: skipped)" >&2; continue; }
+    fi
+    for size in 16 1k; do
+        printf "%-18s %-10s %s\n" "malloc$size" "$allocator" "$(per_iteration "$preload" "malloc$size")"
+    done
 done

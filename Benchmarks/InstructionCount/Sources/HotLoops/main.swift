@@ -6,7 +6,7 @@
 import Glibc
 import MM
 
-let loops = ["pair16", "pair1k", "page0", "page0_deallocate", "pair64k"]
+let loops = ["pair16", "pair1k", "page0", "page0_deallocate", "pair64k", "malloc16", "malloc1k"]
 let arguments = CommandLine.arguments
 guard arguments.count == 3, loops.contains(arguments[1]), let n = Int(arguments[2]), n >= 0 else {
     print("usage: HotLoops <\(loops.joined(separator: "|"))> <iterations>")
@@ -23,5 +23,16 @@ case "pair1k": for _ in 0..<n { mm.deallocate(mm.allocate(byteCount: 1024)!) }
 case "page0": for _ in 0..<n { mm.freePages(mm.allocatePages(order: 0)!, order: 0) }
 case "page0_deallocate": for _ in 0..<n { mm.deallocate(mm.allocatePages(order: 0)!) }
 case "pair64k": for _ in 0..<n { mm.deallocate(mm.allocate(byteCount: 64 << 10)!) }
+// The same pairs through the C allocator: glibc, or the one LD_PRELOAD puts in
+// front of it. Called through dlsym'd pointers (one call each, as through the
+// PLT), so that the optimiser cannot pair up and delete malloc and free.
+case "malloc16", "malloc1k":
+    typealias Malloc = @convention(c) (Int) -> UnsafeMutableRawPointer?
+    typealias Free = @convention(c) (UnsafeMutableRawPointer?) -> Void
+    let cMalloc = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc"), to: Malloc.self)
+    let cFree = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "free"), to: Free.self)
+    let size = arguments[1] == "malloc16" ? 16 : 1024
+    for _ in 0..<1000 { cFree(cMalloc(size)) }
+    for _ in 0..<n { cFree(cMalloc(size)) }
 default: break
 }
