@@ -11,7 +11,7 @@ scale="${SCALE:-1}"
 declare -A packages=([jemalloc]=libjemalloc2 [tcmalloc]=libtcmalloc-minimal4 [mimalloc]=libmimalloc2.0)
 declare -A libraries=([jemalloc]=libjemalloc.so.2 [tcmalloc]=libtcmalloc_minimal.so.4 [mimalloc]=libmimalloc.so.2)
 
-find_library() { ldconfig -p 2>/dev/null | awk -v lib="$1" '$1 == lib { print $NF; exit }'; }
+find_library() { ldconfig -p 2>/dev/null | awk -v lib="$1" '$1 == lib && !found { print $NF; found = 1 }'; }
 
 missing=()
 for name in jemalloc tcmalloc mimalloc; do

@@ -23,7 +23,7 @@ count() {  # count PRELOAD LOOP ITERATIONS
         | awk '/Collected/ { print $4 }'
 }
 per_iteration() { local a b; a=$(count "$1" "$2" "$n"); b=$(count "$1" "$2" $((2 * n))); echo $(( (b - a) / n )); }
-find_library() { ldconfig -p 2>/dev/null | awk -v lib="$1" '$1 == lib { print $NF; exit }'; }
+find_library() { ldconfig -p 2>/dev/null | awk -v lib="$1" '$1 == lib && !found { print $NF; found = 1 }'; }
 
 printf "%-18s %-10s %s\n" loop allocator instructions_per_iteration
 for loop in pair16 pair1k page0 page0_deallocate pair64k; do

@@ -23,7 +23,9 @@ extension MemorySystem {
            let p = objectFastPath.allocate(SizeClass.index(forBytes: byteCount), policy: policy) {
             return p
         }
-        if byteCount > MM.kmallocMaxSize && byteCount <= MM.maxContiguousBytes && policy.placement == .contiguous,
+        // Blocks of up to 32 KiB come from the thread's page lists: for `.contiguous`, and
+        // for `.automatic`, whose first step is exactly that (contiguous, above `low`).
+        if byteCount > MM.kmallocMaxSize && byteCount <= MM.pageSize << MM.costlyOrder && policy.placement != .virtual,
            let p = pageFastPath.allocate(order: PlacementRouter.order(forBytes: byteCount), policy: policy) {
             return p
         }
