@@ -82,6 +82,18 @@ enum ScopeStorage {
         return combined
     }
 
+    /// Enters a thread-only closure scope (`withThreadAllocationScope`):
+    /// only this thread observes it, so it needs no `TaskLocal`, and no read
+    /// of one either: `current()` unions the thread's stack with the task's
+    /// closure scope on the slow path.
+    @inlinable
+    static func enterThreadOnly(_ scope: AllocationScope) {
+        let state = ThreadScopeState.currentOrCreate()
+        let outer = state.pointee.syncDepth > 0 ? state.pointee.syncStack[state.pointee.syncDepth - 1] : .none
+        state.pointee.pushSync(outer.union(scope.entered()))
+        if scope.chargingGroup != 0 { ChargingScopes.entered() }
+    }
+
     /// Leaves the innermost synchronous closure scope of this thread.
     @inlinable
     static func exitSync(_ scope: AllocationScope) {
@@ -96,11 +108,12 @@ enum ScopeStorage {
     /// The effective scope of the current task and thread.
     static func current() -> AllocationScope {
         let state = ThreadScopeState.current
-        var scope: AllocationScope
+        // The task's closure scopes, with this thread's synchronous ones (which
+        // include them when they were entered with the task's binding: a union
+        // with itself changes nothing).
+        var scope = closureScope
         if let state, state.pointee.syncDepth > 0 {
-            scope = state.pointee.syncStack[state.pointee.syncDepth - 1]
-        } else {
-            scope = closureScope
+            scope = state.pointee.syncStack[state.pointee.syncDepth - 1].union(scope)
         }
         if let state, state.pointee.tokenDepth > 0 {
             scope = scope.union(state.pointee.tokens[state.pointee.tokenDepth - 1].cumulative)

@@ -33,3 +33,25 @@ public func withAllocationScope<R>(_ scope: AllocationScope, _ body: () async th
     defer { if scope.chargingGroup != 0 { ChargingScopes.exited() } }
     return try await ScopeStorage.closureScopeKey.withValue(combined) { try await body() }
 }
+
+/// Runs `body` with `scope` in force for the allocations this thread makes,
+/// and for no one else: tasks started inside do not inherit it. This is
+/// the kernel's `memalloc_nofs_save` exactly, and the cheap closure scope:
+/// it needs no `TaskLocal` binding (`mmctl bench scopes`:
+/// `closure_scope_thread_ns` against `closure_scope_ns` and the bare
+/// `tasklocal_bind_ns` of the same run). Use it around synchronous work
+/// that stays on its thread; use `withAllocationScope` when work inside may
+/// move to tasks. Restrictions of every enclosing scope stay in force (R1).
+///
+/// ```swift
+/// withThreadAllocationScope(.excluding(.filesystem)) {  // hot, synchronous, one thread
+///     page.writeBack()
+/// }
+/// ```
+@inlinable
+public func withThreadAllocationScope<R, E: Error>(_ scope: AllocationScope, _ body: () throws(E) -> R) throws(E) -> R {
+    ScopeStorage.enterThreadOnly(scope)
+    defer { ScopeStorage.exitSync(scope) }
+    return try body()
+}
+

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 @testable import MM
 import Synchronization
+import Dispatch
 import Testing
 
 /// Where scopes reach: tasks, child tasks, `async let`, detached tasks,
@@ -22,6 +23,31 @@ struct ScopeTests {
     func taskFromSyncScope() async {
         let task = withAllocationScope(.noDirectReclaim) { Task { AllocationScope.current } }
         #expect(await task.value.forbidsDirectReclaim)
+    }
+
+    @Test("withThreadAllocationScope: nested scopes accumulate with closure scopes and tokens, on this thread only")
+    func threadOnlyScopes() async {
+        let inner = withAllocationScope(.excluding(.filesystem)) {
+            withThreadAllocationScope(.noDirectReclaim) {
+                let token = AllocationScope.enter(.quiet)
+                defer { token.exit() }
+                return AllocationScope.current
+            }
+        }
+        #expect(inner.excludes(.filesystem) && inner.forbidsDirectReclaim && inner.isQuiet)
+        #expect(AllocationScope.current == .none)
+        // An inner scope can never lift an outer restriction (R1), whichever kind each is.
+        let nested = withThreadAllocationScope(.nonBlocking) { withAllocationScope(.excluding(.io)) { AllocationScope.current } }
+        #expect(nested.isNonBlocking && nested.excludes(.io))
+        // Tasks do not inherit a thread scope.
+        let task = withThreadAllocationScope(.noDirectReclaim) { Task { AllocationScope.current } }
+        #expect(await task.value == .none)
+        // Other threads never see it.
+        let other = Locked<AllocationScope?>(nil)
+        withThreadAllocationScope(.noDirectReclaim) {
+            runThreads(1) { _ in other.withLock { $0 = AllocationScope.current } }
+        }
+        #expect(other.withLock { $0 } == AllocationScope.none)
     }
 
     @Test("child tasks and async let inherit; the scope survives suspension points")
