@@ -7,13 +7,21 @@
 # tcmalloc, mimalloc via LD_PRELOAD). Deterministic: the repeatable figure on
 # a noisy machine. Each loop runs twice (N and 2N iterations); the difference
 # divided by N is one iteration (allocation + free + loop), set-up cancelled.
-# Usage: scripts/instructions.sh [N]   (default 100000)
+# Usage: scripts/instructions.sh [--without-free-checks] [N]   (default 100000)
+#   --without-free-checks builds swift-mm with MM_UNSAFE_NO_FREE_CHECKS (in a
+#   scratch directory of its own): the object free fast path without its slot
+#   and canary checks, to measure what the always-on hardening costs. Never
+#   use that build for anything else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+flags=(); scratch=.build
+if [[ "${1:-}" == --without-free-checks ]]; then
+    flags=(-Xswiftc -DMM_UNSAFE_NO_FREE_CHECKS); scratch=.build-unsafe-no-free-checks; shift
+fi
 n="${1:-100000}"
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 2; }
-(cd Benchmarks/InstructionCount && swift build -c release >&2)
-bin=$(cd Benchmarks/InstructionCount && swift build -c release --show-bin-path)/HotLoops
+(cd Benchmarks/InstructionCount && swift build -c release --scratch-path "$scratch" ${flags[@]+"${flags[@]}"} >&2)
+bin=$(cd Benchmarks/InstructionCount && swift build -c release --scratch-path "$scratch" --show-bin-path)/HotLoops
 # valgrind 3.19 cannot read the DWARF 5 of release builds; the counts need no symbols.
 stripped=$(mktemp)
 trap 'rm -f "$stripped"' EXIT

@@ -77,6 +77,13 @@ struct ObjectFastPath: @unchecked Sendable {  // raw pointers into tables owned 
         let slot = (inSlab &* layout.pointee.reciprocal) &>> 32
         let canary = layout.pointee.freeCanary(UInt(bitPattern: p))
         let canaryWord = p + ObjectLayout.fastCanaryOffset
+        #if MM_UNSAFE_NO_FREE_CHECKS
+        // Only for measuring what the checks cost (scripts/instructions.sh
+        // --without-free-checks): an interior pointer or a double free corrupts.
+        _ = (slot, canary, canaryWord)
+        guard m.systemID == fastPathKey.pointee.load(ordering: .relaxed), m.push(p, index) else { return false }
+        return true
+        #else
         // The slot check comes first: it also proves the canary word aligned and inside the slot.
         guard m.systemID == fastPathKey.pointee.load(ordering: .relaxed)
               && slot &* UInt(bitPattern: layout.pointee.stride) == inSlab
@@ -85,5 +92,6 @@ struct ObjectFastPath: @unchecked Sendable {  // raw pointers into tables owned 
               m.push(p, index) else { return false }
         canaryWord.storeBytes(of: canary, as: UInt.self)
         return true
+        #endif
     }
 }
