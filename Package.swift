@@ -8,6 +8,9 @@ let package = Package(
     products: [
         .library(name: "MM", targets: ["MM"]),
         .executable(name: "mmctl", targets: ["mmctl"]),
+        // The process allocator: `LD_PRELOAD=…/libmmmalloc.so program`, or a dependency
+        // that a Swift executable links so its whole process allocates from swift-mm.
+        .library(name: "mmmalloc", type: .dynamic, targets: ["MMMalloc"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
@@ -28,6 +31,17 @@ let package = Package(
                 "CMMShims",
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        // The C allocation symbols of libmmmalloc.so, forwarding to MMMalloc.
+        .target(
+            name: "CMMMalloc",
+            cSettings: [.define("_GNU_SOURCE")]
+        ),
+        // The process allocator's Swift entry points and configuration.
+        .target(
+            name: "MMMalloc",
+            dependencies: ["MM", "CMMShims", "CMMMalloc"],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         // The scenario lab: YAML scenarios, the runner, reports and timelines.

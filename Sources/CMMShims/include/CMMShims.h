@@ -32,6 +32,10 @@ typedef struct cmm_thread_slots {
     // must reach the slow path, which checks them). One load instead of two.
     void *pageListsForFastPath;
     void *objectCachesForFastPath;
+    // Nonzero while this thread runs inside the process allocator (libmmmalloc):
+    // allocations made meanwhile (by the allocator's own Swift code, the runtime)
+    // are served by glibc instead of re-entering swift-mm.
+    uint64_t mallocDepth;
 } cmm_thread_slots;
 
 extern _Thread_local cmm_thread_slots cmm_slots

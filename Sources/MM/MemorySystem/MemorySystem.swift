@@ -21,6 +21,9 @@ public final class MemorySystem: Sendable {
     @usableFromInline let objectFastPath: ObjectFastPath
     /// Every request the fast paths do not serve.
     @usableFromInline let slowPath: SlowPath
+    /// The vmalloc region, for `owns(_:)`.
+    @usableFromInline let virtualBase: UInt
+    @usableFromInline let virtualBytes: UInt
     let pages: PageAllocator
     let slab: SlabAllocator
     let virtual: VirtualAllocator
@@ -93,6 +96,8 @@ public final class MemorySystem: Sendable {
         self.pages = pages
         self.slab = slab
         self.virtual = virtual
+        self.virtualBase = virtual.region.lowerBound
+        self.virtualBytes = UInt(virtual.region.count)
         self.slowPath = slowPath
         self.reclaim = engine
         self.faults = faults

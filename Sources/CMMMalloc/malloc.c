@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: Apache-2.0
+// The C allocation functions of libmmmalloc.so: thin forwarders to the Swift
+// entry points of MMMalloc (ProcessAllocator+Entry.swift), where every
+// decision is made.
+
+#include "CMMMalloc.h"
+#include <dlfcn.h>
+#include <errno.h>
+
+// swift-mm serves allocations once the program's main() starts: by then every
+// library constructor (libstdc++'s, the Swift runtime's) has run, in whatever
+// order the loader chose. Before that, glibc serves them (and frees them later).
+// glibc hides the start of main() from Swift: wrapping __libc_start_main is
+// the one way to see it, for LD_PRELOAD and for a program that links the library.
+static int cmm_main_started = 0;
+typedef int (*cmm_main_fn)(int, char **, char **);
+static cmm_main_fn cmm_real_main = 0;
+
+static int cmm_wrapped_main(int argc, char **argv, char **envp) {
+    __atomic_store_n(&cmm_main_started, 1, __ATOMIC_RELEASE);
+    return cmm_real_main(argc, argv, envp);
+}
+
+int __libc_start_main(cmm_main_fn main, int argc, char **argv, void (*init)(void), void (*fini)(void),
+                      void (*rtld_fini)(void), void *stack_end) {
+    typedef int (*start_fn)(cmm_main_fn, int, char **, void (*)(void), void (*)(void), void (*)(void), void *);
+    start_fn real = (start_fn)dlsym(RTLD_NEXT, "__libc_start_main");
+    cmm_real_main = main;
+    return real(cmm_wrapped_main, argc, argv, init, fini, rtld_fini, stack_end);
+}
+
+int cmm_malloc_is_constructed(void) { return __atomic_load_n(&cmm_main_started, __ATOMIC_ACQUIRE); }
+
+void cmm_set_errno(int value) { errno = value; }
+
+size_t cmm_libc_usable_size(void *pointer) {
+    static size_t (*libc)(void *) = 0;
+    if (!libc) libc = (size_t (*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
+    return libc ? libc(pointer) : 0;
+}
+
+// Swift entry points.
+void *mm_process_malloc(size_t size);
+void mm_process_free(void *pointer);
+void *mm_process_calloc(size_t count, size_t size);
+void *mm_process_realloc(void *pointer, size_t size);
+void *mm_process_reallocarray(void *pointer, size_t count, size_t size);
+int mm_process_posix_memalign(void **result, size_t alignment, size_t size);
+void *mm_process_aligned(size_t alignment, size_t size, int pageRounded);
+size_t mm_process_usable_size(void *pointer);
+
+void *malloc(size_t size) { return mm_process_malloc(size); }
+void free(void *pointer) { mm_process_free(pointer); }
+void *calloc(size_t count, size_t size) { return mm_process_calloc(count, size); }
+void *realloc(void *pointer, size_t size) { return mm_process_realloc(pointer, size); }
+void *reallocarray(void *pointer, size_t count, size_t size) { return mm_process_reallocarray(pointer, count, size); }
+int posix_memalign(void **result, size_t alignment, size_t size) { return mm_process_posix_memalign(result, alignment, size); }
+void *aligned_alloc(size_t alignment, size_t size) { return mm_process_aligned(alignment, size, 0); }
+void *memalign(size_t alignment, size_t size) { return mm_process_aligned(alignment, size, 0); }
+void *valloc(size_t size) { return mm_process_aligned(4096, size, 0); }
+void *pvalloc(size_t size) { return mm_process_aligned(4096, size, 1); }
+size_t malloc_usable_size(void *pointer) { return mm_process_usable_size(pointer); }
+void free_sized(void *pointer, size_t size) { (void)size; mm_process_free(pointer); }
+void free_aligned_sized(void *pointer, size_t alignment, size_t size) { (void)alignment; (void)size; mm_process_free(pointer); }

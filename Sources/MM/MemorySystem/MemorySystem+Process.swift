@@ -1,0 +1,37 @@
+// SPDX-License-Identifier: Apache-2.0
+import Synchronization
+
+extension MemorySystem {
+    /// The system that serves `malloc` and `free` of this process when the
+    /// process allocator (`libmmmalloc.so`, the `mmmalloc` product) is
+    /// loaded, once it has served its first allocation; nil otherwise. Register
+    /// shrinkers, groups and scopes against it to govern the memory the
+    /// process really uses. (A program that links its own copy of MM and runs
+    /// under `LD_PRELOAD` sees nil here: the preloaded library's system is
+    /// another copy's.)
+    public static var process: MemorySystem? {
+        guard let raw = UnsafeRawPointer(bitPattern: processSystem.load(ordering: .acquiring)) else { return nil }
+        return Unmanaged<MemorySystem>.fromOpaque(raw).takeUnretainedValue()
+    }
+
+    /// Installs the process allocator's system (once, by libmmmalloc).
+    @_spi(ProcessAllocator)
+    public static func _installProcessSystem(_ system: MemorySystem) {
+        let raw = Unmanaged.passRetained(system).toOpaque()
+        if !processSystem.compareExchange(expected: 0, desired: UInt(bitPattern: raw), ordering: .acquiringAndReleasing).exchanged {
+            Unmanaged<MemorySystem>.fromOpaque(raw).release()
+        }
+    }
+
+    /// Whether `pointer` lies in memory this system manages (its direct map
+    /// or its vmalloc region), allocated or not: the process allocator sends
+    /// every other pointer to the allocator that made it.
+    @inlinable @inline(__always)
+    public func owns(_ pointer: UnsafeRawPointer) -> Bool {
+        UInt(bitPattern: pointer) &- UInt(bitPattern: pageFastPath.directMap) < pageFastPath.capacityBytes
+            || UInt(bitPattern: pointer) &- virtualBase < virtualBytes
+    }
+}
+
+/// The process allocator's system, as a retained object's address (0: none).
+private let processSystem = Atomic<UInt>(0)

@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: Apache-2.0
+import CMMMalloc
+import CMMShims
+import Glibc
+import MM
+
+// The C allocation functions, as CMMMalloc forwards them. C semantics:
+// malloc(0) returns a unique pointer that free accepts; free(NULL) does
+// nothing; realloc(p, 0) frees p and returns NULL (as glibc); failures set
+// errno to ENOMEM; every pointer is aligned to 16 (max_align_t) at least;
+// posix_memalign returns EINVAL for an alignment that is not a power of two
+// multiple of sizeof(void *); calloc and reallocarray detect overflow.
+
+/// Runs `body` with swift-mm's system if this thread may use it now, marking
+/// the thread as inside the allocator; nil means "let glibc serve it".
+@inline(__always)
+private func withProcessSystem<R>(_ body: (MemorySystem) -> R) -> R? {
+    let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
+    guard slots.pointee.mallocDepth == 0 && slots.pointee.forkGateDepth == 0 else { return nil }
+    slots.pointee.mallocDepth = 1
+    defer { slots.pointee.mallocDepth = 0 }
+    guard let system = ProcessAllocator.ready() else { return nil }
+    return system._withUnsafeGuaranteedRef(body)
+}
+
+/// The system that owns `pointer`, if it is swift-mm's.
+@inline(__always)
+private func owner(of pointer: UnsafeMutableRawPointer) -> Unmanaged<MemorySystem>? {
+    guard let system = ProcessAllocator.existing,
+          system._withUnsafeGuaranteedRef({ $0.owns(pointer) }) else { return nil }
+    return system
+}
+
+/// Frees a swift-mm pointer, even from inside the allocator (a free cannot be
+/// handed to another allocator); allocations made while freeing go to glibc.
+@inline(__always)
+private func release(_ pointer: UnsafeMutableRawPointer, to system: Unmanaged<MemorySystem>) {
+    let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
+    slots.pointee.mallocDepth += 1
+    defer { slots.pointee.mallocDepth -= 1 }
+    system._withUnsafeGuaranteedRef { $0.deallocate(pointer) }
+}
+
+@inline(__always)
+private func failed<T>(_ value: T) -> T {
+    cmm_set_errno(ENOMEM)
+    return value
+}
+
+@_cdecl("mm_process_malloc")
+func mmProcessMalloc(_ size: Int) -> UnsafeMutableRawPointer? {
+    guard let result = withProcessSystem({ mm in
+        mm.allocate(byteCount: size == 0 ? 1 : size, policy: ProcessAllocator.policy)
+    }) else { return __libc_malloc(size) }
+    return result ?? failed(nil)
+}
+
+@_cdecl("mm_process_free")
+func mmProcessFree(_ pointer: UnsafeMutableRawPointer?) {
+    guard let pointer else { return }
+    if let system = owner(of: pointer) {
+        release(pointer, to: system)
+    } else {
+        __libc_free(pointer)
+    }
+}
+
+@_cdecl("mm_process_calloc")
+func mmProcessCalloc(_ count: Int, _ size: Int) -> UnsafeMutableRawPointer? {
+    let (bytes, overflow) = UInt(bitPattern: count).multipliedReportingOverflow(by: UInt(bitPattern: size))
+    guard !overflow, bytes <= UInt(Int.max) else { return failed(nil) }
+    guard let result = withProcessSystem({ mm in
+        var policy = ProcessAllocator.policy
+        policy.zeroed = true
+        return mm.allocate(byteCount: max(1, Int(bytes)), policy: policy)
+    }) else { return __libc_calloc(count, size) }
+    return result ?? failed(nil)
+}
+
+@_cdecl("mm_process_realloc")
+func mmProcessRealloc(_ pointer: UnsafeMutableRawPointer?, _ size: Int) -> UnsafeMutableRawPointer? {
+    guard let pointer else { return mmProcessMalloc(size) }
+    if size == 0 {
+        mmProcessFree(pointer)
+        return nil
+    }
+    guard let system = owner(of: pointer) else { return __libc_realloc(pointer, size) }
+    let old = system._withUnsafeGuaranteedRef { $0.usableSize(of: pointer) }
+    if size <= old && size > 0 { return pointer }
+    guard size > 0, let new = mmProcessMalloc(size) else { return failed(nil) }
+    new.copyMemory(from: pointer, byteCount: min(old, size))
+    release(pointer, to: system)
+    return new
+}
+
+@_cdecl("mm_process_reallocarray")
+func mmProcessReallocarray(_ pointer: UnsafeMutableRawPointer?, _ count: Int, _ size: Int) -> UnsafeMutableRawPointer? {
+    let (bytes, overflow) = UInt(bitPattern: count).multipliedReportingOverflow(by: UInt(bitPattern: size))
+    guard !overflow, bytes <= UInt(Int.max) else { return failed(nil) }
+    return mmProcessRealloc(pointer, Int(bytes))
+}
+
+/// `alignment`-aligned memory of `size` bytes: a power-of-two kmalloc class
+/// (naturally aligned up to 4 KiB), pages (aligned to 4 KiB), or a block
+/// whose size is at least the alignment (aligned to its size, up to 4 MiB).
+private func allocateAligned(_ mm: MemorySystem, alignment: Int, size: Int) -> UnsafeMutableRawPointer? {
+    if alignment <= 16 { return mm.allocate(byteCount: max(1, size), policy: ProcessAllocator.policy) }
+    guard alignment <= MemorySystem.maxContiguousBytes else { return nil }
+    let needed = max(size, alignment)
+    if needed <= MemorySystem.kmallocMaxSize && alignment <= MemorySystem.pageSize {
+        let rounded = 1 << (Int.bitWidth - (needed - 1).leadingZeroBitCount)
+        return mm.allocate(byteCount: max(rounded, 16), policy: ProcessAllocator.policy)
+    }
+    if alignment <= MemorySystem.pageSize { return mm.allocate(byteCount: needed, policy: ProcessAllocator.policy) }
+    var policy = ProcessAllocator.policy
+    policy.placement = .contiguous
+    let pages = (needed + MemorySystem.pageSize - 1) / MemorySystem.pageSize
+    let blockBytes = MemorySystem.pageSize << (Int.bitWidth - (pages - 1).leadingZeroBitCount)
+    return blockBytes <= MemorySystem.maxContiguousBytes ? mm.allocate(byteCount: blockBytes, policy: policy) : nil
+}
+
+@_cdecl("mm_process_aligned")
+func mmProcessAligned(_ alignment: Int, _ size: Int, _ pageRounded: Int32) -> UnsafeMutableRawPointer? {
+    guard alignment > 0, alignment & (alignment - 1) == 0, size >= 0 else {
+        cmm_set_errno(EINVAL)
+        return nil
+    }
+    let bytes = pageRounded != 0 ? (size + 4095) & ~4095 : size
+    guard let result = withProcessSystem({ allocateAligned($0, alignment: alignment, size: bytes) })
+    else { return __libc_memalign(alignment, bytes) }
+    return result ?? failed(nil)
+}
+
+@_cdecl("mm_process_posix_memalign")
+func mmProcessPosixMemalign(_ result: UnsafeMutablePointer<UnsafeMutableRawPointer?>, _ alignment: Int, _ size: Int) -> Int32 {
+    guard alignment >= MemoryLayout<UnsafeRawPointer>.size, alignment & (alignment - 1) == 0 else { return EINVAL }
+    guard let p = mmProcessAligned(alignment, size, 0) else { return ENOMEM }
+    result.pointee = p
+    return 0
+}
+
+@_cdecl("mm_process_usable_size")
+func mmProcessUsableSize(_ pointer: UnsafeMutableRawPointer?) -> Int {
+    guard let pointer else { return 0 }
+    guard let system = owner(of: pointer) else { return cmm_libc_usable_size(pointer) }
+    let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
+    slots.pointee.mallocDepth += 1
+    defer { slots.pointee.mallocDepth -= 1 }
+    return system._withUnsafeGuaranteedRef { $0.usableSize(of: pointer) }
+}

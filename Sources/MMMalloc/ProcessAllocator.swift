@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: Apache-2.0
+import CMMMalloc
+import CMMShims
+import Glibc
+@_spi(ProcessAllocator) @_exported import MM
+import Synchronization
+
+/// The process-wide system behind `malloc`: created by the first allocation
+/// made after this library's constructor ran, configured from the
+/// environment (see `ProcessConfiguration`), never dropped.
+///
+/// Re-entrancy: while a thread runs inside the allocator (`mallocDepth`) or
+/// holds one of swift-mm's locks (`forkGateDepth`), its allocations — made by
+/// swift-mm's own Swift code, the runtime, a `swift_once`, metadata
+/// instantiation — go to glibc's allocator instead of re-entering swift-mm;
+/// so do the allocations made before the system exists (the dynamic loader,
+/// libc, the Swift runtime's start-up). Every pointer is freed by the
+/// allocator that made it: swift-mm's lie in its arena or vmalloc region.
+enum ProcessAllocator {
+    private static let state = Atomic<Int>(0)  // 0: not yet, 1: initialising, 2: ready, 3: failed
+    nonisolated(unsafe) private static var system: Unmanaged<MemorySystem>?  // written once before state 2
+    nonisolated(unsafe) static var policy = AllocationPolicy.standard  // written once before state 2
+
+    /// The system, if it is ready; creates it on the first call after the
+    /// library's constructor ran. The caller has set `mallocDepth`.
+    @inline(__always)
+    static func ready() -> Unmanaged<MemorySystem>? {
+        if state.load(ordering: .acquiring) == 2 { return system }
+        return initialise()
+    }
+
+    /// The system if it is ready, without creating it (frees, size queries).
+    @inline(__always)
+    static var existing: Unmanaged<MemorySystem>? {
+        state.load(ordering: .acquiring) == 2 ? system : nil
+    }
+
+    @inline(never)
+    private static func initialise() -> Unmanaged<MemorySystem>? {
+        guard cmm_malloc_is_constructed() != 0,
+              state.compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing).exchanged else {
+            return state.load(ordering: .acquiring) == 2 ? system : nil
+        }
+        let settings = ProcessConfiguration.fromEnvironment()
+        do {
+            let mm = try MemorySystem(settings.configuration)
+            policy = settings.policy
+            system = Unmanaged.passRetained(mm)
+            MemorySystem._installProcessSystem(mm)
+            if settings.statsAtExit { atexit { ProcessAllocator.printStatistics() } }
+            state.store(2, ordering: .releasing)
+            return system
+        } catch {
+            writeError("libmmmalloc: cannot create the process's memory system (\(error)); glibc's allocator serves this process")
+            state.store(3, ordering: .releasing)
+            return nil
+        }
+    }
+
+    /// `MM_STATS=exit`: meminfo, slabinfo and vmstat to standard error.
+    static func printStatistics() {
+        guard let mm = existing else { return }
+        let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
+        slots.pointee.mallocDepth += 1
+        defer { slots.pointee.mallocDepth -= 1 }
+        let s = mm.takeUnretainedValue().statistics()
+        writeError("libmmmalloc statistics at exit\n" + s.meminfo + s.slabinfo + s.vmstat)
+    }
+
+    static func writeError(_ text: String) {
+        var line = text
+        if !line.hasSuffix("\n") { line += "\n" }
+        line.withCString { _ = Glibc.write(2, $0, strlen($0)) }
+    }
+}

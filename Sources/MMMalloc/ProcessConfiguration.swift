@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: Apache-2.0
+import Glibc
+import MM
+
+/// The process allocator's configuration, from the environment:
+/// - `MM_CAPACITY`: bytes of arena (`512M`, `8G`, `1073741824`); default the
+///   cgroup's memory limit (v2 `memory.max`, v1 `memory.limit_in_bytes`)
+///   when there is one, else physical memory. The arena is lazy: a large
+///   capacity costs nothing until used.
+/// - `MM_HARDENING`: `trap` (default: a bad free stops the process with a
+///   report) or `report` (reported and ignored).
+/// - `MM_POLICY`: the policy of `malloc`: `standard` (default), `failFast`,
+///   `retryWhileProgress`, `nonBlocking`.
+/// - `MM_STATS=exit`: meminfo, slabinfo and vmstat to standard error at exit.
+/// - `MM_VERBOSE`: log every event (failures, stalls, bad frees) to standard error.
+/// A bad value is a message on standard error and the default, never a crash.
+struct ProcessConfiguration {
+    var configuration: MemoryConfiguration
+    var policy: AllocationPolicy = .standard
+    var statsAtExit = false
+
+    static func fromEnvironment() -> ProcessConfiguration {
+        var capacity = defaultCapacity()
+        if let text = environment("MM_CAPACITY") {
+            if let bytes = parseBytes(text), bytes >= 16 << 20 {
+                capacity = bytes
+            } else {
+                ProcessAllocator.writeError("libmmmalloc: MM_CAPACITY=\(text) is not a size of at least 16M (e.g. 512M, 8G); using \(capacity >> 20) MiB")
+            }
+        }
+        var configuration = MemoryConfiguration(capacity: capacity)
+        configuration.name = "mmmalloc"
+        configuration.logsEvents = environment("MM_VERBOSE") != nil
+        switch environment("MM_HARDENING") {
+        case nil, "trap": configuration.hardeningAction = .trap
+        case "report": configuration.hardeningAction = .report
+        case let other?:
+            ProcessAllocator.writeError("libmmmalloc: MM_HARDENING=\(other) is not trap or report; using trap")
+        }
+        var result = ProcessConfiguration(configuration: configuration)
+        switch environment("MM_POLICY") {
+        case nil, "standard": break
+        case "failFast": result.policy = .failFast
+        case "retryWhileProgress": result.policy = .retryWhileProgress
+        case "nonBlocking": result.policy = .nonBlocking
+        case let other?:
+            ProcessAllocator.writeError("libmmmalloc: MM_POLICY=\(other) is not standard, failFast, retryWhileProgress or nonBlocking; using standard")
+        }
+        switch environment("MM_STATS") {
+        case nil: break
+        case "exit": result.statsAtExit = true
+        case let other?: ProcessAllocator.writeError("libmmmalloc: MM_STATS=\(other) is not exit; ignored")
+        }
+        return result
+    }
+
+    static func environment(_ name: String) -> String? {
+        getenv(name).map { String(cString: $0) }
+    }
+
+    /// `123`, `64K`, `512M`, `8G` (binary units; a trailing `iB`/`B` is allowed).
+    static func parseBytes(_ text: String) -> Int? {
+        var digits = text.trimmingCharacters()
+        for suffix in ["iB", "B"] where digits.hasSuffix(suffix) { digits.removeLast(suffix.count) }
+        var shift = 0
+        switch digits.last {
+        case "K", "k": shift = 10
+        case "M", "m": shift = 20
+        case "G", "g": shift = 30
+        case "T", "t": shift = 40
+        default: break
+        }
+        if shift > 0 { digits.removeLast() }
+        guard let value = Int(digits), value > 0, value <= Int.max >> shift else { return nil }
+        return value << shift
+    }
+
+    /// The cgroup's limit, else physical memory.
+    static func defaultCapacity() -> Int {
+        let physical = sysconf(Int32(_SC_PHYS_PAGES)) * sysconf(Int32(_SC_PAGESIZE))
+        for path in ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"] {
+            if let text = readSmallFile(path), let limit = Int(text.trimmingCharacters()), limit > 0, limit < physical {
+                return max(16 << 20, limit)
+            }
+        }
+        return max(64 << 20, physical)
+    }
+
+    static func readSmallFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, 64) }
+        guard n > 0 else { return nil }
+        return String(decoding: buffer[0..<n], as: UTF8.self)
+    }
+}
+
+extension String {
+    fileprivate func trimmingCharacters() -> String {
+        String(self.drop(while: { $0 == " " || $0 == "\n" }).reversed().drop(while: { $0 == " " || $0 == "\n" }).reversed())
+    }
+}

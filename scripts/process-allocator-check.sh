@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# The process allocator against real programs: each runs with glibc and with
+# LD_PRELOAD=libmmmalloc.so, and the two outputs must be equal and the exit
+# statuses 0. Then a Swift executable that links the mmmalloc product must
+# find its own allocations in MemorySystem.process.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+swift build -c release --product mmmalloc >&2
+swift build -c release --product mmctl >&2
+lib="$PWD/.build/release/libmmmalloc.so"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cc -O2 -pthread -Wno-alloc-size-larger-than -o "$work/mmmalloc-check" Tests/ProcessAllocator/mmmalloc-check.c
+
+compare() {  # compare NAME SERVED COMMAND...: glibc's output and exit status against swift-mm's;
+             # SERVED=1: swift-mm must have served allocations (echo makes none after main)
+    local name=$1 served=$2; shift 2
+    "$@" > "$work/$name.glibc" 2>&1 || { echo "$name failed with glibc" >&2; cat "$work/$name.glibc" >&2; exit 1; }
+    timeout -s KILL 300 env LD_PRELOAD="$lib" MM_STATS=exit "$@" > "$work/$name.mm" 2> "$work/$name.stats" \
+        || { echo "$name failed under libmmmalloc" >&2; cat "$work/$name.mm" "$work/$name.stats" >&2; exit 1; }
+    if ! diff -q "$work/$name.glibc" "$work/$name.mm" > /dev/null; then
+        echo "$name: output differs under libmmmalloc" >&2; diff "$work/$name.glibc" "$work/$name.mm" | head -20 >&2; exit 1
+    fi
+    local pgalloc
+    pgalloc=$(awk '$1 == "pgalloc" { total += $2 } END { print total + 0 }' "$work/$name.stats")  # every process of the command
+    if [[ $served == 1 && ( -z "$pgalloc" || "$pgalloc" -eq 0 ) ]]; then
+        echo "$name: swift-mm served nothing (pgalloc ${pgalloc:-missing})" >&2; exit 1
+    fi
+    echo "$name: same output, exit 0; swift-mm pgalloc ${pgalloc:-0}"
+}
+
+compare c-program 1 "$work/mmmalloc-check"
+compare echo 0 /bin/echo hello
+compare python 1 python3 -c '
+import json, sqlite3
+d = {"k%d" % i: list(range(i % 50)) for i in range(20000)}
+s = json.dumps(d)
+db = sqlite3.connect(":memory:")
+db.execute("create table t(a, b)")
+db.executemany("insert into t values (?, ?)", ((i, "x" * (i % 300)) for i in range(50000)))
+print(len(s), len(json.loads(s)), db.execute("select count(*), sum(length(b)) from t").fetchone())'
+compare git 1 git log --oneline -20
+if command -v sqlite3 > /dev/null; then
+    compare sqlite3 1 sh -c 'printf "create table t(x); insert into t select value from generate_series(1, 100000); select count(*), sum(x) from t;\n" | sqlite3'
+fi
+compare mmctl-scenarios 1 ./.build/release/mmctl scenarios
+# The Swift flagship: its own swift-mm systems on top of a process that swift-mm serves
+# (its timing-dependent tables differ run to run, so only its exit status counts).
+timeout -s KILL 300 env LD_PRELOAD="$lib" ./.build/release/mmctl > "$work/flagship.mm" 2>&1 \
+    || { echo "mmctl (the flagship) failed under libmmmalloc" >&2; tail -20 "$work/flagship.mm" >&2; exit 1; }
+echo "mmctl flagship: exit 0 under libmmmalloc"
+
+(cd Examples/LinkedProcess && swift build -c release >&2 && timeout -s KILL 120 "$(swift build -c release --show-bin-path)/LinkedProcess")
+echo "process allocator: all checks passed"
