@@ -30,6 +30,30 @@ compare() {  # compare NAME SERVED COMMAND...: glibc's output and exit status ag
     echo "$name: same output, exit 0; swift-mm pgalloc ${pgalloc:-0}"
 }
 
+cc -O0 -Wno-free-nonheap-object -o "$work/mmmalloc-probe" Tests/ProcessAllocator/mmmalloc-probe.c
+
+# Bad frees: trapped with a report by default, reported and survived with MM_HARDENING=report.
+for probe in double-free interior misaligned double-free-large delayed-double-free; do
+    if timeout -s KILL 60 env LD_PRELOAD="$lib" "$work/mmmalloc-probe" "$probe" > "$work/probe.out" 2> "$work/probe.err"; then
+        echo "probe $probe: not detected (exit 0)" >&2; cat "$work/probe.out" "$work/probe.err" >&2; exit 1
+    fi
+    grep -q "swift-mm" "$work/probe.err" || { echo "probe $probe: no swift-mm report" >&2; cat "$work/probe.err" >&2; exit 1; }
+    timeout -s KILL 60 env LD_PRELOAD="$lib" MM_HARDENING=report MM_VERBOSE=1 "$work/mmmalloc-probe" "$probe" > "$work/probe.out" 2> "$work/probe.err" \
+        || { echo "probe $probe: MM_HARDENING=report did not survive" >&2; cat "$work/probe.err" >&2; exit 1; }
+    grep -q survived "$work/probe.out" && grep -qi "hardening" "$work/probe.err" \
+        || { echo "probe $probe: no report with MM_HARDENING=report" >&2; cat "$work/probe.err" >&2; exit 1; }
+    echo "probe $probe: trapped with a report; reported and survived with MM_HARDENING=report"
+done
+
+# A bad setting is a message and the default, never a crash.
+env LD_PRELOAD="$lib" MM_CAPACITY=lots MM_HARDENING=maybe MM_POLICY=eager MM_STATS=always \
+    python3 -c 'print("ok")' > "$work/env.out" 2> "$work/env.err"
+grep -q '^ok$' "$work/env.out" || { echo "bad settings broke the program" >&2; cat "$work/env.err" >&2; exit 1; }
+for variable in MM_CAPACITY MM_HARDENING MM_POLICY MM_STATS; do
+    grep -q "libmmmalloc: $variable=" "$work/env.err" || { echo "no message for a bad $variable" >&2; cat "$work/env.err" >&2; exit 1; }
+done
+echo "bad settings: one message each, defaults used"
+
 compare c-program 1 "$work/mmmalloc-check"
 compare echo 0 /bin/echo hello
 compare python 1 python3 -c '
