@@ -75,5 +75,14 @@ timeout -s KILL 300 env LD_PRELOAD="$lib" ./.build/release/mmctl > "$work/flagsh
     || { echo "mmctl (the flagship) failed under libmmmalloc" >&2; tail -20 "$work/flagship.mm" >&2; exit 1; }
 echo "mmctl flagship: exit 0 under libmmmalloc"
 
+# mmmalloc.h from a C program linked with -lmmmalloc: scopes, policies, a shrinker under pressure.
+cc -O2 -I Sources/CMMMalloc/public -o "$work/mmmalloc-api" Tests/ProcessAllocator/mmmalloc-api.c \
+    -L .build/release -lmmmalloc -Wl,-rpath,"$PWD/.build/release"
+MM_CAPACITY=256M timeout -s KILL 120 "$work/mmmalloc-api" > "$work/api.out" \
+    || { echo "mmmalloc.h program failed" >&2; tail -5 "$work/api.out" >&2; exit 1; }
+grep -q "mmmalloc.h: ok (the shrinker was called under pressure)" "$work/api.out" \
+    || { echo "mmmalloc.h: the C shrinker was not called under pressure" >&2; tail -5 "$work/api.out" >&2; exit 1; }
+echo "mmmalloc.h: scopes, policies, a C shrinker under pressure, statistics: ok"
+
 (cd Examples/LinkedProcess && swift build -c release >&2 && timeout -s KILL 120 "$(swift build -c release --show-bin-path)/LinkedProcess")
 echo "process allocator: all checks passed"

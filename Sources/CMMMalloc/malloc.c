@@ -4,6 +4,7 @@
 // decision is made.
 
 #include "CMMMalloc.h"
+#include "public/mmmalloc.h"
 #include <dlfcn.h>
 #include <errno.h>
 
@@ -62,3 +63,20 @@ void *pvalloc(size_t size) { return mm_process_aligned(4096, size, 1); }
 size_t malloc_usable_size(void *pointer) { return mm_process_usable_size(pointer); }
 void free_sized(void *pointer, size_t size) { (void)size; mm_process_free(pointer); }
 void free_aligned_sized(void *pointer, size_t alignment, size_t size) { (void)alignment; (void)size; mm_process_free(pointer); }
+
+// mmmalloc.h
+uint64_t mm_process_scope_enter(unsigned flags);
+void mm_process_scope_exit(uint64_t token);
+void *mm_process_malloc_policy(size_t size, int policy);
+int mm_process_register_shrinker(const char *name, mm_count_fn count, mm_scan_fn scan, void *context);
+void mm_process_unregister_shrinker(int handle);
+void mm_process_stats_print(int fd);
+
+uint64_t mm_scope_enter(unsigned flags) { return mm_process_scope_enter(flags); }
+void mm_scope_exit(uint64_t token) { mm_process_scope_exit(token); }
+void *mm_malloc_policy(size_t size, int policy) { return mm_process_malloc_policy(size, policy); }
+int mm_register_shrinker(const char *name, mm_count_fn count, mm_scan_fn scan, void *context) {
+    return mm_process_register_shrinker(name, count, scan, context);
+}
+void mm_unregister_shrinker(int handle) { mm_process_unregister_shrinker(handle); }
+void mm_stats_print(int fd) { mm_process_stats_print(fd); }

@@ -86,3 +86,23 @@ extension AllocationScope {
         return AllocationScopeToken(threadSerial: state.pointee.serial, stamp: stamp, file: file, line: line)
     }
 }
+
+extension AllocationScopeToken {
+    /// Gives up the token as a number, for a C caller (`mm_scope_enter`):
+    /// the scope stays entered until `_resume(_:)` of that number is exited.
+    @_spi(ProcessAllocator)
+    public consuming func _detach() -> UInt64 {
+        let stamp = self.stamp
+        discard self
+        return stamp
+    }
+
+    /// The calling thread's token with this number (`mm_scope_exit`); exiting
+    /// it on another thread than the one that entered it is reported, as for
+    /// any token.
+    @_spi(ProcessAllocator)
+    public static func _resume(_ number: UInt64, file: StaticString = #fileID, line: UInt = #line) -> AllocationScopeToken {
+        let state = ThreadScopeState.currentOrCreate()
+        return AllocationScopeToken(threadSerial: state.pointee.serial, stamp: number, file: file, line: line)
+    }
+}

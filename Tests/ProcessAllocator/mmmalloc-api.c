@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: Apache-2.0
+// mmmalloc.h from C, in a program linked with -lmmmalloc (so malloc is
+// swift-mm's from main on): a NOFS scope, the policies, a shrinker that
+// reclaim calls under pressure, and the statistics.
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "mmmalloc.h"
+
+#define CHECK(cond, what) do { if (!(cond)) { printf("FAILED: %s (line %d)\n", what, __LINE__); exit(1); } } while (0)
+
+#define CACHE 4096
+static void *cache[CACHE];
+static size_t cached = 0, scans = 0;
+
+static size_t count(void *context) { (void)context; return cached; }
+static long scan(void *context, size_t to_scan) {
+    (void)context;
+    long freed = 0;
+    scans++;
+    while (to_scan-- > 0 && cached > 0) { free(cache[--cached]); freed++; }
+    return freed;
+}
+
+int main(void) {
+    free(malloc(1));  // the system exists from the first allocation after main
+    uint64_t token = mm_scope_enter(MM_SCOPE_NOFS | MM_SCOPE_QUIET);
+    CHECK(token != 0, "mm_scope_enter returns a token");
+    void *p = mm_malloc_policy(1000, MM_POLICY_NONBLOCKING);
+    CHECK(p, "a non-blocking allocation in a scope");
+    free(p);
+    mm_scope_exit(token);
+    errno = 0;
+    CHECK(mm_malloc_policy(10, 99) == NULL && errno == EINVAL, "an unknown policy is EINVAL");
+    p = mm_malloc_policy(4096, MM_POLICY_RETRY_FOREVER);
+    CHECK(p, "a guaranteed allocation");
+    free(p);
+
+    int handle = mm_register_shrinker("c-cache", count, scan, NULL);
+    CHECK(handle > 0, "mm_register_shrinker");
+    // Fill the cache with 1 MiB blocks until allocations need reclaim; MM_CAPACITY
+    // bounds the arena, so the shrinker must give memory back for this to go on.
+    for (int round = 0; round < 3 * CACHE; round++) {
+        void *block = mm_malloc_policy(1 << 20, MM_POLICY_STANDARD);
+        CHECK(block, "an allocation that reclaim makes room for");
+        memset(block, 1, 64);
+        if (cached < CACHE) cache[cached++] = block; else free(block);
+    }
+    CHECK(scans > 0, "reclaim called the C shrinker");
+    mm_unregister_shrinker(handle);
+    while (cached > 0) free(cache[--cached]);
+    mm_stats_print(STDOUT_FILENO);
+    printf("mmmalloc.h: ok (the shrinker was called %s)\n", scans > 0 ? "under pressure" : "never");
+    return 0;
+}
