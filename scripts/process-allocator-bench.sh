@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# The allocator benchmarks of Benchmarks/ProcessAllocator/alloc-bench.c (Larson-style
+# server, producer/consumer, four threads, a realloc string builder, large-block churn)
+# under glibc, swift-mm (LD_PRELOAD=libmmmalloc.so) and each installed allocator:
+# best of RUNS wall time and the peak RSS of that process, then ratios swift-mm ÷
+# each other allocator and their geometric means.
+# Usage: scripts/process-allocator-bench.sh [RUNS]   (default 3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs="${1:-3}"
+swift build -c release --product mmmalloc >&2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cc -O2 -pthread -o "$work/alloc-bench" Benchmarks/ProcessAllocator/alloc-bench.c
+find_library() { ldconfig -p 2>/dev/null | awk -v lib="$1" '$1 == lib && !found { print $NF; found = 1 }'; }
+declare -A preload=([glibc]="" [swift-mm]="$PWD/.build/release/libmmmalloc.so")
+names=(swift-mm glibc)
+for pair in jemalloc:libjemalloc.so.2 tcmalloc:libtcmalloc_minimal.so.4 mimalloc:libmimalloc.so.2; do
+    path=$(find_library "${pair#*:}")
+    if [[ -n "$path" ]]; then preload[${pair%%:*}]=$path; names+=("${pair%%:*}"); else echo "(${pair%%:*} not installed: skipped)" >&2; fi
+done
+shapes=(larson prodcons threads realloc large)
+for shape in "${shapes[@]}"; do
+    for name in "${names[@]}"; do
+        best=""
+        for _ in $(seq "$runs"); do
+            line=$(env LD_PRELOAD="${preload[$name]}" "$work/alloc-bench" "$shape")
+            best=$(printf "%s\n%s\n" "$best" "$line" | awk 'NF == 3' | sort -k2 -n | head -1)
+        done
+        echo "$shape $name $best" >> "$work/results"
+    done
+done
+python3 - "$work/results" "${names[@]}" <<'PY'
+import math, sys
+rows = {}
+for line in open(sys.argv[1]):
+    shape, name, _, seconds, rss = line.split()
+    rows[(shape, name)] = (float(seconds), int(rss))
+names = sys.argv[2:]
+shapes = sorted({s for s, _ in rows}, key=["larson", "prodcons", "threads", "realloc", "large"].index)
+others = [n for n in names if n != "swift-mm"]
+print("| shape | " + " | ".join(f"swift-mm time ÷ {n}" for n in others) + " | " + " | ".join(f"peak RSS ÷ {n}" for n in others) + " |")
+print("|---|" + "---|" * (2 * len(others)))
+logs = {n: ([], []) for n in others}
+for s in shapes:
+    mm = rows[(s, "swift-mm")]
+    cells_t, cells_r = [], []
+    for n in others:
+        t, r = mm[0] / rows[(s, n)][0], mm[1] / rows[(s, n)][1]
+        logs[n][0].append(math.log(t)); logs[n][1].append(math.log(r))
+        cells_t.append(f"{t:.2f}"); cells_r.append(f"{r:.2f}")
+    print(f"| {s} | " + " | ".join(cells_t) + " | " + " | ".join(cells_r) + " |")
+print("| geometric mean | " + " | ".join(f"{math.exp(sum(logs[n][0]) / len(shapes)):.2f}" for n in others) + " | "
+      + " | ".join(f"{math.exp(sum(logs[n][1]) / len(shapes)):.2f}" for n in others) + " |")
+print()
+print("absolute (best of runs): " + "; ".join(f"{s}: " + ", ".join(f"{n} {rows[(s, n)][0]:.3f} s {rows[(s, n)][1] >> 10} MiB" for n in names) for s in shapes))
+PY
