@@ -76,7 +76,7 @@ timeout -s KILL 300 env LD_PRELOAD="$lib" ./.build/release/mmctl > "$work/flagsh
 echo "mmctl flagship: exit 0 under libmmmalloc"
 
 # mmmalloc.h from a C program linked with -lmmmalloc: scopes, policies, a shrinker under pressure.
-cc -O2 -I Sources/CMMMalloc/public -o "$work/mmmalloc-api" Tests/ProcessAllocator/mmmalloc-api.c \
+cc -O2 -pthread -I Sources/CMMMalloc/public -o "$work/mmmalloc-api" Tests/ProcessAllocator/mmmalloc-api.c \
     -L .build/release -lmmmalloc -Wl,-rpath,"$PWD/.build/release"
 MM_CAPACITY=256M timeout -s KILL 120 "$work/mmmalloc-api" > "$work/api.out" \
     || { echo "mmmalloc.h program failed" >&2; tail -5 "$work/api.out" >&2; exit 1; }

@@ -40,7 +40,7 @@ func mmScopeExit(_ token: UInt64) {
 @_cdecl("mm_process_malloc_policy")
 func mmMallocPolicy(_ size: Int, _ policy: Int32) -> UnsafeMutableRawPointer? {
     guard let mm = processSystem() else { return __libc_malloc(size) }
-    let bytes = max(1, size)
+    let bytes = max(16, size)  // max_align_t, as malloc
     switch policy {
     case 0: return mm.allocate(byteCount: bytes, policy: .standard) ?? failedNil()
     case 1: return mm.allocate(byteCount: bytes, policy: .failFast) ?? failedNil()

@@ -11,6 +11,12 @@ import MM
 // posix_memalign returns EINVAL for an alignment that is not a power of two
 // multiple of sizeof(void *); calloc and reallocarray detect overflow.
 
+/// The bytes to ask swift-mm for: at least 16, so that every pointer is
+/// aligned to `max_align_t` (kmalloc-8 objects are aligned to 8 only; every
+/// other class to 16 or more).
+@inline(__always)
+private func cSize(_ size: Int) -> Int { size < 16 ? 16 : size }
+
 /// Runs `body` with swift-mm's system if this thread may use it now, marking
 /// the thread as inside the allocator; nil means "let glibc serve it".
 @inline(__always)
@@ -50,7 +56,7 @@ private func failed<T>(_ value: T) -> T {
 @_cdecl("mm_process_malloc")
 func mmProcessMalloc(_ size: Int) -> UnsafeMutableRawPointer? {
     guard let result = withProcessSystem({ mm in
-        mm.allocate(byteCount: size == 0 ? 1 : size, policy: ProcessAllocator.policy)
+        mm.allocate(byteCount: cSize(size), policy: ProcessAllocator.policy)
     }) else { return __libc_malloc(size) }
     return result ?? failed(nil)
 }
@@ -72,7 +78,7 @@ func mmProcessCalloc(_ count: Int, _ size: Int) -> UnsafeMutableRawPointer? {
     guard let result = withProcessSystem({ mm in
         var policy = ProcessAllocator.policy
         policy.zeroed = true
-        return mm.allocate(byteCount: max(1, Int(bytes)), policy: policy)
+        return mm.allocate(byteCount: cSize(Int(bytes)), policy: policy)
     }) else { return __libc_calloc(count, size) }
     return result ?? failed(nil)
 }
@@ -104,7 +110,7 @@ func mmProcessReallocarray(_ pointer: UnsafeMutableRawPointer?, _ count: Int, _ 
 /// (naturally aligned up to 4 KiB), pages (aligned to 4 KiB), or a block
 /// whose size is at least the alignment (aligned to its size, up to 4 MiB).
 private func allocateAligned(_ mm: MemorySystem, alignment: Int, size: Int) -> UnsafeMutableRawPointer? {
-    if alignment <= 16 { return mm.allocate(byteCount: max(1, size), policy: ProcessAllocator.policy) }
+    if alignment <= 16 { return mm.allocate(byteCount: cSize(size), policy: ProcessAllocator.policy) }
     guard alignment <= MemorySystem.maxContiguousBytes else { return nil }
     let needed = max(size, alignment)
     if needed <= MemorySystem.kmallocMaxSize && alignment <= MemorySystem.pageSize {

@@ -61,6 +61,11 @@ static void edge_cases(void) {
         CHECK(((uintptr_t)c % 16) == 0, "16-byte alignment (max_align_t)");
         free(c);
     }
+    // max_align_t for every size, the smallest ones included (many at once, so that
+    // no allocator can pass by luck).
+    void *small[256];
+    for (int i = 0; i < 256; i++) { small[i] = malloc(i % 17); CHECK(((uintptr_t)small[i] % 16) == 0, "malloc aligns to 16"); }
+    for (int i = 0; i < 256; i++) free(small[i]);
     void *r = malloc(16);
     CHECK(realloc(r, 0) == NULL, "realloc(p, 0) frees and returns NULL (glibc)");
     printf("edge cases: ok\n");

@@ -50,7 +50,10 @@ void *mm_malloc_policy(size_t size, int policy);
 
 /// A cache that reclaim may shrink. count returns a cheap estimate of the
 /// objects it could free; scan frees up to `to_scan` of them and returns how
-/// many it freed, or -1 to say "stop: freeing now could deadlock".
+/// many it freed, or -1 to say "stop: freeing now could deadlock". Both run on
+/// reclaim's own threads (the background reclaimer, the shrinker helpers),
+/// concurrently with the program: guard the cache with a lock, and never
+/// allocate or free while holding it.
 typedef size_t (*mm_count_fn)(void *context);
 typedef long (*mm_scan_fn)(void *context, size_t to_scan);
 
