@@ -45,6 +45,21 @@ for probe in double-free interior misaligned double-free-large delayed-double-fr
     echo "probe $probe: trapped with a report; reported and survived with MM_HARDENING=report"
 done
 
+# MM_HARDENING=full also catches overflows (red zones, and a guard page after every
+# allocation above 8 KiB) and writes after free (poison), which the default mode does not.
+for probe in overflow-1 overflow-32 memcpy-overflow use-after-free overflow-large; do
+    status=0
+    timeout -s KILL 60 env LD_PRELOAD="$lib" MM_HARDENING=full "$work/mmmalloc-probe" "$probe" > "$work/probe.out" 2> "$work/probe.err" || status=$?
+    if [[ $status == 0 ]]; then echo "probe $probe: not caught with MM_HARDENING=full" >&2; cat "$work/probe.err" >&2; exit 1; fi
+    if [[ $probe == overflow-large ]]; then
+        [[ $status == 139 ]] || { echo "probe $probe: expected SIGSEGV on the guard page, got status $status" >&2; exit 1; }
+        echo "probe $probe: the guard page stopped it (SIGSEGV) with MM_HARDENING=full"
+    else
+        grep -q "swift-mm" "$work/probe.err" || { echo "probe $probe: no swift-mm report" >&2; cat "$work/probe.err" >&2; exit 1; }
+        echo "probe $probe: caught with a report with MM_HARDENING=full"
+    fi
+done
+
 # A bad setting is a message and the default, never a crash.
 env LD_PRELOAD="$lib" MM_CAPACITY=lots MM_HARDENING=maybe MM_POLICY=eager MM_STATS=always \
     python3 -c 'print("ok")' > "$work/env.out" 2> "$work/env.err"

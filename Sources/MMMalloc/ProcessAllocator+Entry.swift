@@ -17,6 +17,12 @@ import MM
 @inline(__always)
 private func cSize(_ size: Int) -> Int { size < 16 ? 16 : size }
 
+/// The policy for a request of `size` bytes.
+@inline(__always)
+private func policy(for size: Int) -> AllocationPolicy {
+    size <= MemorySystem.kmallocMaxSize ? ProcessAllocator.policy : ProcessAllocator.largePolicy
+}
+
 /// Runs `body` with swift-mm's system if this thread may use it now, marking
 /// the thread as inside the allocator; nil means "let glibc serve it".
 @inline(__always)
@@ -56,7 +62,7 @@ private func failed<T>(_ value: T) -> T {
 @_cdecl("mm_process_malloc")
 func mmProcessMalloc(_ size: Int) -> UnsafeMutableRawPointer? {
     guard let result = withProcessSystem({ mm in
-        mm.allocate(byteCount: cSize(size), policy: ProcessAllocator.policy)
+        mm.allocate(byteCount: cSize(size), policy: policy(for: size))
     }) else { return __libc_malloc(size) }
     return result ?? failed(nil)
 }
@@ -76,9 +82,9 @@ func mmProcessCalloc(_ count: Int, _ size: Int) -> UnsafeMutableRawPointer? {
     let (bytes, overflow) = UInt(bitPattern: count).multipliedReportingOverflow(by: UInt(bitPattern: size))
     guard !overflow, bytes <= UInt(Int.max) else { return failed(nil) }
     guard let result = withProcessSystem({ mm in
-        var policy = ProcessAllocator.policy
-        policy.zeroed = true
-        return mm.allocate(byteCount: cSize(Int(bytes)), policy: policy)
+        var zeroed = policy(for: Int(bytes))
+        zeroed.zeroed = true
+        return mm.allocate(byteCount: cSize(Int(bytes)), policy: zeroed)
     }) else { return __libc_calloc(count, size) }
     return result ?? failed(nil)
 }

@@ -20,6 +20,8 @@ enum ProcessAllocator {
     private static let state = Atomic<Int>(0)  // 0: not yet, 1: initialising, 2: ready, 3: failed
     nonisolated(unsafe) private static var system: Unmanaged<MemorySystem>?  // written once before state 2
     nonisolated(unsafe) static var policy = AllocationPolicy.standard  // written once before state 2
+    /// The policy of allocations above 8 KiB (`.virtual` under `MM_HARDENING=full`: a guard page after each).
+    nonisolated(unsafe) static var largePolicy = AllocationPolicy.standard  // written once before state 2
 
     /// The system, if it is ready; creates it on the first call after the
     /// library's constructor ran. The caller has set `mallocDepth`.
@@ -45,6 +47,8 @@ enum ProcessAllocator {
         do {
             let mm = try MemorySystem(settings.configuration)
             policy = settings.policy
+            largePolicy = settings.policy
+            if settings.guardLargeAllocations { largePolicy.placement = .virtual }
             system = Unmanaged.passRetained(mm)
             MemorySystem._installProcessSystem(mm)
             if settings.statsAtExit { atexit { ProcessAllocator.printStatistics() } }

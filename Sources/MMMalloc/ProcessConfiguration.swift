@@ -8,7 +8,9 @@ import MM
 ///   when there is one, else physical memory. The arena is lazy: a large
 ///   capacity costs nothing until used.
 /// - `MM_HARDENING`: `trap` (default: a bad free stops the process with a
-///   report) or `report` (reported and ignored).
+///   report), `report` (reported and ignored), or `full` (`trap`, plus red
+///   zones and poisoning on every allocation up to 8 KiB and a guard page
+///   after every larger one: overflows and writes after free are caught too).
 /// - `MM_POLICY`: the policy of `malloc`: `standard` (default), `failFast`,
 ///   `retryWhileProgress`, `nonBlocking`.
 /// - `MM_STATS=exit`: meminfo, slabinfo and vmstat to standard error at exit.
@@ -18,6 +20,9 @@ struct ProcessConfiguration {
     var configuration: MemoryConfiguration
     var policy: AllocationPolicy = .standard
     var statsAtExit = false
+    /// `MM_HARDENING=full`: allocations above 8 KiB are vmalloc areas, each
+    /// followed by an unmapped guard page.
+    var guardLargeAllocations = false
 
     static func fromEnvironment() -> ProcessConfiguration {
         var capacity = defaultCapacity()
@@ -34,10 +39,14 @@ struct ProcessConfiguration {
         switch environment("MM_HARDENING") {
         case nil, "trap": configuration.hardeningAction = .trap
         case "report": configuration.hardeningAction = .report
+        case "full":
+            configuration.hardeningAction = .trap
+            configuration.kmallocDebugFlags = [.redZone, .poison]
         case let other?:
-            ProcessAllocator.writeError("libmmmalloc: MM_HARDENING=\(other) is not trap or report; using trap")
+            ProcessAllocator.writeError("libmmmalloc: MM_HARDENING=\(other) is not trap, report or full; using trap")
         }
         var result = ProcessConfiguration(configuration: configuration)
+        result.guardLargeAllocations = !configuration.kmallocDebugFlags.isEmpty
         switch environment("MM_POLICY") {
         case nil, "standard": break
         case "failFast": result.policy = .failFast

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// One bad free, chosen by the argument, for scripts/process-allocator-check.sh:
-// under libmmmalloc (MM_HARDENING=trap, the default) each must stop the
-// process with a report naming the problem; with MM_HARDENING=report it is
+// One memory error, chosen by the argument, for scripts/process-allocator-check.sh.
+// Bad frees: under libmmmalloc (MM_HARDENING=trap, the default) each must stop
+// the process with a report naming the problem; with MM_HARDENING=report it is
 // reported and ignored, and the program goes on to print "survived".
+// Overflows and writes after free: caught with MM_HARDENING=full.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,19 @@ int main(int argc, char **argv) {
         free(p);
         for (int i = 0; i < 100000; i++) free(malloc(64 + i % 64));
         free(p);
+    }
+    else if (strcmp(argv[1], "overflow-1") == 0) { p[64] = 1; free(p); }
+    else if (strcmp(argv[1], "overflow-32") == 0) { memset(p + 64, 2, 32); free(p); }
+    else if (strcmp(argv[1], "memcpy-overflow") == 0) { char src[80]; memset(src, 3, 80); memcpy(p, src, 80); free(p); }
+    else if (strcmp(argv[1], "use-after-free") == 0) {
+        free(p);
+        p[40] = 4;
+        for (int i = 0; i < 1000; i++) { char *r = malloc(64); r[0] = 0; }  // one of them is p again
+    }
+    else if (strcmp(argv[1], "overflow-large") == 0) {
+        char *big = malloc(1 << 20);
+        big[1 << 20] = 5;  // the first byte past 1 MiB
+        free(big);
     }
     else return 64;
     printf("survived\n");

@@ -36,6 +36,13 @@ public struct MemoryConfiguration: Sendable {
     public var releaseDelay: Duration = .seconds(1)
     /// What a hardening violation (double free, foreign pointer, …) does.
     public var hardeningAction: HardeningAction = .trap
+    /// Debug checks for every kmalloc class, so for every byte allocation up
+    /// to 8 KiB: `.redZone` (a write past the end is caught at the free),
+    /// `.poison` (a write after free is caught at the next allocation of the
+    /// slot), `.zeroOnFree`. Those allocations take the checked, locked path
+    /// of the slab layer: a debugging mode, slower and larger. `.reclaimable`
+    /// is not a check and is refused. Kernel analogue: `slub_debug=ZP`.
+    public var kmallocDebugFlags: ObjectCacheFlags = []
     /// Checked mode for the system's lifetime: dropping the system while
     /// memory is still allocated from it (pages, vmalloc areas, live objects)
     /// stops the process with a message saying how much, instead of letting
@@ -80,6 +87,9 @@ public struct MemoryConfiguration: Sendable {
 
     /// Checks every field; returns the configuration with `capacity` rounded.
     func validated() throws(ConfigurationError) -> MemoryConfiguration {
+        guard !kmallocDebugFlags.contains(.reclaimable) else {
+            throw ConfigurationError(field: "kmallocDebugFlags", message: ".reclaimable is not a debug check; only .redZone, .poison and .zeroOnFree")
+        }
         guard capacity >= MemoryConfiguration.minimumCapacity else {
             throw ConfigurationError(field: "capacity", message: "\(capacity) bytes is below the minimum of \(MemoryConfiguration.minimumCapacity) bytes (one 4 MiB max-order block)")
         }
@@ -130,6 +140,7 @@ public struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvert
     public enum Field: String, Sendable, Hashable, CaseIterable {
         case capacity, watermarks, watermarkScaleFactor, releaseOrder, releaseDelay
         case maxReclaimRetries, maxVirtualMappings, oomReapTimeout, shrinkerDeadline, stallReportInterval
+        case kmallocDebugFlags
         case faultInjectionProbability = "faultInjection.probability"
         case faultInjectionInterval = "faultInjection.interval"
         case faultInjectionTimes = "faultInjection.times"

@@ -63,7 +63,7 @@ public final class MemorySystem: Sendable {
             releaseOrder: config.releaseOrder, releaseDelay: config.releaseDelay,
             hooks: PageAllocatorHooks(uncharge: { [oom] id, bytes in oom.group(id: id)?.uncharge(bytes) },
                                       recordFree: recordFree))
-        let slab = SlabAllocator(pages: pages, recordFree: recordFree)
+        let slab = SlabAllocator(pages: pages, kmallocFlags: config.kmallocDebugFlags, recordFree: recordFree)
         let virtual = try VirtualAllocator(pages: pages, regionBytes: max(2 * config.capacity, 64 << 20),
                                            mapLimit: config.maxVirtualMappings ?? VirtualAllocator.defaultMapLimit(),
                                            recordFree: recordFree)

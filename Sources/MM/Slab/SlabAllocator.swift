@@ -22,7 +22,7 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
     /// Sees every freed object's address (allocation profiling), wired by `MemorySystem`.
     let recordFree: (@Sendable (UnsafeMutableRawPointer) -> Void)?
 
-    init(pages: PageAllocator, recordFree: (@Sendable (UnsafeMutableRawPointer) -> Void)?) {
+    init(pages: PageAllocator, kmallocFlags: ObjectCacheFlags = [], recordFree: (@Sendable (UnsafeMutableRawPointer) -> Void)?) {
         systemID = pages.systemID
         self.pages = pages
         self.recordFree = recordFree
@@ -33,7 +33,7 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
             let name = size >= 1024 ? "kmalloc-\(size >> 10)k" : "kmalloc-\(size)"
             // Power-of-two classes are naturally aligned (as kmalloc guarantees); 96 and 192 to 32 and 64.
             let alignment = size & (size - 1) == 0 ? min(size, pageSize) : (size == 96 ? 32 : 64)
-            _ = try! makeCache(name: name, size: size, alignment: alignment, flags: [])
+            _ = try! makeCache(name: name, size: size, alignment: alignment, flags: kmallocFlags)
         }
         Self.magazines.register(self, systemID: systemID)
     }

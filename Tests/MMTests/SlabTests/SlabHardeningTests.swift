@@ -112,6 +112,38 @@ struct SlabHardeningTests {
         cache.deallocate(q)
     }
 
+    @Test("kmallocDebugFlags: plain byte allocations get red zones and poison; .reclaimable is refused")
+    func kmallocDebug() throws {
+        var config = MemoryConfiguration(capacity: 16 << 20)
+        config.logsEvents = false
+        config.hardeningAction = .report
+        config.kmallocDebugFlags = [.redZone, .poison]
+        let mm = try MemorySystem(config)
+        let recorder = EventRecorder(mm)
+        // A one-byte overflow of a 64-byte allocation: caught at its free.
+        let p = try #require(mm.allocate(byteCount: 64))
+        p.storeBytes(of: 0x41, toByteOffset: 64, as: UInt8.self)
+        mm.deallocate(p)
+        #expect(recorder.violations.map(\.kind) == [.redZoneOverwritten], "\(recorder.violations)")
+        // A write after free: caught when the slot is handed out again.
+        let q = try #require(mm.allocate(byteCount: 100))
+        mm.deallocate(q)
+        q.storeBytes(of: 0x42, toByteOffset: 40, as: UInt8.self)  // bytes 0-15 hold the free-list link and canary
+        let r = try #require(mm.allocate(byteCount: 100))
+        #expect(r == q)
+        #expect(recorder.violations.last?.kind == .writeAfterFree, "\(recorder.violations)")
+        mm.deallocate(r)
+        // Without the flags, the same overflow goes unseen on the fast path.
+        config.kmallocDebugFlags = []
+        let plain = try MemorySystem(config)
+        let plainRecorder = EventRecorder(plain)
+        let s = try #require(plain.allocate(byteCount: 64))
+        plain.deallocate(s)
+        #expect(plainRecorder.violations.isEmpty)
+        config.kmallocDebugFlags = [.reclaimable]
+        #expect(throws: ConfigurationError.self) { _ = try MemorySystem(config) }
+    }
+
     @Test("a write after free traps by default")
     func poisonTraps() async {
         await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
