@@ -70,6 +70,8 @@ done
 echo "bad settings: one message each, defaults used"
 
 compare c-program 1 "$work/mmmalloc-check"
+c++ -O2 -pthread -o "$work/mmmalloc-cpp" Tests/ProcessAllocator/mmmalloc-cpp.cc
+compare c++-program 1 "$work/mmmalloc-cpp"
 compare echo 0 /bin/echo hello
 compare python 1 python3 -c '
 import json, sqlite3
