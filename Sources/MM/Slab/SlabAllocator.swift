@@ -222,9 +222,11 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
     func statistics() -> [SlabCacheStatistics] {
         let caches = allCaches
         var cached = [Int](repeating: 0, count: caches.count)
+        // Only the counts, which are atomics: another thread's stack pointers are its
+        // own (it creates a stack on its first refill, while this runs).
         Self.magazines.withAttached(to: systemID) { all in
             for m in all {
-                for index in m.usedIndices(below: caches.count) { cached[index] += m.count(index) }
+                for index in 0..<caches.count { cached[index] += m.count(index) }
             }
         }
         return caches.map { cache in
