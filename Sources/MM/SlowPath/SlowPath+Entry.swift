@@ -103,15 +103,16 @@ extension SlowPath {
     private func serve(_ route: Route, byteCount: Int, policy: AllocationPolicy, guarantee: Guarantee?,
                        site: CallSite, request request_: RequestDescription? = nil) -> UnsafeMutableRawPointer? {
         var request: RequestDescription
+        var cacheName: String?
         switch route {
-        case .object(let index): request = .object(bytes: byteCount, cache: router.slab.cache(index).name)
+        case .object(let index):
+            cacheName = router.slab.cache(index).name
+            request = .object(bytes: byteCount, cache: cacheName!)
         case .pages(let order): request = .pages(bytes: byteCount, order: order)
         case .virtual, .automatic:
             request = .pages(bytes: byteCount, order: min(maxOrder, PlacementRouter.order(forBytes: byteCount)))
         }
         if let given = request_ { request = given }
-        var cacheName: String?
-        if case .object(let index) = route { cacheName = router.slab.cache(index).name }
         guard case .proceed(let context) = admit(byteCount: byteCount, policy: policy, guarantee: guarantee, site: site,
                                                  request: request, cache: cacheName) else { return nil }
         // Charged memory is accounted by the page: a charged object request takes its own pages.

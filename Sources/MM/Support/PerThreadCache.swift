@@ -84,11 +84,6 @@ struct PerThreadCache<Kind: PerThreadCacheKind>: Hashable, @unchecked Sendable {
         return PerThreadCache(header: raw.assumingMemoryBound(to: PerThreadCacheHeader.self))
     }
 
-    /// Sets the fast-path slots from the thread slots and the checked locks held.
-    static func refreshFastPathSlot() {
-        ThreadSlots.refreshFastPathSlots()
-    }
-
     /// The system whose memory the cache holds (0: none).
     @inlinable @inline(__always)
     var systemID: UInt64 { header.pointee.systemID.load(ordering: .relaxed) }
@@ -123,7 +118,7 @@ struct PerThreadCache<Kind: PerThreadCacheKind>: Hashable, @unchecked Sendable {
         let cache = PerThreadCache(header: header)
         Kind.initializeRecord(at: cache.recordBase)
         Kind.threadSlot.pointee = raw
-        refreshFastPathSlot()
+        ThreadSlots.refreshFastPathSlots()
         pthread_setspecific(Kind.threadExitKey.key, raw)
         return cache
     }
@@ -133,7 +128,7 @@ struct PerThreadCache<Kind: PerThreadCacheKind>: Hashable, @unchecked Sendable {
     func destroy() {
         if Kind.threadSlot.pointee == UnsafeMutableRawPointer(header) {
             Kind.threadSlot.pointee = nil
-            Self.refreshFastPathSlot()
+            ThreadSlots.refreshFastPathSlots()
         }
         munmap(UnsafeMutableRawPointer(header), Self.byteCount)
     }
