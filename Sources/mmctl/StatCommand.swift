@@ -7,7 +7,7 @@ import MMLab
 /// state at its end in /proc formats.
 struct Stat: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run a scenario once (its first semantics, with allocation profiling on) and print meminfo, buddyinfo, slabinfo, vmstat, allocinfo and pressure at its end.")
+        abstract: "Run a scenario once (its first semantics, with allocation profiling on) and print meminfo, buddyinfo, slabinfo, vmstat, allocinfo, pressure, shrinkers and groups at its end.")
 
     @Argument(help: "A built-in scenario or a YAML file.")
     var scenario: String = "cache-pressure"
@@ -33,6 +33,8 @@ struct Stat: ParsableCommand {
             \(s.pressure.rendered)
             == shrinkerinfo ==
             \(s.shrinkerinfo)
+            == groups (memory.current, limits, memory.events) ==
+            \(s.groupinfo)
             """
         })
         print("# \(loaded.name) under \(semantics.rawValue): \(report.transactions) transactions in \(format(report.seconds)) s; watchdog: \(report.verdict)\n")

@@ -5,7 +5,10 @@
 public struct MemoryStatistics: Sendable {
     /// Bytes of arena.
     public var capacity: Int
-    /// Free bytes: in the buddy lists plus in per-thread lists.
+    /// The process budget (`MemorySystem.limit`; the capacity unless it was set).
+    public var limit: Int
+    /// Free bytes that requests may take: in the buddy lists plus in
+    /// per-thread lists, less what the limit withholds (`limit − used`, never below 0).
     public var freeBytes: Int
     /// Free bytes held in per-thread lists (part of `freeBytes`).
     public var perThreadFreeBytes: Int
@@ -68,6 +71,9 @@ public struct MemoryStatistics: Sendable {
             "background_reclaim_runs": r.backgroundRuns, "background_reclaim_pages": r.backgroundPages,
             "background_wakeups": r.backgroundWakeups,
             "oom_kill": r.oomKills, "oom_victim_wait": r.oomVictimWaits, "oom_no_victim": r.oomNoVictim,
+            "group_reclaim_runs": r.groupRuns, "group_reclaim_bytes": r.groupBytes,
+            "max_force_charge": s.maxForceCharges, "max_fail": s.maxFailures,
+            "high_throttle": s.highThrottles, "high_throttle_ms": s.highThrottleMilliseconds,
             "vmalloc_areas": v.areas, "vmalloc_mappings": v.mappings, "vmalloc_alloc": v.allocations,
             "vmalloc_free": v.frees, "vmalloc_fail": v.failures, "vmalloc_fail_map_count": v.mapCountFailures,
             "vmalloc_purge": v.purges,
@@ -87,6 +93,12 @@ public struct MemoryStatistics: Sendable {
         public var ownUsage: Int
         /// The group's `oomScoreAdjust`.
         public var oomScoreAdjust: Int
+        /// The group's limits (`memory.min/low/high/max`).
+        public var limits: MemoryLimits = .init()
+        /// The group's hierarchical event counts (`memory.events`).
+        public var events: MemoryGroupEvents = .init()
+        /// The parent group's name, nil for a top-level group.
+        public var parent: String? = nil
     }
 
     /// One vmstat counter.
@@ -111,6 +123,7 @@ public struct MemoryStatistics: Sendable {
             return padded + String(repeating: " ", count: max(0, 8 - value.count)) + value + " kB\n"
         }
         return line("MemTotal", capacity)
+            + line("MemLimit", limit)
             + line("MemFree", freeBytes)
             + line("MemAvailable", freeBytes)
             + line("PerThreadFree", perThreadFreeBytes)
@@ -135,6 +148,30 @@ public struct MemoryStatistics: Sendable {
             s += String(repeating: " ", count: max(0, 6 - v.count)) + v + " "
         }
         return s + "\n"
+    }
+
+    /// One block per group in cgroup v2's file formats: `memory.current`,
+    /// the four limits (`max` for none) and `memory.events`, each line
+    /// prefixed by the group's path (`parent/child`).
+    public var groupinfo: String {
+        guard !groups.isEmpty else { return "(no groups)\n" }
+        let parents = Dictionary(groups.map { ($0.name, $0.parent) }, uniquingKeysWith: { a, _ in a })
+        func path(_ g: GroupUsage) -> String {
+            var parts = [g.name], next = g.parent, depth = 0
+            while let p = next, depth < 64 { parts.append(p); next = parents[p] ?? nil; depth += 1 }
+            return parts.reversed().joined(separator: "/")
+        }
+        func limit(_ v: Int?) -> String { v.map(String.init) ?? "max" }
+        var out = ""
+        for g in groups {
+            let p = path(g)
+            out += "\(p) memory.current \(g.usage)\n"
+            out += "\(p) memory.min \(g.limits.min)\n\(p) memory.low \(g.limits.low)\n"
+            out += "\(p) memory.high \(limit(g.limits.high))\n\(p) memory.max \(limit(g.limits.max))\n"
+            let e = g.events
+            out += "\(p) memory.events low \(e.low) high \(e.high) max \(e.max) oom \(e.oom) oom_kill \(e.oomKill)\n"
+        }
+        return out
     }
 
     /// Shrinkers as lines of `name domain scanned freed deferred skipped stops`.

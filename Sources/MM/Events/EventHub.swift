@@ -44,7 +44,7 @@ final class EventHub: Sendable {
         return { event in
             switch event {
             case .hardeningViolation, .allocationFailure, .oomKill, .reclaimRecursion: logger.error("\(event.description)")
-            case .oomVictimStuck, .slowShrinker: logger.warning("\(event.description)")
+            case .oomVictimStuck, .slowShrinker, .overLimit: logger.warning("\(event.description)")
             case .invalidRequest, .allocationStall, .scopeConflict: logger.warning("\(event.description)")
             }
         }

@@ -55,11 +55,17 @@ public enum MemoryEvent: Sendable, CustomStringConvertible {
     /// per shrinker. Kernel: none (the kernel trusts its shrinkers); the
     /// closest is a hung-task or soft-lockup warning.
     case slowShrinker(SlowShrinker)
+    /// The process limit (`MemorySystem.setLimit`) is below usage and
+    /// neither reclaim nor the OOM handler can bring usage under it.
+    /// Reported once per limit change. Kernel: an OOM report with no
+    /// killable task after a `memory.max` write.
+    case overLimit(OverLimit)
 
     /// A one-line description, as events and reports print it.
     public var description: String {
         switch self {
         case .slowShrinker(let e): return e.description
+        case .overLimit(let e): return e.description
         case .allocationFailure(let e): return e.description
         case .allocationStall(let e): return e.description
         case .scopeConflict(let e): return e.description
@@ -117,12 +123,18 @@ public struct AllocationStall: Sendable, CustomStringConvertible {
     public var attempts: Int
     /// Time since the request entered the slow path.
     public var stalledFor: Duration
+    /// The group whose `max` the request waits under (R8); nil when it
+    /// waits for free memory.
+    public var group: String? = nil
+    /// That group's usage and limit in words.
+    public var groupDetail: String? = nil
 
     /// A one-line description, as events and reports print it.
     public var description: String {
         let tenths = stalledFor.components.seconds * 10 + stalledFor.components.attoseconds / 100_000_000_000_000_000
         return "possible memory allocation deadlock: \(request), policy \(policy), scope \(scope)"
             + (guarantee.map { ", guarantee \($0)" } ?? "") + (site.map { ", at \($0)" } ?? "")
+            + (group.map { ", waiting under the max of group \($0)" + (groupDetail.map { " (\($0))" } ?? "") } ?? "")
             + ", \(attempts) attempts, stalled \(tenths / 10).\(tenths % 10) s"
     }
 }
@@ -215,5 +227,18 @@ public struct SlowShrinker: Sendable, CustomStringConvertible {
     /// A one-line description, as events and reports print it.
     public var description: String {
         "shrinker \(shrinker) did not return within \(deadline); reclaim went on without it (it finishes on a helper thread, and is skipped until it does)\(allocationSite.map { "; request at \($0)" } ?? "")"
+    }
+}
+
+/// Payload of `MemoryEvent.overLimit`.
+public struct OverLimit: Sendable, CustomStringConvertible {
+    /// The process limit, in bytes.
+    public var limit: Int
+    /// Bytes in use when reclaim and the OOM handler gave up.
+    public var usage: Int
+
+    /// A one-line description, as events and reports print it.
+    public var description: String {
+        "process limit \(limit >> 10) kB is below usage \(usage >> 10) kB, and reclaim and the OOM handler can free nothing more; requests fail or wait until memory is freed"
     }
 }

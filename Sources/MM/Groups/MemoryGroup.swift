@@ -28,6 +28,10 @@ public final class MemoryGroup: Sendable, Hashable, CustomStringConvertible {
     let childCount = Atomic<Int>(0)
     /// Removed from its system: charging it is an invalid request.
     let removed = Atomic<Bool>(false)
+    /// `min`/`low`/`high`/`max`, read without a lock by charge and reclaim.
+    let limitWords = GroupLimitWords()
+    /// Local `memory.events` counts (each also counted on every ancestor).
+    let eventWords = GroupEventWords()
 
     /// Whether the group was removed (`MemorySystem.removeGroup`) or dropped
     /// after its last reference went away; it can no longer be charged.
@@ -54,6 +58,8 @@ public final class MemoryGroup: Sendable, Hashable, CustomStringConvertible {
     /// Bytes charged to this group itself (not its descendants).
     public var ownUsage: Int { ownBytes.load(ordering: .relaxed) }
 
+    /// Charges without a limit check: a force-charge (R8's `.useReserves`
+    /// and requests inside reclaim), or an uncharge with a negative count.
     func charge(_ bytes: Int) {
         ownBytes.wrappingAdd(bytes, ordering: .relaxed)
         var g: MemoryGroup? = self
@@ -96,6 +102,8 @@ public struct MemoryGroupError: Error, Sendable, Hashable, CustomStringConvertib
         case alreadyRemoved
         /// The group belongs to another `MemorySystem`.
         case foreignGroup
+        /// The limits given are incoherent (negative, `high > max`, `min > max`).
+        case incoherentLimits
     }
     /// What went wrong.
     public var code: Code

@@ -11,6 +11,9 @@ public struct MemoryConfiguration: Sendable {
     /// Bytes of arena ("physical memory"). Rounded down to whole 4 MiB
     /// max-order blocks; at least `minimumCapacity`.
     public var capacity: Int
+    /// The process budget at start (R11), `MemorySystem.setLimit` moves it
+    /// later; `nil`: the capacity. Clamped to `1 MiB…capacity`.
+    public var limit: Int?
     /// How often a guaranteed request that keeps retrying reports a stall.
     public var stallReportInterval: Duration = .seconds(10)
     /// How long reclaim waits for one shrinker call before it goes on
@@ -108,6 +111,9 @@ public struct MemoryConfiguration: Sendable {
         guard PageWatermarks(w).min < PageWatermarks(w).low, PageWatermarks(w).low < PageWatermarks(w).high else {
             throw ConfigurationError(field: "watermarks", message: "min, low and high must differ by at least one page; got \(w)")
         }
+        if let limit, limit <= 0 {
+            throw ConfigurationError(field: "limit", message: "\(limit) must be positive (it is clamped to 1 MiB…capacity)")
+        }
         if let order = releaseOrder, !(0...maxOrder).contains(order) {
             throw ConfigurationError(field: "releaseOrder", message: "\(order) is outside 0...\(maxOrder)")
         }
@@ -138,7 +144,7 @@ public struct MemoryConfiguration: Sendable {
 public struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The fields of `MemoryConfiguration` that validation checks, to match on.
     public enum Field: String, Sendable, Hashable, CaseIterable {
-        case capacity, watermarks, watermarkScaleFactor, releaseOrder, releaseDelay
+        case capacity, limit, watermarks, watermarkScaleFactor, releaseOrder, releaseDelay
         case maxReclaimRetries, maxVirtualMappings, oomReapTimeout, shrinkerDeadline, stallReportInterval
         case kmallocDebugFlags
         case faultInjectionProbability = "faultInjection.probability"

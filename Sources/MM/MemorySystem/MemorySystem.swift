@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+import Glibc
 import Synchronization
 
 /// A memory manager over one arena: the facade of swift-mm.
@@ -63,7 +64,8 @@ public final class MemorySystem: Sendable {
             releaseOrder: config.releaseOrder, releaseDelay: config.releaseDelay,
             hooks: PageAllocatorHooks(uncharge: { [oom] id, bytes in oom.group(id: id)?.uncharge(bytes) },
                                       recordFree: recordFree))
-        let slab = SlabAllocator(pages: pages, kmallocFlags: config.kmallocDebugFlags, recordFree: recordFree)
+        let slab = SlabAllocator(pages: pages, kmallocFlags: config.kmallocDebugFlags, recordFree: recordFree,
+                                 uncharge: { [oom] id, bytes in oom.group(id: id)?.uncharge(bytes) })
         let virtual = try VirtualAllocator(pages: pages, regionBytes: max(2 * config.capacity, 64 << 20),
                                            mapLimit: config.maxVirtualMappings ?? VirtualAllocator.defaultMapLimit(),
                                            recordFree: recordFree)
@@ -90,6 +92,10 @@ public final class MemorySystem: Sendable {
             hooks.directReclaim = { [engine] (context: AllocationContext, order: Int) in engine.directReclaim(context, order: order) }
             hooks.outOfMemory = { [engine] (context: AllocationContext) in engine.outOfMemory(trigger: context.description) }
             hooks.victimReleasing = { [oom] in oom.hasReleasingVictim }
+            hooks.groupReclaim = { [engine] context, group, bytes in engine.reclaimGroup(group, context: context, bytes: bytes) }
+            hooks.groupOutOfMemory = { [engine] context, group in
+                engine.outOfMemory(trigger: "\(context.description), at the max of group \(group.name)", within: group)
+            }
         }
         self.configuration = config
         self.events = events
@@ -112,6 +118,7 @@ public final class MemorySystem: Sendable {
         } else {
             backgroundReclaimer = nil
         }
+        if let limit = config.limit { setLimit(limit) }
         ChargingScopes.addObserver(systemID) { [gate = pages.gate] active in gate.setChargingActive(active) }
         // In a forked child: vanished threads' caches come back (once per process, for
         // every system), then this system forgets what those threads were doing. The
@@ -154,6 +161,8 @@ public final class MemorySystem: Sendable {
             hooks.directReclaim = { [pages] _, _ in pages.drainForReclaim() }
             hooks.outOfMemory = { _ in .noVictim }
             hooks.victimReleasing = { false }
+            hooks.groupReclaim = { _, _, _ in 0 }
+            hooks.groupOutOfMemory = { _, _ in .noVictim }
         }
         slab.detachAllThreads()
         pages.detachAllThreads()
@@ -243,15 +252,101 @@ public final class MemorySystem: Sendable {
         return reclaim.proactive(pages: (max(0, bytes) + MM.pageSize - 1) >> MM.pageShift) << MM.pageShift
     }
 
+    /// The process budget in bytes (R11): at most `capacity`, which it is by
+    /// default. It acts as the root group's `max`: free memory is
+    /// `limit − used` and the watermarks are computed from it.
+    public var limit: Int { pages.limitPages.load(ordering: .relaxed) << MM.pageShift }
+
+    /// Moves the process budget; clamped to `1 MiB…capacity` (rounded down
+    /// to whole pages) and returns at once. Lowering it makes free memory
+    /// `limit − used` immediately: requests see the new watermarks, free
+    /// memory beyond the limit goes back to the OS, and background reclaim
+    /// brings usage under the limit when memory is reclaimable (else the
+    /// OOM handler per R6, then an `overLimit` report). Raising it gives the
+    /// memory back to requests at once (waiting requests are woken).
+    /// Derived watermarks are recomputed from the limit as from a capacity;
+    /// explicit ones stay unless they no longer fit under half the limit.
+    /// Kernel analogue: a balloon driver's inflate/deflate; cgroup v2
+    /// `memory.max` of the root.
+    public func setLimit(_ bytes: Int) {
+        let pagesLimit = Swift.min(configuration.capacity, Swift.max(1 << 20, bytes)) >> MM.pageShift
+        let limitBytes = pagesLimit << MM.pageShift
+        var marks = configuration.watermarks ?? .derived(capacity: limitBytes, scaleFactor: configuration.watermarkScaleFactor)
+        if marks.high >= limitBytes / 2 {
+            marks = .derived(capacity: limitBytes, scaleFactor: configuration.watermarkScaleFactor)
+        }
+        // Tiny limits: keep the three apart and below half the limit.
+        var w = PageWatermarks(marks)
+        if w.high >= pagesLimit / 2 || w.min >= w.low || w.low >= w.high {
+            let min = Swift.max(1, pagesLimit / 64)
+            w = PageWatermarks(min: min, low: min + Swift.max(1, min / 4), high: min + 2 * Swift.max(1, min / 4))
+        }
+        reclaim.limitReported.store(false, ordering: .relaxed)
+        pages.setLimit(pages: pagesLimit, watermarks: w)
+    }
+
+    /// The watermarks in force now (they move with `limit`).
+    public var watermarks: Watermarks {
+        let w = pages.watermarks
+        return Watermarks(min: w.min << MM.pageShift, low: w.low << MM.pageShift, high: w.high << MM.pageShift)
+    }
+
     /// Creates a group to charge allocations to (`policy.group`, `.charging(group)`).
     /// The OOM handler picks the group with the highest
     /// `ownUsage + oomScoreAdjust × capacity / 1000` (−1000: never) and calls
     /// its `onOOMKill` once, which must release memory soon; until it does,
     /// the group's allocations may use the `.oomVictim` reserve.
-    /// Kernel analogue: creating a memory cgroup with `oom_score_adj`.
+    ///
+    /// `limits` are the group's `min`/`low`/`high`/`max` (rules R8–R10);
+    /// incoherent limits are reported as an `invalidRequest` and the group
+    /// is created without limits.
+    /// Kernel analogue: creating a memory cgroup and writing its `memory.*` files.
     public func makeGroup(name: String, parent: MemoryGroup? = nil, oomScoreAdjust: Int = 0,
+                          limits: MemoryLimits = .init(),
                           onOOMKill: @escaping @Sendable (MemoryGroup) -> Void = { _ in }) -> MemoryGroup {
-        reclaim.oom.makeGroup(name: name, parent: parent, oomScoreAdjust: oomScoreAdjust, onOOMKill: onOOMKill)
+        var limits = limits
+        if let problem = limits.incoherence {
+            pages.reportInvalid(InvalidRequest(operation: "makeGroup(name: \(name), limits: \(limits))",
+                                               reason: "incoherent limits: \(problem); the group is created without limits", site: nil))
+            limits = MemoryLimits()
+        }
+        return reclaim.oom.makeGroup(name: name, parent: parent, oomScoreAdjust: oomScoreAdjust, limits: limits,
+                                     onOOMKill: onOOMKill)
+    }
+
+    /// Sets `group`'s limits. Throws a `MemoryGroupError` (`.incoherentLimits`:
+    /// a negative value, `high > max` or `min > max`; `.alreadyRemoved`,
+    /// `.foreignGroup`) and keeps the old limits. A `max` below the group's
+    /// usage is accepted: the calling thread reclaims from the group's
+    /// subtree at once and, if that is not enough, invokes the OOM handler
+    /// for the subtree, as writing `memory.max` does in the kernel; a `high`
+    /// below usage is left to the next charges (R9).
+    /// Kernel analogue: writing `memory.min`, `memory.low`, `memory.high`, `memory.max`.
+    public func setLimits(_ limits: MemoryLimits, for group: MemoryGroup) throws {
+        try reclaim.oom.checkMember(group)
+        if let problem = limits.incoherence {
+            throw MemoryGroupError(.incoherentLimits, "limits \(limits) for group \(group.name) are incoherent: \(problem)")
+        }
+        group.limitWords.store(limits)
+        if let max = limits.max, group.usage > max { enforceMax(max, on: group) }
+    }
+
+    /// A `max` just set below usage: reclaim from the subtree, then the OOM
+    /// handler for it, a bounded number of times. Kernel analogue: `memory_max_write`.
+    private func enforceMax(_ max: Int, on group: MemoryGroup) {
+        let token = AllocationScope.enter(.reclaiming)
+        defer { token.exit() }
+        for _ in 0..<configuration.maxReclaimRetries where group.usage > max {
+            if reclaim.reclaimGroup(group, context: nil, bytes: group.usage - max) > 0 { continue }
+            group.count(.oom)
+            switch reclaim.outOfMemory(trigger: "max of group \(group.name) set below its usage", within: group) {
+            case .noVictim: return
+            case .killed, .waitingForVictim:
+                let deadline = ContinuousClock.now + configuration.oomReapTimeout
+                let usage = group.usage
+                while group.usage >= usage && ContinuousClock.now < deadline { usleep(1000) }
+            }
+        }
     }
 
     /// Removes `group`. Refused with a `MemoryGroupError` while the group
@@ -283,15 +378,19 @@ public final class MemorySystem: Sendable {
             .reduce(0) { $0 + ($1.slabs * $1.pagesPerSlab) << MM.pageShift }
         return MemoryStatistics(
             capacity: configuration.capacity,
-            freeBytes: (p.buddyFreePages + p.cachedPages) << MM.pageShift,
+            limit: limit,
+            freeBytes: p.availablePages << MM.pageShift,
             perThreadFreeBytes: p.cachedPages << MM.pageShift,
             releasedBytes: p.releasedPages << MM.pageShift,
             residentBytes: pages.arena.residentBytes(belowPage: pages.zone.withLock { $0.buddy.frontier }) + virtual.residentBytes(),
             metadataResidentBytes: pages.arena.residentMetadataBytes(),
-            watermarks: configuration.effectiveWatermarks,
+            watermarks: watermarks,
             freeBlocksPerOrder: p.freeBlocks,
             shrinkers: reclaim.shrinkers.statistics(),
-            groups: reclaim.oom.all.map { .init(name: $0.name, usage: $0.usage, ownUsage: $0.ownUsage, oomScoreAdjust: $0.oomScoreAdjust) },
+            groups: reclaim.oom.all.map {
+                .init(name: $0.name, usage: $0.usage, ownUsage: $0.ownUsage, oomScoreAdjust: $0.oomScoreAdjust,
+                      limits: $0.limits, events: $0.events, parent: $0.parent?.name)
+            },
             pressure: reclaim.pressure.snapshot(),
             vmallocTotalBytes: virtual.regionPages << MM.pageShift,
             vmallocUsedBytes: vm.mappedPages << MM.pageShift,

@@ -16,16 +16,27 @@ final class OOMKiller: Sendable {
         self.events = events
     }
 
-    func makeGroup(name: String, parent: MemoryGroup?, oomScoreAdjust: Int,
+    func makeGroup(name: String, parent: MemoryGroup?, oomScoreAdjust: Int, limits: MemoryLimits,
                    onOOMKill: @escaping @Sendable (MemoryGroup) -> Void) -> MemoryGroup {
         groups.withLock { table in
             OOMKiller.pruneAbandoned(&table.byID)
             let group = MemoryGroup(name: name, parent: parent, oomScoreAdjust: max(-1000, min(1000, oomScoreAdjust)),
                                     id: table.nextID, onOOMKill: onOOMKill)
             table.nextID &+= 1
+            group.limitWords.store(limits)
             table.byID[group.id] = group
             parent?.childCount.wrappingAdd(1, ordering: .relaxed)
             return group
+        }
+    }
+
+    /// Whether `group` is a live group of this system; the error to throw otherwise.
+    func checkMember(_ group: MemoryGroup) throws(MemoryGroupError) {
+        let member = groups.withLock { $0.byID[group.id] === group }
+        guard member else {
+            throw group.isRemoved
+                ? MemoryGroupError(.alreadyRemoved, "group \(group.name) was removed")
+                : MemoryGroupError(.foreignGroup, "group \(group.name) belongs to another MemorySystem")
         }
     }
 
@@ -101,7 +112,7 @@ final class OOMKiller: Sendable {
     /// allocator lock). While an earlier victim is still releasing memory
     /// (within `oomReapTimeout`) no new victim is chosen and the caller
     /// waits for that one, as the kernel does.
-    func handle(trigger: String) -> OOMOutcome {
+    func handle(trigger: String, within root: MemoryGroup? = nil) -> OOMOutcome {
         guard inProgress.withLock({ busy -> Bool in
             if busy { return false }
             busy = true
@@ -111,7 +122,8 @@ final class OOMKiller: Sendable {
 
         let now = ContinuousClock.now
         var skip = Set<ObjectIdentifier>()
-        for g in all {
+        let candidates = all.filter { root == nil || $0.isWithin(root!) }
+        for g in candidates {
             guard let state = g.victim.withLock({ $0 }) else { continue }
             if g.ownUsage == 0 {
                 g.victim.withLock { $0 = nil }          // it released everything
@@ -133,12 +145,13 @@ final class OOMKiller: Sendable {
             }
         }
         var best: (group: MemoryGroup, score: Int)?
-        for g in all where !skip.contains(ObjectIdentifier(g)) && g.ownUsage > 0 {
+        for g in candidates where !skip.contains(ObjectIdentifier(g)) && g.ownUsage > 0 {
             guard let s = score(g) else { continue }
             if best == nil || s > best!.score { best = (g, s) }
         }
         guard let (victim, score) = best else { return .noVictim }
         victim.victim.withLock { $0 = MemoryGroup.VictimState(killedAt: now, usageAtKill: victim.ownUsage) }
+        victim.count(.oomKill)
         events.emit(.oomKill(OOMKill(victim: victim.name, score: score, usage: victim.usage,
                                      oomScoreAdjust: victim.oomScoreAdjust, trigger: trigger)))
         victim.onOOMKill(victim)

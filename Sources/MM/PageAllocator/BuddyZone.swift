@@ -29,6 +29,12 @@ struct BuddyZone: @unchecked Sendable {  // raw pointers into the arena; guarded
     /// Pages in free blocks whose memory has been returned to the OS (or
     /// was never touched: the blocks above the frontier count here too).
     private(set) var releasedPages = 0
+    /// Free pages the process limit withholds: the arena less the limit
+    /// (R11). They stay on the lists, so buddies still merge, but no request
+    /// may take them: `allows` counts only `availablePages`.
+    var withheldPages = 0
+    /// Free pages requests may take: may be negative after the limit was lowered below usage.
+    var availablePages: Int { freePages - withheldPages }
     /// First page of the never-used region: every largest block from here to
     /// the end is free, listed nowhere, its descriptors untouched zeros.
     private(set) var frontier = 0
@@ -65,7 +71,7 @@ struct BuddyZone: @unchecked Sendable {  // raw pointers into the arena; guarded
     /// Kernel analogue: `__zone_watermark_ok`.
     @inline(__always)
     func allows(order: Int, floor: Int) -> Bool {
-        freePages - (1 << order) >= floor
+        availablePages - (1 << order) >= floor
     }
 
     // MARK: Lists

@@ -21,13 +21,13 @@ final class FastPathGate: @unchecked Sendable {  // two words behind stable poin
     /// The identifier magazines must be attached to for the object fast path.
     @usableFromInline let objectKey: UnsafeMutablePointer<Atomic<UInt64>>
     private let systemID: UInt64
-    private let low: Int
+    private let low: Atomic<Int>
     private let holds = Atomic<Int>(0)
     private let charging = Atomic<Bool>(false)
 
     init(systemID: UInt64, low: Int) {
         self.systemID = systemID
-        self.low = low
+        self.low = Atomic(low)
         pageThreshold = .allocate(capacity: 1)
         pageThreshold.initialize(to: Atomic(low))
         objectKey = .allocate(capacity: 1)
@@ -57,9 +57,15 @@ final class FastPathGate: @unchecked Sendable {  // two words behind stable poin
         refresh()
     }
 
+    /// The `low` watermark moved (the process limit changed).
+    func setLow(_ pages: Int) {
+        low.store(pages, ordering: .relaxed)
+        refresh()
+    }
+
     private func refresh() {
         let closed = holds.load(ordering: .relaxed) > 0 || charging.load(ordering: .relaxed)
-        pageThreshold.pointee.store(closed ? Int.max : low, ordering: .relaxed)
+        pageThreshold.pointee.store(closed ? Int.max : low.load(ordering: .relaxed), ordering: .relaxed)
         objectKey.pointee.store(closed ? Self.closedKey : systemID, ordering: .relaxed)
     }
 }

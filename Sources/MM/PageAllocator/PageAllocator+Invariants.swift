@@ -74,8 +74,11 @@ extension PageAllocator {
                 if freeSeen != state.buddy.freePages {
                     problems.append("free pages: \(freeSeen) in free blocks, counter says \(state.buddy.freePages)")
                 }
-                if freePagesHot.pointee.load(ordering: .relaxed) != state.buddy.freePages {
+                if freePagesHot.pointee.load(ordering: .relaxed) != state.buddy.availablePages {
                     problems.append("published free-page count is stale")
+                }
+                if state.buddy.withheldPages != arena.pageCount - limitPages.load(ordering: .relaxed) {
+                    problems.append("withheld pages \(state.buddy.withheldPages) do not match the limit of \(limitPages.load(ordering: .relaxed)) pages")
                 }
                 if releasedSeen != state.buddy.releasedPages {
                     problems.append("released pages: \(releasedSeen) in blocks, counter says \(state.buddy.releasedPages)")

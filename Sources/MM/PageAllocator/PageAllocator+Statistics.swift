@@ -19,7 +19,7 @@ extension PageAllocator {
                 c.invalidRequests = invalidRequests.load(ordering: .relaxed)
                 c.hardeningViolations = hardeningViolations.load(ordering: .relaxed)
                 return PageStatistics(
-                    buddyFreePages: state.buddy.freePages, cachedPages: cached,
+                    buddyFreePages: state.buddy.freePages, withheldPages: state.buddy.withheldPages, cachedPages: cached,
                     releasedPages: state.buddy.releasedPages,
                     freeBlocks: state.buddy.blockCounts.enumerated().map { order, count in
                         order == maxOrder ? count + state.buddy.untouchedBlocks : count
@@ -32,10 +32,18 @@ extension PageAllocator {
 
 /// The page allocator's part of `MemoryStatistics`.
 struct PageStatistics: Sendable {
+    /// Pages on the buddy lists, the withheld ones included.
     var buddyFreePages: Int
+    /// Pages the process limit withholds (arena − limit).
+    var withheldPages: Int
     var cachedPages: Int
     var releasedPages: Int
     var freeBlocks: [Int]
     var counters: PageAllocatorCounters
     var threadsWithLists: Int
+}
+
+extension PageStatistics {
+    /// Free pages that requests may take (limit − used; never below 0).
+    var availablePages: Int { Swift.max(0, buddyFreePages + cachedPages - withheldPages) }
 }

@@ -70,7 +70,11 @@ final class PageAllocator: PerThreadCacheOwner, @unchecked Sendable {  // immuta
 
     let systemID: UInt64
     let arena: Arena
-    let watermarks: PageWatermarks
+    /// The watermarks in force (they move with the process limit).
+    let watermarkWords: WatermarkWords
+    var watermarks: PageWatermarks { watermarkWords.current }
+    /// The process limit in pages (R11); the buddy zone withholds the rest of the arena.
+    let limitPages: Atomic<Int>
     let zone: Locked<ZoneState>
     /// Free pages in the buddy lists, published for the lock-free watermark check.
     let freePagesHot: UnsafeMutablePointer<Atomic<Int>>
@@ -99,7 +103,8 @@ final class PageAllocator: PerThreadCacheOwner, @unchecked Sendable {  // immuta
          hardeningAction: HardeningAction, releaseOrder: Int?, releaseDelay: Duration, hooks: PageAllocatorHooks) {
         self.systemID = systemID
         self.arena = arena
-        self.watermarks = PageWatermarks(watermarks)
+        self.watermarkWords = WatermarkWords(PageWatermarks(watermarks))
+        self.limitPages = Atomic(arena.pageCount)
         self.events = events
         self.hardeningAction = hardeningAction
         self.hooks = hooks
@@ -115,7 +120,7 @@ final class PageAllocator: PerThreadCacheOwner, @unchecked Sendable {  // immuta
         zone = Locked(ZoneState(buddy: BuddyZone(frames: arena.frames, pageCount: arena.pageCount, tick: 0)))
         freePagesHot = .allocate(capacity: 1)
         freePagesHot.initialize(to: Atomic(arena.pageCount))
-        gate = FastPathGate(systemID: systemID, low: self.watermarks.low)
+        gate = FastPathGate(systemID: systemID, low: watermarkWords.current.low)
         Self.lists.register(self, systemID: systemID)
     }
 
@@ -133,15 +138,17 @@ final class PageAllocator: PerThreadCacheOwner, @unchecked Sendable {  // immuta
     /// Milliseconds since the system was created (wraps after 49 days; only differences are used).
     var tick: UInt32 { clock.now }
 
+    /// Publishes the free pages the watermark checks see: the buddy lists'
+    /// free pages less those the process limit withholds.
     @inline(__always)
-    private func publish(_ state: borrowing ZoneState) {
-        let free = state.buddy.freePages
+    func publish(_ state: borrowing ZoneState) {
+        let free = state.buddy.availablePages
         freePagesHot.pointee.store(free, ordering: .relaxed)
         // Written only under the zone lock: a plain compare and store is enough.
         if free < lowestFreePages.load(ordering: .relaxed) { lowestFreePages.store(free, ordering: .relaxed) }
     }
 
-    /// Free pages in the buddy lists now (a relaxed read).
+    /// Free pages in the buddy lists now, less those the limit withholds (a relaxed read; may be negative).
     var freePages: Int { freePagesHot.pointee.load(ordering: .relaxed) }
 
     // MARK: Per-thread lists

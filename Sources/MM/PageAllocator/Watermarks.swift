@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+import Synchronization
 
 /// The three free-memory thresholds of the page allocator, in bytes.
 /// Kernel analogue: a zone's `WMARK_MIN`, `WMARK_LOW`, `WMARK_HIGH`.
@@ -44,16 +45,43 @@ public struct Watermarks: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// Watermarks in pages, as the allocator uses them.
-@usableFromInline
-struct PageWatermarks: Sendable {
-    @usableFromInline let min: Int
-    @usableFromInline let low: Int
-    @usableFromInline let high: Int
+struct PageWatermarks: Sendable, Equatable {
+    let min: Int
+    let low: Int
+    let high: Int
+
+    init(min: Int, low: Int, high: Int) {
+        self.min = min
+        self.low = low
+        self.high = high
+    }
 
     init(_ w: Watermarks) {
         func pages(_ bytes: Int) -> Int { (bytes + pageSize - 1) >> pageShift }
         min = pages(w.min)
         low = pages(w.low)
         high = pages(w.high)
+    }
+}
+
+/// The watermarks in force, changed when the process limit moves (R11):
+/// one atomic each, read without a lock by the slow paths.
+final class WatermarkWords: Sendable {
+    private let min: Atomic<Int>, low: Atomic<Int>, high: Atomic<Int>
+
+    init(_ w: PageWatermarks) {
+        min = Atomic(w.min)
+        low = Atomic(w.low)
+        high = Atomic(w.high)
+    }
+
+    var current: PageWatermarks {
+        PageWatermarks(min: min.load(ordering: .relaxed), low: low.load(ordering: .relaxed), high: high.load(ordering: .relaxed))
+    }
+
+    func store(_ w: PageWatermarks) {
+        min.store(w.min, ordering: .relaxed)
+        low.store(w.low, ordering: .relaxed)
+        high.store(w.high, ordering: .relaxed)
     }
 }

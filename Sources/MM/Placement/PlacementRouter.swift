@@ -63,19 +63,19 @@ final class PlacementRouter: Sendable {
     }
 
     /// The route of a possible byte request. Up to `kmallocMaxSize` bytes,
-    /// `.contiguous` and `.automatic` requests take a kmalloc object — unless
-    /// they are charged to a group: charged memory is accounted by the page,
-    /// so they take their own pages. Larger `.contiguous` requests take a
-    /// block; `.virtual` always maps; `.automatic` above the kmalloc sizes is
-    /// kvmalloc.
+    /// `.contiguous` and `.automatic` requests take a kmalloc object — from
+    /// the class's accounted twin (`kmalloc-cg-*`) when they are charged to
+    /// a group, so that the group is charged the object's size class.
+    /// Larger `.contiguous` requests take a block; `.virtual` always maps;
+    /// `.automatic` above the kmalloc sizes is kvmalloc.
     func route(byteCount: Int, placement: Placement, charged: Bool) -> Route {
         switch placement {
         case .virtual:
             return .virtual(byteCount: byteCount)
         case .contiguous, .automatic:
             if byteCount <= kmallocMaxSize {
-                return charged ? .pages(order: Self.order(forBytes: byteCount))
-                               : .object(index: SizeClass.index(forBytes: byteCount))
+                let index = SizeClass.index(forBytes: byteCount)
+                return .object(index: charged ? slab.accountedTwin(of: index)! : index)
             }
             if placement == .contiguous { return .pages(order: Self.order(forBytes: byteCount)) }
             return .automatic(order: Self.order(forBytes: byteCount), byteCount: byteCount)
@@ -88,6 +88,17 @@ final class PlacementRouter: Sendable {
     func guaranteedRoute(byteCount: Int, charged: Bool) -> Route {
         if byteCount <= pageSize << costlyOrder { return route(byteCount: byteCount, placement: .contiguous, charged: charged) }
         return .automatic(order: Self.order(forBytes: byteCount), byteCount: byteCount)
+    }
+
+    /// Bytes a request on `route` is charged before its first attempt: the
+    /// most any of its steps hands out (kvmalloc's contiguous step takes a
+    /// whole buddy block); the slow path corrects the charge to `bytes(of:)`
+    /// of the step that served it.
+    func chargeBytes(of route: Route) -> Int {
+        if case .automatic(let order, let byteCount) = route, byteCount <= maxContiguousBytes {
+            return Swift.max(pageSize << order, bytes(of: route))
+        }
+        return bytes(of: route)
     }
 
     /// Bytes a successful attempt at `route` hands out (charged, zeroed, profiled).
@@ -107,7 +118,7 @@ final class PlacementRouter: Sendable {
     func attempt(_ route: Route, floor: Int, chargedTo groupID: UInt32, site: CallSite?) -> PlacementAttempt {
         switch route {
         case .object(let index):
-            return slab.allocate(index: index, floor: floor, site: site).map(PlacementAttempt.allocated) ?? .noMemory
+            return slab.allocate(index: index, floor: floor, site: site, chargedTo: groupID).map(PlacementAttempt.allocated) ?? .noMemory
         case .pages(let order):
             return pages.allocate(order: order, floor: floor, chargedTo: groupID).map(PlacementAttempt.allocated) ?? .noMemory
         case .virtual(let byteCount), .automatic(_, let byteCount):

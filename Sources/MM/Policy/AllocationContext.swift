@@ -38,6 +38,9 @@ public struct AllocationContext: Sendable, CustomStringConvertible {
     /// A scope restriction the call's guarantee overrode (R2, R5), reported
     /// once per call site.
     public var conflict: String?
+    /// Bytes charged to `group` before the first attempt (R8); the slow path
+    /// corrects it to what the serving step handed out.
+    var chargedBytes = 0
 
     /// Whether reclaim in `domain` is allowed for this request (nil: safe anywhere).
     public func mayReclaim(in domain: ReclaimDomain?) -> Bool {

@@ -88,14 +88,20 @@ final class BackgroundReclaimer: @unchecked Sendable {  // pthread handle writte
                     // R6: it runs unrestricted, so it may invoke the OOM handler for waiters —
                     // unless memory came back meanwhile (a victim released, a racing free): like the
                     // kernel's last-chance allocation at the high watermark before out_of_memory().
+                    // R11: also when the process limit was lowered below usage (as writing
+                    // memory.max does in the kernel); with nobody left to kill, that is reported.
                     let refilled = engine.pages.freePages > engine.pages.watermarks.high
+                    let overLimit = engine.pages.freePages < 0
                     if engine.pages.waitQueue.waiterCount > 0 && !refilled {
                         _ = engine.outOfMemory(trigger: "background reclaimer: no progress with \(engine.pages.waitQueue.waiterCount) request(s) waiting")
+                    } else if overLimit {
+                        engine.enforceLimit()
                     }
                     break
                 }
             }
-            // Idle memory goes back to the OS once it has aged.
+            // What the process limit withholds goes back to the OS now; idle memory once it has aged.
+            engine.pages.releaseWithheld()
             if let order = engine.pages.releaseOrder, engine.pages.freePages > engine.pages.watermarks.high {
                 engine.pages.releasePass(minOrder: order, minimumAge: engine.pages.releaseDelayTicks, limit: 64, now: engine.pages.tick)
             }

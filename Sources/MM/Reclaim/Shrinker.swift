@@ -33,11 +33,20 @@ public protocol Shrinker: AnyObject, Sendable {
     /// Frees up to `control.objectsToScan` objects: `.freed(n)`, or `.stop`
     /// when continuing could deadlock (the remaining work is deferred).
     func scanObjects(_ control: ShrinkControl) -> ShrinkResult
+    /// Whether the shrinker keeps its objects per group: then reclaim calls
+    /// it once per group it reclaims from, with `control.group` set to that
+    /// group (never nil), and it counts and frees only objects charged to
+    /// exactly that group. Reclaim for a group's limit (R8, R9) then takes
+    /// only that subtree's objects, and protected groups (R10) are skipped.
+    /// Default false. Kernel analogue: `SHRINKER_MEMCG_AWARE`.
+    var isGroupAware: Bool { get }
 }
 
 extension Shrinker {
     /// The kernel's `DEFAULT_SEEKS`.
     public var seeks: Int { 2 }
+    /// Not group-aware: called once per pass, whatever the groups.
+    public var isGroupAware: Bool { false }
 }
 
 /// What a scan returned. Kernel analogue: the freed count or `SHRINK_STOP`.
@@ -55,7 +64,9 @@ public struct ShrinkControl: Sendable {
     public var priority: Int
     /// The allocation on whose behalf reclaim runs (`nil` for the background reclaimer).
     public var context: AllocationContext?
-    /// The group that request is charged to, if any.
+    /// For a group-aware shrinker: the group whose objects to count and
+    /// free (never nil). For other shrinkers: the group the request is
+    /// charged to, if any.
     public var group: MemoryGroup?
 }
 

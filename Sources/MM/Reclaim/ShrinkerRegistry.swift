@@ -33,6 +33,8 @@ final class ShrinkerRegistry: Sendable {
         let id: Int
         let shrinker: any Shrinker
         var deferred = 0
+        /// Work carried over per group, for group-aware shrinkers (the kernel's per-memcg `nr_deferred`).
+        var deferredByGroup: [UInt32: Int] = [:]
         var scanned = 0, freed = 0, skipped = 0, stops = 0
         var unregistered = false
         /// A call of it missed the deadline and is still running on a helper.
@@ -106,13 +108,17 @@ final class ShrinkerRegistry: Sendable {
         }
     }
 
-    /// One pass over every shrinker the request may call, at `priority`.
-    /// Returns the objects freed. Kernel analogue: `shrink_slab`.
-    func shrink(priority: Int, context: AllocationContext?) -> Int {
+    /// One pass over every shrinker the request may call, at `priority`:
+    /// group-aware shrinkers once per group of `scope`, the others once if
+    /// the scope includes them. Returns the objects freed.
+    /// Kernel analogue: `shrink_slab` (with `shrink_slab_memcg` per memcg).
+    func shrink(priority: Int, context: AllocationContext?, scope: ReclaimScope = .everything) -> Int {
         let snapshot = entries.withLock { $0.list }
         var freedTotal = 0
         for entry in snapshot {
             let shrinker = entry.shrinker
+            let groupAware = shrinker.isGroupAware
+            if groupAware ? scope.groups.isEmpty : !scope.includesUnaware { continue }
             let domain = shrinker.domain
             if let context, !context.mayReclaim(in: domain) {
                 entries.withLock { _ in entry.skipped += 1 }
@@ -138,7 +144,17 @@ final class ShrinkerRegistry: Sendable {
             // Every call runs on a helper thread and is waited for at most the deadline.
             let call = entries.withLock { _ -> Int in entry.callsStarted += 1; return entry.callsStarted }
             let result = runner.run(deadline: deadline) { [self] in
-                let freed = shrinkOne(entry, priority: priority, context: context)
+                var freed = 0
+                if groupAware {
+                    for group in scope.groups {
+                        let n = shrinkOne(entry, priority: priority, context: context, group: group)
+                        // R10: taking from a group below its effective low is counted on it.
+                        if n > 0 && scope.lowProtected.contains(group.id) { group.count(.low) }
+                        freed += n
+                    }
+                } else {
+                    freed = shrinkOne(entry, priority: priority, context: context, group: context?.group)
+                }
                 entries.withLock { _ in
                     entry.lastFinishedCall = call
                     entry.overdue = false
@@ -168,7 +184,7 @@ final class ShrinkerRegistry: Sendable {
 
     /// Counts and scans one shrinker at `priority` on the calling thread
     /// (inside `.reclaiming`); returns the objects freed.
-    private func shrinkOne(_ entry: Entry, priority: Int, context: AllocationContext?) -> Int {
+    private func shrinkOne(_ entry: Entry, priority: Int, context: AllocationContext?, group: MemoryGroup?) -> Int {
         let me = currentThreadSerial()
         let shrinker = entry.shrinker
         let domain = shrinker.domain
@@ -184,7 +200,8 @@ final class ShrinkerRegistry: Sendable {
                 if let i = entry.activeThreads.firstIndex(of: me) { entry.activeThreads.remove(at: i) }
             }
         }
-        let control = ShrinkControl(objectsToScan: 0, priority: priority, context: context, group: context?.group)
+        let control = ShrinkControl(objectsToScan: 0, priority: priority, context: context, group: group)
+        let perGroup = shrinker.isGroupAware ? group?.id : nil
         let freeable = checker.runningShrinker(named: shrinker.name, domain: domain) {
             shrinker.countObjects(control)
         }
@@ -194,9 +211,9 @@ final class ShrinkerRegistry: Sendable {
         var delta = seeks == 0 ? freeable / 2 : (freeable >> priority) * 4 / seeks
         if delta == 0 && priority == 0 { delta = freeable }
         var total = entries.withLock { _ in
-            let t = min(entry.deferred + delta, 2 * freeable)
-            entry.deferred = 0
-            return t
+            let deferred = perGroup.map { entry.deferredByGroup[$0] ?? 0 } ?? entry.deferred
+            if let perGroup { entry.deferredByGroup[perGroup] = nil } else { entry.deferred = 0 }
+            return min(deferred + delta, 2 * freeable)
         }
         var freed = 0, scanned = 0, stopped = false
         while total >= ShrinkerRegistry.batch || (total > 0 && total >= freeable) {
@@ -216,7 +233,12 @@ final class ShrinkerRegistry: Sendable {
         }
         let remaining = total
         entries.withLock { _ in
-            entry.deferred = min(entry.deferred + remaining, 2 * freeable)
+            if let perGroup {
+                let carried = min(remaining, 2 * freeable)
+                entry.deferredByGroup[perGroup] = carried > 0 ? carried : nil
+            } else {
+                entry.deferred = min(entry.deferred + remaining, 2 * freeable)
+            }
             entry.scanned += scanned
             entry.freed += freed
             if stopped { entry.stops += 1 }

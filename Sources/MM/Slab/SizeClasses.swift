@@ -5,7 +5,8 @@
 /// Kernel analogue: the `kmalloc-8` … `kmalloc-8k` caches (`kmalloc_info`).
 @usableFromInline let kmallocSizes: [Int] = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192]
 
-/// Number of kmalloc classes; they occupy cache indices `0..<kmallocClassCount`.
+/// Number of kmalloc classes; they occupy cache indices `0..<kmallocClassCount`,
+/// and their accounted twins (`kmalloc-cg-*`) the next `kmallocClassCount`.
 @usableFromInline let kmallocClassCount = 13
 
 /// Largest request served by a kmalloc class. Kernel analogue: `KMALLOC_MAX_CACHE_SIZE` (2 pages).

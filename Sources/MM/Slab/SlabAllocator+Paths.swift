@@ -8,11 +8,13 @@ extension SlabAllocator {
     /// the magazine, refilled if empty, or one object straight from the
     /// slabs for checked caches. A new slab is taken only if that leaves
     /// `floor` free pages; nil otherwise (the slow path decides what next).
-    /// `site` names the call in reports. Kernel analogue: `___slab_alloc`.
-    func allocate(index: Int, floor: Int, site: CallSite?) -> UnsafeMutableRawPointer? {
+    /// `site` names the call in reports; a non-zero `groupID` (accounted
+    /// caches only) is recorded as the object's group, uncharged at its free.
+    /// Kernel analogue: `___slab_alloc`.
+    func allocate(index: Int, floor: Int, site: CallSite?, chargedTo groupID: UInt32 = 0) -> UnsafeMutableRawPointer? {
         let cache = self.cache(index)
         if layouts[index].checkedOnly != 0 {  // the table, not the cache's copy: destroy() sets it
-            return allocateChecked(cache, floor: floor, site: site)
+            return allocateChecked(cache, floor: floor, site: site, chargedTo: groupID)
         }
         let m = magazinesForCurrentThread()
         if m.count(index) == 0 {
@@ -29,7 +31,7 @@ extension SlabAllocator {
     /// The locked path of caches with debug flags (and of destroyed ones):
     /// one object straight from the slabs, its poison verified.
     /// Kernel analogue: SLUB's `alloc_debug_processing`.
-    private func allocateChecked(_ cache: SlabCache, floor: Int, site: CallSite?) -> UnsafeMutableRawPointer? {
+    private func allocateChecked(_ cache: SlabCache, floor: Int, site: CallSite?, chargedTo groupID: UInt32) -> UnsafeMutableRawPointer? {
         var object: UnsafeMutableRawPointer?
         var corruption: [HardeningViolation] = []
         var destroyed = false
@@ -40,7 +42,9 @@ extension SlabAllocator {
                 let raw = UnsafeMutableRawPointer(out).assumingMemoryBound(to: UnsafeMutableRawPointer.self)
                 if cache.takeFromSlabs(&s, into: raw, max: 1, corruption: &corruption) == 0 { out.pointee = nil }
             }
-            s.counters.checkedAllocations += object == nil ? 0 : 1
+            guard let object else { return }
+            s.counters.checkedAllocations += 1
+            if groupID != 0 { s.objectGroups[UInt(bitPattern: object)] = groupID }
         }
         cache.central.withLock { take(&$0) }
         if destroyed {
@@ -103,11 +107,13 @@ extension SlabAllocator {
                 p.initializeMemory(as: UInt8.self, repeating: ObjectLayout.poisonByte, count: layout.size)
             }
             (p + layout.canaryOffset).storeBytes(of: layout.freeCanary(address), as: UInt.self)
-            let empty = cache.central.withLock { s -> [UInt32] in
+            let (empty, groupID) = cache.central.withLock { s -> ([UInt32], UInt32?) in
                 cache.returnToSlab(address, &s)
                 s.counters.checkedFrees += 1
-                return cache.detachEmptySlabs(&s, keep: s.destroyed ? 0 : cache.keptEmptySlabs)
+                let groupID = s.objectGroups.isEmpty ? nil : s.objectGroups.removeValue(forKey: address)
+                return (cache.detachEmptySlabs(&s, keep: s.destroyed ? 0 : cache.keptEmptySlabs), groupID)
             }
+            if let groupID { uncharge(groupID, layout.size) }
             freeSlabs(empty, of: cache)
             return
         }

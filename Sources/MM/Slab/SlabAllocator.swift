@@ -21,19 +21,27 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
     private let nextIndex = Locked<Int>(0)
     /// Sees every freed object's address (allocation profiling), wired by `MemorySystem`.
     let recordFree: (@Sendable (UnsafeMutableRawPointer) -> Void)?
+    /// Uncharges a freed accounted object from the group with this identifier.
+    let uncharge: @Sendable (_ groupID: UInt32, _ bytes: Int) -> Void
 
-    init(pages: PageAllocator, kmallocFlags: ObjectCacheFlags = [], recordFree: (@Sendable (UnsafeMutableRawPointer) -> Void)?) {
+    init(pages: PageAllocator, kmallocFlags: ObjectCacheFlags = [], recordFree: (@Sendable (UnsafeMutableRawPointer) -> Void)?,
+         uncharge: @escaping @Sendable (_ groupID: UInt32, _ bytes: Int) -> Void = { _, _ in }) {
         systemID = pages.systemID
         self.pages = pages
         self.recordFree = recordFree
+        self.uncharge = uncharge
         layouts = .allocate(capacity: maxObjectCaches)
         table = .allocate(capacity: maxObjectCaches)
         table.initialize(repeating: nil, count: maxObjectCaches)
-        for size in kmallocSizes {
-            let name = size >= 1024 ? "kmalloc-\(size >> 10)k" : "kmalloc-\(size)"
-            // Power-of-two classes are naturally aligned (as kmalloc guarantees); 96 and 192 to 32 and 64.
-            let alignment = size & (size - 1) == 0 ? min(size, pageSize) : (size == 96 ? 32 : 64)
-            _ = try! makeCache(name: name, size: size, alignment: alignment, flags: kmallocFlags)
+        // The kmalloc classes, then their accounted twins: charged requests take
+        // those, one object charged at a time (kernel: the kmalloc-cg-* caches).
+        for accounted in [false, true] {
+            for size in kmallocSizes {
+                let name = (accounted ? "kmalloc-cg-" : "kmalloc-") + (size >= 1024 ? "\(size >> 10)k" : "\(size)")
+                // Power-of-two classes are naturally aligned (as kmalloc guarantees); 96 and 192 to 32 and 64.
+                let alignment = size & (size - 1) == 0 ? min(size, pageSize) : (size == 96 ? 32 : 64)
+                _ = try! makeCache(name: name, size: size, alignment: alignment, flags: kmallocFlags, accounted: accounted)
+            }
         }
         Self.magazines.register(self, systemID: systemID)
     }
@@ -55,8 +63,18 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
 
     var allCaches: [SlabCache] { (0..<cacheCount).map(cache) }
 
-    /// Creates a cache. Kernel analogue: `kmem_cache_create`.
-    func makeCache(name: String, size: Int, alignment: Int, flags: ObjectCacheFlags) throws(ObjectCacheError) -> SlabCache {
+    /// The accounted twin of a kmalloc class (`kmalloc-cg-*`), or nil for
+    /// other caches. Its objects are charged one by one: every allocation
+    /// and free takes the cache's locked path, which records the group of
+    /// each object, so the uncharged fast path pays nothing for it.
+    func accountedTwin(of index: Int) -> Int? {
+        index < kmallocClassCount ? index + kmallocClassCount : nil
+    }
+
+    /// Creates a cache (`accounted`: every object goes through the locked
+    /// path, where its charge is recorded). Kernel analogue: `kmem_cache_create`.
+    func makeCache(name: String, size: Int, alignment: Int, flags: ObjectCacheFlags,
+                   accounted: Bool = false) throws(ObjectCacheError) -> SlabCache {
         guard !name.isEmpty else { throw ObjectCacheError(field: "name", message: "must not be empty") }
         guard size > 0 else { throw ObjectCacheError(field: "size", message: "\(size) must be positive") }
         guard alignment > 0, alignment & (alignment - 1) == 0, alignment <= pageSize else {
@@ -68,7 +86,7 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
                                         secret: secret) else {
             throw ObjectCacheError(field: "size", message: "\(size) bytes does not fit an order-\(costlyOrder) slab (\(pageSize << costlyOrder) bytes); allocate pages or virtual memory instead")
         }
-        if !flags.isDisjoint(with: [.redZone, .poison, .zeroOnFree]) { layout.checkedOnly = 1 }
+        if accounted || !flags.isDisjoint(with: [.redZone, .poison, .zeroOnFree]) { layout.checkedOnly = 1 }
         let index = try nextIndex.withLock { (next: inout Int) throws(ObjectCacheError) -> Int in
             guard next < maxObjectCaches else {
                 throw ObjectCacheError(field: "name", message: "this system has created \(maxObjectCaches) object caches, its lifetime limit")

@@ -27,6 +27,9 @@ struct SlabCacheState: Sendable {
     var depot: [UInt] = []
     /// Objects on slab free lists.
     var freeInSlabs = 0
+    /// Accounted caches: the group each live object is charged to, by address.
+    /// Kernel analogue: the slab's `obj_cgroup` vector.
+    var objectGroups: [UInt: UInt32] = [:]
     var counters = SlabCounters()
     var destroyed = false
 }

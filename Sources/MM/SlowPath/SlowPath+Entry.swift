@@ -113,14 +113,25 @@ extension SlowPath {
             request = .pages(bytes: byteCount, order: min(maxOrder, PlacementRouter.order(forBytes: byteCount)))
         }
         if let given = request_ { request = given }
-        guard case .proceed(let context) = admit(byteCount: byteCount, policy: policy, guarantee: guarantee, site: site,
+        guard case .proceed(var context) = admit(byteCount: byteCount, policy: policy, guarantee: guarantee, site: site,
                                                  request: request, cache: cacheName) else { return nil }
-        // Charged memory is accounted by the page: a charged object request takes its own pages.
         var route = route
-        if context.group != nil, case .object = route {
-            route = .pages(order: PlacementRouter.order(forBytes: byteCount))
+        if context.group != nil, case .object(let index) = route {
+            if let twin = router.slab.accountedTwin(of: index) {
+                route = .object(index: twin)           // kmalloc: charged by the object
+            } else if index >= 2 * kmallocClassCount {
+                // A user cache has no accounted twin: the request takes its own pages.
+                route = .pages(order: PlacementRouter.order(forBytes: byteCount))
+            }
+        }
+        // R8, R9: the charge comes first; the request fails, waits or force-charges at max.
+        if let group = context.group {
+            let bytes = router.chargeBytes(of: route)
+            guard charge(bytes, to: group, context) else { return nil }
+            context.chargedBytes = bytes
         }
         let p = serve(route, context)
+        if p == nil, let group = context.group { group.uncharge(context.chargedBytes) }
         if p == nil, case .virtual = route { router.virtual.countFailure() }
         if p == nil, case .automatic = route { router.virtual.countFailure() }
         return p

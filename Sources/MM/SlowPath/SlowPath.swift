@@ -26,6 +26,10 @@ struct ReclaimHooks: Sendable {
     /// Whether a victim told to release memory still holds some (a request
     /// waiting after a kill stops waiting once this is false).
     var victimReleasing: @Sendable () -> Bool = { true }
+    /// Reclaim for a group's limit (R8, R9): returns the bytes uncharged from the group.
+    var groupReclaim: @Sendable (_ context: AllocationContext, _ group: MemoryGroup, _ bytes: Int) -> Int = { _, _, _ in 0 }
+    /// The OOM handler restricted to a group's subtree (R8).
+    var groupOutOfMemory: @Sendable (_ context: AllocationContext, _ group: MemoryGroup) -> OOMOutcome = { _, _ in .noVictim }
 }
 
 /// What the slow path tells the diagnostics boxes, wired once by
@@ -71,6 +75,14 @@ public struct SlowPathCounters: Sendable, Hashable {
     public var guaranteedWaits = 0
     /// `.useReserves` requests that went to the `.high` tier (`reserve_unlocks`).
     public var reserveUnlocks = 0
+    /// Charges let past a group's `max`: `.useReserves` and requests inside
+    /// reclaim (`max_force_charge`; kernel: the NOFAIL and PF_MEMALLOC force-charge).
+    public var maxForceCharges = 0
+    /// Requests failed at a group's `max` (`max_fail`).
+    public var maxFailures = 0
+    /// Requests throttled above a group's `high`, and the milliseconds they slept
+    /// (`high_throttle`, `high_throttle_ms`; kernel: `mem_cgroup_handle_over_high`).
+    public var highThrottles = 0, highThrottleMilliseconds = 0
     /// Failed requests by what they were allowed to do (`fail_nonblocking`, `fail_failfast`,
     /// `fail_retry_while_progress`, `fail_standard`).
     public var failNonBlocking = 0, failFailFast = 0, failRetryWhileProgress = 0, failStandard = 0
@@ -347,7 +359,8 @@ final class SlowPath: Sendable {
     /// A successful request: charged to its group, zeroed if asked, seen by the profiler.
     private func finish(_ p: UnsafeMutableRawPointer, _ route: Route, _ context: AllocationContext) -> UnsafeMutableRawPointer {
         let bytes = router.bytes(of: route)
-        context.group?.charge(bytes)
+        // The step that served it may hand out less than was charged up front (kvmalloc).
+        if let group = context.group, bytes != context.chargedBytes { group.charge(bytes - context.chargedBytes) }
         if context.policy.zeroed {
             switch route {
             case .virtual, .automatic: break  // a fresh anonymous mapping reads as zeros
@@ -374,7 +387,7 @@ final class SlowPath: Sendable {
         }
         if context.reportsFailure, let suppressed = failureReports.admit() {
             let s = pages.pageStatistics()
-            let free = (s.buddyFreePages + s.cachedPages) << 2
+            let free = s.availablePages << 2
             pages.events.emit(.allocationFailure(AllocationFailure(
                 request: context.request, policy: context.policy.description, scope: context.scope.description,
                 tier: context.tier, site: context.site, reason: reason, suppressed: suppressed,

@@ -47,6 +47,9 @@ final class TestCache: Shrinker, @unchecked Sendable {  // all mutable state is 
 
     var count: Int { objects.withLock { $0.count } }
 
+    /// Takes an object allocated elsewhere (its first word must hold the cache's tag).
+    func adoptRaw(_ address: UInt) { objects.withLock { $0.append(address) } }
+
     func evict(_ n: Int) -> Int {
         let victims = objects.withLock { list -> [UInt] in
             let k = min(n, list.count)
