@@ -34,7 +34,7 @@ per_iteration() { local a b; a=$(count "$1" "$2" "$n"); b=$(count "$1" "$2" $((2
 find_library() { ldconfig -p 2>/dev/null | awk -v lib="$1" '$1 == lib && !found { print $NF; found = 1 }'; }
 
 printf "%-18s %-10s %s\n" loop allocator instructions_per_iteration
-for loop in pair16 pair1k page0 page0_deallocate pair64k; do
+for loop in pair16 pair1k page0 page0_deallocate pair64k pair64 pair64_charged; do
     printf "%-18s %-10s %s\n" "$loop" swift-mm "$(per_iteration "" "$loop")"
 done
 declare -A libraries=([jemalloc]=libjemalloc.so.2 [tcmalloc]=libtcmalloc_minimal.so.4 [mimalloc]=libmimalloc.so.2)

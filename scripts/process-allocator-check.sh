@@ -61,13 +61,19 @@ for probe in overflow-1 overflow-32 memcpy-overflow use-after-free overflow-larg
 done
 
 # A bad setting is a message and the default, never a crash.
-env LD_PRELOAD="$lib" MM_CAPACITY=lots MM_HARDENING=maybe MM_POLICY=eager MM_STATS=always \
+env LD_PRELOAD="$lib" MM_CAPACITY=lots MM_LIMIT=little MM_HARDENING=maybe MM_POLICY=eager MM_STATS=always \
     python3 -c 'print("ok")' > "$work/env.out" 2> "$work/env.err"
 grep -q '^ok$' "$work/env.out" || { echo "bad settings broke the program" >&2; cat "$work/env.err" >&2; exit 1; }
-for variable in MM_CAPACITY MM_HARDENING MM_POLICY MM_STATS; do
+for variable in MM_CAPACITY MM_LIMIT MM_HARDENING MM_POLICY MM_STATS; do
     grep -q "libmmmalloc: $variable=" "$work/env.err" || { echo "no message for a bad $variable" >&2; cat "$work/env.err" >&2; exit 1; }
 done
 echo "bad settings: one message each, defaults used"
+
+# MM_LIMIT sets the process budget (R11): meminfo at exit shows it.
+env LD_PRELOAD="$lib" MM_CAPACITY=1G MM_LIMIT=96M MM_STATS=exit python3 -c 'print("ok")' > "$work/limit.out" 2> "$work/limit.err"
+grep -q '^ok$' "$work/limit.out" && grep -Eq '^MemLimit: +98304 kB' "$work/limit.err" \
+    || { echo "MM_LIMIT=96M did not set the limit" >&2; cat "$work/limit.err" >&2; exit 1; }
+echo "MM_LIMIT: the process budget is 96 MiB"
 
 compare c-program 1 "$work/mmmalloc-check"
 c++ -O2 -pthread -o "$work/mmmalloc-cpp" Tests/ProcessAllocator/mmmalloc-cpp.cc

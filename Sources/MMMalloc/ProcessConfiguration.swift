@@ -7,6 +7,10 @@ import MM
 ///   cgroup's memory limit (v2 `memory.max`, v1 `memory.limit_in_bytes`)
 ///   when there is one, else physical memory. The arena is lazy: a large
 ///   capacity costs nothing until used.
+/// - `MM_LIMIT`: the process budget (`MemorySystem.limit`, rule R11), at
+///   most the capacity; default: the cgroup's `memory.high` when it is set
+///   below the capacity, else the capacity. `MemorySystem.process?.setLimit`
+///   moves it later.
 /// - `MM_HARDENING`: `trap` (default: a bad free stops the process with a
 ///   report), `report` (reported and ignored), or `full` (`trap`, plus red
 ///   zones and poisoning on every allocation up to 8 KiB and a guard page
@@ -25,7 +29,8 @@ struct ProcessConfiguration {
     var guardLargeAllocations = false
 
     static func fromEnvironment() -> ProcessConfiguration {
-        var capacity = defaultCapacity()
+        let container = ContainerMemory.current()
+        var capacity = defaultCapacity(container)
         if let text = environment("MM_CAPACITY") {
             if let bytes = parseBytes(text), bytes >= 16 << 20 {
                 capacity = bytes
@@ -34,6 +39,14 @@ struct ProcessConfiguration {
             }
         }
         var configuration = MemoryConfiguration(capacity: capacity)
+        if let high = container.high, high < capacity { configuration.limit = max(1 << 20, high) }
+        if let text = environment("MM_LIMIT") {
+            if let bytes = parseBytes(text) {
+                configuration.limit = min(bytes, capacity)
+            } else {
+                ProcessAllocator.writeError("libmmmalloc: MM_LIMIT=\(text) is not a size (e.g. 256M, 2G); using \((configuration.limit ?? capacity) >> 20) MiB")
+            }
+        }
         configuration.name = "mmmalloc"
         configuration.logsEvents = environment("MM_VERBOSE") != nil
         switch environment("MM_HARDENING") {
@@ -84,25 +97,10 @@ struct ProcessConfiguration {
         return value << shift
     }
 
-    /// The cgroup's limit, else physical memory.
-    static func defaultCapacity() -> Int {
-        let physical = sysconf(Int32(_SC_PHYS_PAGES)) * sysconf(Int32(_SC_PAGESIZE))
-        for path in ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"] {
-            if let text = readSmallFile(path), let limit = Int(text.trimmingCharacters()), limit > 0, limit < physical {
-                return max(16 << 20, limit)
-            }
-        }
-        return max(64 << 20, physical)
-    }
-
-    static func readSmallFile(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 64)
-        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, 64) }
-        guard n > 0 else { return nil }
-        return String(decoding: buffer[0..<n], as: UTF8.self)
+    /// The cgroup's hard limit, else physical memory.
+    static func defaultCapacity(_ container: ContainerMemory) -> Int {
+        if let max = container.max { return Swift.max(16 << 20, max) }
+        return Swift.max(64 << 20, container.physicalMemory)
     }
 }
 

@@ -126,13 +126,19 @@ final class ReclaimEngine: Sendable {
         if !lowOnes.isEmpty {
             passes.append(ReclaimScope(groups: lowOnes, includesUnaware: false, lowProtected: Set(lowOnes.map(\.id))))
         }
-        for scope in passes {
-            var priority = ShrinkerRegistry.initialPriority
-            while priority >= 0 && root.usage > target {
-                shrinkOnce(priority: priority, context: context, scope: scope)
-                priority -= 1
+        // Charges are per object: only shrinkers uncharge. Emptied slabs and cached
+        // blocks go back to the page allocator once, at the end.
+        if !shrinkers.isEmpty {
+            for scope in passes {
+                var priority = ShrinkerRegistry.initialPriority
+                while priority >= 0 && root.usage > target {
+                    _ = shrinkers.shrink(priority: priority, context: context, scope: scope)
+                    priority -= 1
+                }
+                if root.usage <= target { break }
             }
-            if root.usage <= target { break }
+            _ = slab.reclaim()
+            self.pages.drainCallingThread()
         }
         let uncharged = Swift.max(0, before - root.usage)
         counters.withLock { $0.groupRuns += 1; $0.groupBytes += uncharged }

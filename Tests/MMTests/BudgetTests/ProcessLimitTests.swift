@@ -141,11 +141,11 @@ struct GroupLimitStressTests {
             }
         }
         let forced = Atomic<Int>(0)
-        let finished = watchdog("two threads charging one group") {
+        let finished = watchdog("two threads charging one group", seconds: 50) {
             runThreads(2) { t in
                 var rng = SeededGenerator(seed: UInt64(t + 1))
                 var held: [(UnsafeMutableRawPointer, Int)] = []
-                for i in 0..<20_000 {
+                for i in 0..<8_000 {
                     let size = [16, 64, 200, 1000, 4096, 9000][Int(rng.next() % 6)]
                     var policy = charged(children[t], i % 3 == 0 ? .nonBlocking : .failFast)
                     policy.reportsFailure = false

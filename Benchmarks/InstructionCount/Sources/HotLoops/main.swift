@@ -6,7 +6,7 @@
 import Glibc
 import MM
 
-let loops = ["pair16", "pair1k", "page0", "page0_deallocate", "pair64k", "malloc16", "malloc1k"]
+let loops = ["pair16", "pair1k", "page0", "page0_deallocate", "pair64k", "pair64", "pair64_charged", "malloc16", "malloc1k"]
 let arguments = CommandLine.arguments
 guard arguments.count == 3, loops.contains(arguments[1]), let n = Int(arguments[2]), n >= 0 else {
     print("usage: HotLoops <\(loops.joined(separator: "|"))> <iterations>")
@@ -23,6 +23,14 @@ case "pair1k": for _ in 0..<n { mm.deallocate(mm.allocate(byteCount: 1024)!) }
 case "page0": for _ in 0..<n { mm.freePages(mm.allocatePages(order: 0)!, order: 0) }
 case "page0_deallocate": for _ in 0..<n { mm.deallocate(mm.allocatePages(order: 0)!) }
 case "pair64k": for _ in 0..<n { mm.deallocate(mm.allocate(byteCount: 64 << 10)!) }
+case "pair64": for _ in 0..<n { mm.deallocate(mm.allocate(byteCount: 64)!) }
+// The same pair charged to a group with a max (issue 14: what per-object charging costs).
+case "pair64_charged":
+    let group = mm.makeGroup(name: "charged", limits: .init(max: 64 << 20))
+    var policy = AllocationPolicy.standard
+    policy.group = group
+    for _ in 0..<1000 { mm.deallocate(mm.allocate(byteCount: 64, policy: policy)!) }
+    for _ in 0..<n { mm.deallocate(mm.allocate(byteCount: 64, policy: policy)!) }
 // The same pairs through the C allocator: glibc, or the one LD_PRELOAD puts in
 // front of it. Called through dlsym'd pointers (one call each, as through the
 // PLT), so that the optimiser cannot pair up and delete malloc and free.
