@@ -139,7 +139,8 @@ extension SlabAllocator {
             HardeningViolation(kind: kind, operation: operation, pointer: address, detail: detail)
         }
         let slot = offset / layout.stride
-        let where_ = "\(cache.name) slab at page \(pfn)"
+        // Built only when a violation is reported: interpolation costs more than the checks.
+        var where_: String { "\(cache.name) slab at page \(pfn)" }
         if address & 7 != 0 {
             return violation(.misalignedPointer, "objects are aligned to at least 8 bytes; this is \(offset % layout.stride) bytes into slot \(slot) of the \(where_)")
         }
