@@ -11,6 +11,8 @@ let package = Package(
         // The process allocator: `LD_PRELOAD=…/libmmmalloc.so program`, or a dependency
         // that a Swift executable links so its whole process allocates from swift-mm.
         .library(name: "mmmalloc", type: .dynamic, targets: ["MMMalloc"]),
+        // swift-metrics export of a system's statistics (its own product: the core has no metrics dependency).
+        .library(name: "MMMetrics", targets: ["MMMetrics"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
@@ -18,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
     ],
     targets: [
         // Only what Glibc hides: memfd_create, fallocate, _Thread_local slots, gettid.
@@ -44,6 +47,12 @@ let package = Package(
             dependencies: ["MM", "CMMShims", "CMMMalloc"],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        // vmstat counters, meminfo gauges and group events through swift-metrics.
+        .target(
+            name: "MMMetrics",
+            dependencies: ["MM", .product(name: "CoreMetrics", package: "swift-metrics")],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         // The scenario lab: YAML scenarios, the runner, reports and timelines.
         .target(
             name: "MMLab",
@@ -67,7 +76,8 @@ let package = Package(
         ),
         .testTarget(
             name: "MMTests",
-            dependencies: ["MM", "MMLab", "CMMShims"],
+            dependencies: ["MM", "MMLab", "CMMShims", "MMMetrics",
+                           .product(name: "MetricsTestKit", package: "swift-metrics")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
     ]

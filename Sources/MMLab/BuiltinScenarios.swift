@@ -8,6 +8,8 @@ public enum BuiltinScenarios {
         ("transaction-commit", transactionCommit),
         ("cache-pressure", cachePressure),
         ("tenant-kill", tenantKill),
+        ("tenants-with-limits", tenantsWithLimits),
+        ("container-pressure", containerPressure),
     ]
 
     /// The YAML of the built-in scenario `name`.
@@ -136,5 +138,112 @@ public enum BuiltinScenarios {
       - at: 2s
         action: kill-group
         group: b
+    """
+
+    static let tenantsWithLimits = """
+    # Three tenants share one arena (rules R8-R10). a is throttled above high and capped by
+    # max; b is capped by max; c is protected by low. At 1.5 s a global spike needs memory
+    # that only the tenants' caches can give; at 3 s tenant b itself spikes into its max.
+    name: tenants-with-limits
+    description: >-
+      Tenant a throttled above high, tenants a and b capped by max, tenant c protected by
+      low: a global spike reclaims from a and b but not from c, and b's own spike stops at
+      b's max and sheds b's cache, not its neighbours'.
+    seed: 14
+    duration: 5s
+    arena:
+      capacity: 64MiB
+    groups:
+      - name: a
+        high: 13MiB
+        max: 16MiB
+      - name: b
+        max: 16MiB
+      - name: c
+        low: 12MiB
+    caches:
+      - name: a-cache
+        objectSize: 4KiB
+        count: 3000
+        group: a
+      - name: b-cache
+        objectSize: 4KiB
+        count: 2500
+        group: b
+      - name: c-cache
+        objectSize: 4KiB
+        count: 2500
+        group: c
+    workers:
+      - name: a-requests
+        operations:
+          - size: 4KiB..32KiB
+            count: 2
+            policy: standard
+            group: a
+            transaction: true
+            rate: 400
+          - size: 4KiB
+            grow: a-cache
+            rate: 500
+      - name: b-requests
+        operations:
+          - size: 4KiB..32KiB
+            count: 2
+            policy: failFast
+            group: b
+            transaction: true
+            rate: 400
+    events:
+      - at: 1.5s
+        action: pressure-spike
+        bytes: 40MiB
+        duration: 1s
+      - at: 3s
+        action: pressure-spike
+        bytes: 24MiB
+        duration: 1s
+        group: b
+    """
+
+    static let containerPressure = """
+    # A service inside a container follows the machine's pressure: simulated PSI events at
+    # 1 s to 2.5 s each lower its limit by 10 % (floor 24 MiB), its cache shrinks and the
+    # memory goes back to the OS; once the pressure stops, the limit relaxes step by step.
+    name: container-pressure
+    description: >-
+      A service with a page cache follows simulated PSI pressure: each event lowers the
+      limit 10 %, the cache shrinks and memory returns to the OS; then the limit relaxes.
+    seed: 3
+    duration: 6s
+    arena:
+      capacity: 64MiB
+      pressureMonitor:
+        floor: 24MiB
+        step: 0.1
+        relaxAfter: 500ms
+    caches:
+      - name: page-cache
+        objectSize: 4KiB
+        count: 10000
+    workers:
+      - name: requests
+        threads: 2
+        operations:
+          - size: 1KiB..16KiB
+            count: 4
+            policy: failFast
+            hold: 1ms
+            transaction: true
+            rate: 1000
+      - name: cache-fill
+        operations:
+          - size: 4KiB
+            grow: page-cache
+            rate: 3000
+    events:
+      - at: 1s
+        action: psi-pressure
+        duration: 1.5s
     """
 }

@@ -40,9 +40,18 @@ final class LabCache: Shrinker {
 
     var count: Int { population.load(ordering: .relaxed) }
 
-    func countObjects(_ control: ShrinkControl) -> Int { population.load(ordering: .relaxed) }
+    /// A cache charged to a group holds that group's objects only: reclaim for
+    /// another group's limit must not touch it (R8), and it is spared while
+    /// its group is protected (R10).
+    var isGroupAware: Bool { group != nil }
+
+    func countObjects(_ control: ShrinkControl) -> Int {
+        if let group, control.group !== group { return 0 }
+        return population.load(ordering: .relaxed)
+    }
 
     func scanObjects(_ control: ShrinkControl) -> ShrinkResult {
+        if let group, control.group !== group { return .freed(0) }
         if let lock {
             return .freed(lock.mutex.withLock { _ in evict(control.objectsToScan) })
         }

@@ -50,6 +50,34 @@ public struct RunReport: Codable, Sendable {
     public var timeline: [Sample]
     /// Moments worth marking on the timeline.
     public var markers: [Marker]
+    /// Each group's limits and what happened to it (empty without groups).
+    public var groups: [GroupSummary] = []
+    /// The process limit over the run, when it moved (`set-limit`, a pressure monitor).
+    public var limit: LimitSummary? = nil
+
+    /// One group over the run.
+    public struct GroupSummary: Codable, Sendable {
+        /// The group's name.
+        public var name: String
+        /// Its limits, bytes (nil: none).
+        public var min: Int, low: Int, high: Int?, max: Int?
+        /// The highest and the last usage sampled, and the lowest after the group first held memory.
+        public var peakUsage: Int, finalUsage: Int, lowestUsage: Int
+        /// `memory.events` at the end.
+        public var events: [String: Int]
+        /// Fallible allocations charged to it that returned nil.
+        public var failures: Int
+    }
+
+    /// The process limit over the run.
+    public struct LimitSummary: Codable, Sendable {
+        /// At the start, at its lowest, and at the end, bytes.
+        public var start: Int, lowest: Int, end: Int
+        /// Pressure events the monitor saw.
+        public var pressureEvents: Int
+        /// Resident bytes of the arena at the start of the run and at the last sample at the lowest limit.
+        public var residentAtStart: Int, residentAtLowest: Int
+    }
 
     /// Free memory at one moment.
     public struct Sample: Codable, Sendable {
@@ -57,6 +85,8 @@ public struct RunReport: Codable, Sendable {
         public var t: Double
         /// Free bytes of the arena then.
         public var freeBytes: Int
+        /// The process limit then (nil in reports written before limits existed).
+        public var limitBytes: Int? = nil
     }
 
     /// Something that happened at one moment.
@@ -89,6 +119,44 @@ public struct ScenarioReport: Codable, Sendable {
         self.runs = runs
         comparesSemantics = scenario.workers.contains { $0.operations.contains { $0.guarantee == "semantics" } }
         self.conclusion = ScenarioReport.conclude(runs, labelled: comparesSemantics)
+            + ScenarioReport.concludeBudgets(runs, labelled: comparesSemantics)
+    }
+
+    /// Sentences about groups at their limits and the process limit, from the numbers only.
+    static func concludeBudgets(_ runs: [RunReport], labelled: Bool) -> [String] {
+        var out: [String] = []
+        func mib(_ b: Int) -> String { String(format1(Double(b) / 1048576)) + " MiB" }
+        for r in runs {
+            let who = labelled ? "\(r.semantics.rawValue): " : ""
+            for g in r.groups {
+                var parts = ["usage peak \(mib(g.peakUsage)), lowest \(mib(g.lowestUsage)), end \(mib(g.finalUsage))"]
+                if let max = g.max {
+                    let held = g.peakUsage <= max
+                    parts.append("\(held ? "never above" : "ABOVE") its max of \(mib(max))"
+                                 + ((g.events["max"] ?? 0) > 0 ? " (\(g.events["max"]!) charges found it at max" : " (never reached")
+                                 + (g.failures > 0 ? ", \(g.failures) of its requests failed there)" : ")"))
+                }
+                if let high = g.high, (g.events["high"] ?? 0) > 0 {
+                    parts.append("\(g.events["high"]!) requests throttled above its high of \(mib(high))")
+                }
+                let protection = Swift.max(g.min, g.low)
+                if protection > 0 {
+                    let kept = g.lowestUsage >= Swift.min(protection, g.peakUsage)
+                    parts.append("protected by \(g.min > 0 ? "min" : "low") \(mib(protection)): "
+                                 + (kept ? "reclaim never took it below that (or below its own peak when smaller)" : "reclaimed below it")
+                                 + ((g.events["low"] ?? 0) > 0 ? ", \(g.events["low"]!) times as a last resort" : ""))
+                }
+                if (g.events["oom_kill"] ?? 0) > 0 { parts.append("\(g.events["oom_kill"]!) OOM kill(s) in its subtree") }
+                if !parts.isEmpty { out.append("\(who)group \(g.name): " + parts.joined(separator: "; ") + ".") }
+            }
+            if let l = r.limit {
+                var s = "\(who)process limit \(mib(l.start)) → lowest \(mib(l.lowest)) → \(mib(l.end)) at the end"
+                if l.pressureEvents > 0 { s += ", moved by \(l.pressureEvents) pressure events" }
+                s += "; arena resident \(mib(l.residentAtStart)) at the start, \(mib(l.residentAtLowest)) at the lowest limit"
+                out.append(s + ".")
+            }
+        }
+        return out
     }
 
     /// The column label of a run.
@@ -106,7 +174,9 @@ public struct ScenarioReport: Codable, Sendable {
             } else {
                 s += "; kept making progress (longest gap \(format1(r.longestGapSeconds)) s)"
             }
-            if r.lowestFreeBytes < r.minWatermarkBytes {
+            // With a moving limit the watermarks moved too: free memory below the final
+            // min says nothing about the reserves then.
+            if r.limit == nil && r.lowestFreeBytes < r.minWatermarkBytes {
                 s += "; dipped \(mib(r.minWatermarkBytes - r.lowestFreeBytes)) below the min watermark into the reserves"
             }
             if r.oomKills > 0 { s += "; \(r.oomKills) OOM kill\(r.oomKills == 1 ? "" : "s")" }

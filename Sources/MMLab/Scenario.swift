@@ -40,6 +40,10 @@ public struct Scenario: Codable, Sendable {
         public var watermarks: WatermarkSpec?
         /// Interval of `allocationStall` reports (default 1 s in scenarios).
         public var stallReportInterval: Seconds?
+        /// The process limit at start (`MemorySystem.setLimit`); default the capacity.
+        public var limit: ByteSize?
+        /// A pressure monitor that moves the limit on `psi-pressure` events.
+        public var pressureMonitor: MonitorSpec?
     }
 
     /// The three watermarks, in bytes.
@@ -52,12 +56,26 @@ public struct Scenario: Codable, Sendable {
         public var high: ByteSize
     }
 
-    /// A memory group (cgroup-like) that caches can be charged to.
+    /// A memory group (cgroup-like) that caches and operations can be charged to.
     public struct GroupSpec: Codable, Sendable {
         /// The group's name, as operations and events refer to it.
         public var name: String
         /// Added to the group's badness, −1000 ... 1000 (−1000: never killed).
         public var oomScoreAdjust: Int?
+        /// The enclosing group (declared before this one).
+        public var parent: String?
+        /// Limits, as `MemoryLimits` (cgroup v2 `memory.min/low/high/max`).
+        public var min: ByteSize?, low: ByteSize?, high: ByteSize?, max: ByteSize?
+    }
+
+    /// A pressure monitor over simulated PSI events (`psi-pressure` events).
+    public struct MonitorSpec: Codable, Sendable {
+        /// The lowest limit it sets.
+        public var floor: ByteSize
+        /// Fraction of the starting budget one event takes off (default 0.1).
+        public var step: Double?
+        /// Quiet time before it raises the limit one step (default 1 s).
+        public var relaxAfter: Seconds?
     }
 
     /// A lock, optionally declared as taken by reclaim of a domain.
@@ -118,14 +136,18 @@ public struct Scenario: Codable, Sendable {
         public var grow: String?
         /// A completed step counts as a transaction (the progress the watchdog watches).
         public var transaction: Bool?
+        /// The group the allocations are charged to (`policy.group`).
+        public var group: String?
     }
 
     /// Something that happens once, at `at` seconds into the run.
     public struct EventSpec: Codable, Sendable {
         /// Seconds into the run.
         public var at: Seconds
-        /// `pressure-spike` (allocate `bytes` for `duration`), `grow-cache` (add `bytes` of objects to `cache`),
-        /// `kill-group` (free everything charged to `group`).
+        /// `pressure-spike` (allocate `bytes` for `duration`, charged to `group` if given),
+        /// `grow-cache` (add `bytes` of objects to `cache`), `kill-group` (free everything
+        /// charged to `group`), `set-limit` (the process limit to `bytes`), `psi-pressure`
+        /// (a simulated PSI event every 250 ms for `duration`, default one event).
         public var action: String
         /// Bytes to allocate (`pressure-spike`) or to add (`grow-cache`).
         public var bytes: ByteSize?

@@ -11,7 +11,7 @@ extension ScenarioLoader {
     static let policies = ["standard", "failFast", "retryWhileProgress", "nonBlocking", "atomic"]
     static let guarantees = ["retryForever", "useReserves", "semantics"]
     static let placements = ["contiguous", "virtual", "automatic"]
-    static let actions = ["pressure-spike", "grow-cache", "kill-group"]
+    static let actions = ["pressure-spike", "grow-cache", "kill-group", "set-limit", "psi-pressure"]
 
     /// Checks every value against the others and against the arena.
     static func validate(_ s: Scenario) throws(Problem) {
@@ -32,7 +32,29 @@ extension ScenarioLoader {
         if let i = s.arena.stallReportInterval {
             try check(i.value > 0, [.key("arena"), .key("stallReportInterval")], "\(i) must be positive")
         }
-        let groups = Set((s.groups ?? []).map(\.name))
+        if let limit = s.arena.limit {
+            try check(limit.bytes >= 1 << 20 && limit.bytes <= capacity, [.key("arena"), .key("limit")],
+                      "\(limit) is outside 1MiB...capacity (\(s.arena.capacity))")
+        }
+        if let m = s.arena.pressureMonitor {
+            let path: [PathElement] = [.key("arena"), .key("pressureMonitor")]
+            try check(m.floor.bytes >= 1 << 20 && m.floor.bytes <= capacity, path + [.key("floor")], "\(m.floor) is outside 1MiB...capacity")
+            if let step = m.step { try check(step > 0 && step <= 1, path + [.key("step")], "\(step) is outside (0, 1]") }
+            if let r = m.relaxAfter { try check(r.value > 0, path + [.key("relaxAfter")], "\(r) must be positive") }
+        }
+        var declared: Set<String> = []
+        for (i, g) in (s.groups ?? []).enumerated() {
+            let path: [PathElement] = [.key("groups"), .index(i)]
+            try check(!declared.contains(g.name), path + [.key("name")], "a second group named \"\(g.name)\"")
+            if let parent = g.parent {
+                try check(declared.contains(parent), path + [.key("parent")], "no group named \"\(parent)\" declared before this one")
+            }
+            if let adj = g.oomScoreAdjust { try check((-1000...1000).contains(adj), path + [.key("oomScoreAdjust")], "\(adj) is outside -1000...1000") }
+            let limits = MemoryLimits(min: g.min?.bytes ?? 0, low: g.low?.bytes ?? 0, high: g.high?.bytes, max: g.max?.bytes)
+            if let problem = limits.incoherence { throw Problem(path: path, message: "incoherent limits: \(problem)") }
+            declared.insert(g.name)
+        }
+        let groups = declared
         let locks = Set((s.locks ?? []).map(\.name))
         let caches = Set((s.caches ?? []).map(\.name))
         var cacheBytes = 0
@@ -73,6 +95,7 @@ extension ScenarioLoader {
                 if let h = op.hold { try check(h.value >= 0 && h.value <= 60, p + [.key("hold")], "\(h) is outside 0...60s") }
                 if let r = op.rate { try check(r > 0 && r <= 1e7, p + [.key("rate")], "\(r) is outside (0, 10^7] per second") }
                 if let g = op.grow { try check(caches.contains(g), p + [.key("grow")], "no cache named \"\(g)\" in caches") }
+                if let g = op.group { try check(groups.contains(g), p + [.key("group")], "no group named \"\(g)\" in groups") }
             }
         }
         for (i, e) in (s.events ?? []).enumerated() {
@@ -82,7 +105,13 @@ extension ScenarioLoader {
             switch e.action {
             case "pressure-spike":
                 try check(e.bytes != nil, p, "pressure-spike needs bytes")
+                if let g = e.group { try check(groups.contains(g), p + [.key("group")], "no group named \"\(g)\" in groups") }
                 try check(e.bytes!.bytes > 0 && e.bytes!.bytes <= capacity, p + [.key("bytes")], "\(e.bytes!) is outside 1...capacity")
+            case "set-limit":
+                try check(e.bytes != nil, p, "set-limit needs bytes")
+                try check(e.bytes!.bytes >= 1 << 20 && e.bytes!.bytes <= capacity, p + [.key("bytes")], "\(e.bytes!) is outside 1MiB...capacity")
+            case "psi-pressure":
+                try check(s.arena.pressureMonitor != nil, p, "psi-pressure needs arena.pressureMonitor")
             case "grow-cache":
                 try check(e.bytes != nil && e.cache != nil, p, "grow-cache needs bytes and cache")
                 try check(caches.contains(e.cache!), p + [.key("cache")], "no cache named \"\(e.cache!)\" in caches")

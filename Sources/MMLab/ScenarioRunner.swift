@@ -51,6 +51,19 @@ final class ScenarioRun: Sendable {
     let eventTimes = SharedValue<[RunReport.Marker]>([])
     let samples = SharedValue<[RunReport.Sample]>([])
     let reclaimMarks = SharedValue<[Double]>([])
+    /// The simulated PSI source and the monitor it drives (`arena.pressureMonitor`).
+    let pressure: SimulatedPressure?
+    let monitor: MemoryPressureMonitor?
+    /// Per group: highest usage, lowest usage once it held memory, failed charged requests.
+    let groupUsage = SharedValue<[String: (peak: Int, lowest: Int)]>([:])
+    let groupFailures = SharedValue<[String: Int]>([:])
+    /// The lowest process limit seen, and the arena's resident bytes then.
+    let lowestLimit = SharedValue<(limit: Int, resident: Int)>((.max, 0))
+    private let residentStart = Atomic<Int>(0)
+    var residentAtStart: Int {
+        get { residentStart.load(ordering: .relaxed) }
+        set { residentStart.store(newValue, ordering: .relaxed) }
+    }
 
     init(scenario: Scenario, semantics: CommitSemantics, allocationProfiling: Bool = false) throws {
         self.scenario = scenario
@@ -62,12 +75,25 @@ final class ScenarioRun: Sendable {
         if let w = scenario.arena.watermarks {
             config.watermarks = Watermarks(min: w.min.bytes, low: w.low.bytes, high: w.high.bytes)
         }
+        config.limit = scenario.arena.limit?.bytes
         mm = try MemorySystem(config)
+        if let m = scenario.arena.pressureMonitor {
+            let source = SimulatedPressure()
+            pressure = source
+            monitor = try MemoryPressureMonitor(
+                system: mm, source: .simulated(source),
+                response: .init(floor: m.floor.bytes, step: m.step ?? 0.1, relaxAfter: (m.relaxAfter ?? Seconds(1)).duration))
+        } else {
+            pressure = nil
+            monitor = nil
+        }
         var groups: [String: MemoryGroup] = [:]
         let cacheSpecs = scenario.caches ?? []
         let killed = SharedValue<[String]>([])
         for g in scenario.groups ?? [] {
-            groups[g.name] = mm.makeGroup(name: g.name, oomScoreAdjust: g.oomScoreAdjust ?? 0) { group in
+            let limits = MemoryLimits(min: g.min?.bytes ?? 0, low: g.low?.bytes ?? 0, high: g.high?.bytes, max: g.max?.bytes)
+            groups[g.name] = mm.makeGroup(name: g.name, parent: g.parent.flatMap { groups[$0] },
+                                          oomScoreAdjust: g.oomScoreAdjust ?? 0, limits: limits) { group in
                 killed.withLock { $0.append(group.name) }
             }
         }
@@ -104,6 +130,7 @@ final class ScenarioRun: Sendable {
 
     func execute(progress: (@Sendable (CommitSemantics, Double) -> Void)?, inspect: ((MemorySystem) -> Void)?) -> RunReport {
         for spec in scenario.caches ?? [] { caches[spec.name]!.grow(count: spec.count) }
+        residentAtStart = mm.statistics().residentBytes
         let runStart = now
         let duration = scenario.duration.value
         var threads: [LabThread] = []
@@ -124,6 +151,7 @@ final class ScenarioRun: Sendable {
         progress?(semantics, 1)
         let end = now
         stop.store(true, ordering: .relaxed)
+        monitor?.stop()
         inspect?(mm)
         // Teardown: threads stuck in a deadlock are freed by dropping every cache
         // behind the shrinkers' locks (the rescue); what still does not stop is abandoned.
@@ -156,7 +184,17 @@ final class ScenarioRun: Sendable {
         while !stop.load(ordering: .relaxed) {
             let s = mm.statistics()
             let t = now
-            samples.withLock { $0.append(RunReport.Sample(t: t, freeBytes: s.freeBytes)) }
+            samples.withLock { $0.append(RunReport.Sample(t: t, freeBytes: s.freeBytes, limitBytes: s.limit)) }
+            groupUsage.withLock { usage in
+                for g in s.groups {
+                    var entry = usage[g.name] ?? (peak: 0, lowest: .max)
+                    entry.peak = max(entry.peak, g.usage)
+                    if g.usage > 0 || entry.peak > 0 { entry.lowest = min(entry.lowest, g.usage) }
+                    usage[g.name] = entry
+                }
+            }
+            // The last sample at the lowest limit: after reclaim has had its time there.
+            lowestLimit.withLock { if s.limit <= $0.limit { $0 = (s.limit, s.residentBytes) } }
             let runs = s[counter: "background_reclaim_runs"] + s[counter: "direct_reclaim_runs"]
             if runs > lastBackground { reclaimMarks.withLock { $0.append(t) } }
             lastBackground = runs
@@ -174,9 +212,14 @@ final class ScenarioRun: Sendable {
             case "pressure-spike":
                 var held: [UnsafeMutableRawPointer] = []
                 var remaining = event.bytes!.bytes
+                var spikePolicy = AllocationPolicy.failFast
+                spikePolicy.group = event.group.flatMap { groups[$0] }
                 while remaining > 0, !stop.load(ordering: .relaxed) {
                     let chunk = min(remaining, 64 << 10)
-                    guard let p = mm.allocate(byteCount: chunk, policy: .failFast) else { break }
+                    guard let p = mm.allocate(byteCount: chunk, policy: spikePolicy) else {
+                        if let g = event.group { groupFailures.withLock { $0[g, default: 0] += 1 } }
+                        break
+                    }
                     p.storeBytes(of: 1, as: UInt8.self)
                     held.append(p)
                     remaining -= chunk
@@ -184,6 +227,15 @@ final class ScenarioRun: Sendable {
                 let until = now + (event.duration?.value ?? 1)
                 while now < until && !stop.load(ordering: .relaxed) { sleepSeconds(0.01) }
                 for p in held { mm.deallocate(p) }
+            case "set-limit":
+                mm.setLimit(event.bytes!.bytes)
+            case "psi-pressure":
+                // One simulated PSI event now, then one every 250 ms for `duration`.
+                let until = now + (event.duration?.value ?? 0)
+                repeat {
+                    pressure?.signal()
+                    sleepSeconds(0.25)
+                } while now < until && !stop.load(ordering: .relaxed)
             case "grow-cache":
                 let cache = caches[event.cache!]!
                 cache.grow(count: max(1, event.bytes!.bytes / cache.objectSize))
@@ -223,7 +275,9 @@ final class ScenarioRun: Sendable {
                 for _ in 0..<(op.count ?? 1) {
                     let size = rng.next(in: op.size.lower...op.size.upper)
                     let t0 = monotonicSeconds()
-                    let p = allocate(size, op)
+                    // A grouped cache's objects are charged to its group unless the operation names one.
+                    let group = op.group.flatMap { groups[$0] } ?? op.grow.flatMap { caches[$0]?.group }
+                    let p = allocate(size, op, group: group)
                     if measure { _ = histogram.record(UInt64(max(0, (monotonicSeconds() - t0) * 1e6))) }
                     guard let p else { complete = false; break }
                     p.storeBytes(of: UInt8(truncatingIfNeeded: size), as: UInt8.self)
@@ -253,6 +307,14 @@ final class ScenarioRun: Sendable {
     }
 
     /// One allocation with the operation's policy, guarantee or the run's semantics.
+    private func allocate(_ size: Int, _ op: Scenario.OperationSpec, group: MemoryGroup?) -> UnsafeMutableRawPointer? {
+        guard let group else { return allocate(size, op) }
+        // Charged: the policy's group for fallible calls, a charging scope for guaranteed ones.
+        let p = withAllocationScope(.charging(group)) { allocate(size, op) }
+        if p == nil { groupFailures.withLock { $0[group.name, default: 0] += 1 } }
+        return p
+    }
+
     private func allocate(_ size: Int, _ op: Scenario.OperationSpec) -> UnsafeMutableRawPointer? {
         var policy: AllocationPolicy
         switch op.policy ?? "standard" {
@@ -324,14 +386,14 @@ final class ScenarioRun: Sendable {
         markers += reclaimMarks.withLock { $0 }.map { RunReport.Marker(t: $0 - runStart, kind: .reclaim) }
         if deadlocked { markers.append(RunReport.Marker(t: (times.last ?? runStart) - runStart, kind: .deadlock)) }
         let timeline = samples.withLock { $0 }.filter { $0.t >= runStart && $0.t <= end }
-            .map { RunReport.Sample(t: $0.t - runStart, freeBytes: $0.freeBytes) }
+            .map { RunReport.Sample(t: $0.t - runStart, freeBytes: $0.freeBytes, limitBytes: $0.limitBytes) }
         let stallCount = markers.filter { $0.kind == .stall && $0.t <= end - runStart }.count
         let oomCount = markers.filter { $0.kind == .oomKill }.count
         // The sampler may miss a short dip; the allocator remembers its lowest point.
         let lowest = min(timeline.map(\.freeBytes).min() ?? s.freeBytes, s[counter: "nr_free_pages_lowest"] << MemorySystem.pageShift)
         let p50 = hist.totalCount > 0 ? Double(hist.valueAtPercentile(50)) : 0
         let p99 = hist.totalCount > 0 ? Double(hist.valueAtPercentile(99)) : 0
-        return RunReport(
+        var report = RunReport(
             semantics: semantics, seconds: end - runStart,
             transactions: transactions.load(ordering: .relaxed), operations: operations.load(ordering: .relaxed),
             latencyP50Microseconds: p50, latencyP99Microseconds: p99,
@@ -344,5 +406,25 @@ final class ScenarioRun: Sendable {
             directReclaims: s[counter: "direct_reclaim_runs"], backgroundReclaims: s[counter: "background_reclaim_runs"],
             deadlocked: deadlocked, verdict: verdict, longestGapSeconds: longest, neededRescue: neededRescue,
             timeline: timeline, markers: markers.sorted { $0.t < $1.t })
+        let usage = groupUsage.withLock { $0 }
+        let failed = groupFailures.withLock { $0 }
+        report.groups = (scenario.groups ?? []).compactMap { spec in
+            guard let g = groups[spec.name] else { return nil }
+            let u = usage[spec.name] ?? (peak: 0, lowest: .max)
+            let l = g.limits, e = g.events
+            return RunReport.GroupSummary(
+                name: spec.name, min: l.min, low: l.low, high: l.high, max: l.max,
+                peakUsage: max(u.peak, g.usage), finalUsage: g.usage, lowestUsage: u.lowest == .max ? g.usage : u.lowest,
+                events: ["low": e.low, "high": e.high, "max": e.max, "oom": e.oom, "oom_kill": e.oomKill],
+                failures: failed[spec.name] ?? 0)
+        }
+        let limits = timeline.compactMap(\.limitBytes)
+        if let first = limits.first, limits.contains(where: { $0 != first }) || monitor != nil {
+            let lowest = lowestLimit.withLock { $0 }
+            report.limit = RunReport.LimitSummary(start: first, lowest: limits.min() ?? first, end: s.limit,
+                                                  pressureEvents: monitor?.events ?? 0,
+                                                  residentAtStart: residentAtStart, residentAtLowest: lowest.resident)
+        }
+        return report
     }
 }

@@ -171,12 +171,14 @@ public final class MemoryPressureMonitor: Sendable {
             self.fd = fd
         }
         // The thread holds the monitor only during one step: dropping the monitor ends it.
-        guard SystemThread.start({ [weak self] in
+        guard let thread = SystemThread.start({ [weak self] in
             while let monitor = self, monitor.step() {}
-        }) != nil else {
+        }) else {
             if fd >= 0 { close(fd) }
             throw StartError(description: "the system refused a thread")
         }
+        // Nobody joins it: it ends by itself once stopped or dropped.
+        pthread_detach(thread)
     }
 
     deinit {
