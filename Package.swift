@@ -77,7 +77,8 @@ let package = Package(
         .testTarget(
             name: "MMTests",
             dependencies: ["MM", "MMLab", "CMMShims", "MMMetrics",
-                           .product(name: "MetricsTestKit", package: "swift-metrics")],
+                           .product(name: "MetricsTestKit", package: "swift-metrics"),
+                           .product(name: "Logging", package: "swift-log")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
     ]

@@ -37,16 +37,10 @@ final class EventHub: Sendable {
         for sink in current { sink(event) }
     }
 
-    /// The default sink: every event logged through swift-log under the
-    /// label `mm` (failures and violations as errors, the rest as warnings).
-    static func loggingSink() -> @Sendable (MemoryEvent) -> Void {
-        let logger = Logger(label: "mm")
-        return { event in
-            switch event {
-            case .hardeningViolation, .allocationFailure, .oomKill, .reclaimRecursion: logger.error("\(event.description)")
-            case .oomVictimStuck, .slowShrinker, .overLimit: logger.warning("\(event.description)")
-            case .invalidRequest, .allocationStall, .scopeConflict: logger.warning("\(event.description)")
-            }
-        }
+    /// The default sink: every event logged through `logger` (swift-log)
+    /// at `event.logLevel`, with a short message and the event's fields as
+    /// structured metadata (`event.logMetadata`).
+    static func loggingSink(_ logger: Logger) -> @Sendable (MemoryEvent) -> Void {
+        { event in logger.log(level: event.logLevel, event.logMessage, metadata: event.logMetadata) }
     }
 }

@@ -96,10 +96,13 @@ public struct AllocationFailure: Sendable, CustomStringConvertible {
     public var suppressed: Int
     /// meminfo and buddyinfo when it failed.
     public var snapshot: String
+    /// The group the request was charged to, if any.
+    public var group: String? = nil
 
     /// A one-line description, as events and reports print it.
     public var description: String {
         var s = "allocation failure: \(request), policy \(policy), scope \(scope), tier \(tier)"
+        if let group { s += ", group \(group)" }
         if let site { s += ", at \(site)" }
         s += ": \(reason)"
         if suppressed > 0 { s += " (\(suppressed) reports suppressed)" }

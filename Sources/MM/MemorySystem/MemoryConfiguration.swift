@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+import Logging
 
 /// The configuration of a `MemorySystem`. Validated by `MemorySystem.init`,
 /// which throws a `ConfigurationError` naming the field and the rule.
@@ -53,8 +54,14 @@ public struct MemoryConfiguration: Sendable {
     /// with live objects is the caller's contract elsewhere.
     /// Kernel analogue: the "objects remaining on kmem_cache_close" report.
     public var trapsOnMemoryOutstandingAtDrop: Bool = false
-    /// Log every event through swift-log (label `mm`) in addition to the added sinks.
+    /// Log every event through swift-log (with `logger`) in addition to the added sinks.
     public var logsEvents: Bool = true
+    /// The logger events go to when `logsEvents` is on: a short message per
+    /// event at `MemoryEvent.logLevel` with its fields as metadata (request,
+    /// policy, scope, tier, site, group, reason…). `nil` (the default): a
+    /// `Logger(label: "mm")` made when the system is created, so that a
+    /// configuration alone never touches the logging system.
+    public var logger: Logger?
     /// Keep live bytes and allocations per call site (`statistics().allocinfo`).
     /// While on, every request takes the slow path; while off it costs nothing.
     /// Kernel analogue: `CONFIG_MEM_ALLOC_PROFILING` (`sysctl vm.mem_profiling`).

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 import Glibc
+import Logging
 import Synchronization
 
 /// A memory manager over one arena: the facade of swift-mm.
@@ -49,7 +50,7 @@ public final class MemorySystem: Sendable {
         let systemID = MemorySystem.nextID.wrappingAdd(1, ordering: .relaxed).oldValue
         let arena = try Arena(capacity: config.capacity, name: config.name, syscalls: syscalls)
         let events = EventHub()
-        if config.logsEvents { events.add(EventHub.loggingSink()) }
+        if config.logsEvents { events.add(EventHub.loggingSink(config.logger ?? Logger(label: "mm"))) }
         let oom = OOMKiller(capacity: config.capacity, reapTimeout: config.oomReapTimeout, events: events)
         let profile = config.allocationProfiling ? AllocationProfile() : nil
         var recordFree: (@Sendable (UnsafeMutableRawPointer) -> Void)?

@@ -391,7 +391,8 @@ final class SlowPath: Sendable {
             pages.events.emit(.allocationFailure(AllocationFailure(
                 request: context.request, policy: context.policy.description, scope: context.scope.description,
                 tier: context.tier, site: context.site, reason: reason, suppressed: suppressed,
-                snapshot: "free \(free) kB (min \(pages.watermarks.min << 2) kB, low \(pages.watermarks.low << 2) kB, high \(pages.watermarks.high << 2) kB); free blocks per order \(s.freeBlocks)")))
+                snapshot: "free \(free) kB (min \(pages.watermarks.min << 2) kB, low \(pages.watermarks.low << 2) kB, high \(pages.watermarks.high << 2) kB); free blocks per order \(s.freeBlocks)",
+                group: context.group?.name)))
         }
         return nil
     }

@@ -99,7 +99,9 @@ final class DeadlineRunner: Sendable {
                     return true
                 }
                 if !keep {
-                    pthread_detach(helper.thread)
+                    // Its own handle: `helper.thread` may not be written yet when a
+                    // first job finishes this fast.
+                    pthread_detach(pthread_self())
                     return
                 }
             } else if stopping {
