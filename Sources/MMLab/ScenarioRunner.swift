@@ -308,14 +308,17 @@ final class ScenarioRun: Sendable {
 
     /// One allocation with the operation's policy, guarantee or the run's semantics.
     private func allocate(_ size: Int, _ op: Scenario.OperationSpec, group: MemoryGroup?) -> UnsafeMutableRawPointer? {
-        guard let group else { return allocate(size, op) }
-        // Charged: the policy's group for fallible calls, a charging scope for guaranteed ones.
-        let p = withAllocationScope(.charging(group)) { allocate(size, op) }
+        guard let group else { return allocate(size, op, charging: nil) }
+        // Charged: the policy's group for fallible calls; guaranteed calls take no policy,
+        // so they are charged through a scope.
+        let p = op.guarantee == nil
+            ? allocate(size, op, charging: group)
+            : withAllocationScope(.charging(group)) { allocate(size, op, charging: nil) }
         if p == nil { groupFailures.withLock { $0[group.name, default: 0] += 1 } }
         return p
     }
 
-    private func allocate(_ size: Int, _ op: Scenario.OperationSpec) -> UnsafeMutableRawPointer? {
+    private func allocate(_ size: Int, _ op: Scenario.OperationSpec, charging group: MemoryGroup?) -> UnsafeMutableRawPointer? {
         var policy: AllocationPolicy
         switch op.policy ?? "standard" {
         case "failFast": policy = .failFast
@@ -329,6 +332,7 @@ final class ScenarioRun: Sendable {
         case "automatic": policy.placement = .automatic
         default: policy.placement = .contiguous
         }
+        policy.group = group
         let guarantee: CommitSemantics? = switch op.guarantee {
         case "retryForever": .retryForever
         case "useReserves": .useReserves

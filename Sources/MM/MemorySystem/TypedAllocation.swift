@@ -36,6 +36,8 @@ public final class TypedObjectCache<Object: ~Copyable>: Sendable {
     /// - Parameters:
     ///   - value: the value to move into the slot.
     ///   - policy: as for `ObjectCache.allocate`.
+    ///   - file: the call site's file, for reports (default: the caller's).
+    ///   - line: the call site's line, for reports (default: the caller's).
     /// - Returns: the owner of the slot, or nil.
     public func allocate(initializingWith value: consuming Object, policy: AllocationPolicy = .standard,
                          file: StaticString = #fileID, line: UInt = #line) -> CachedObject<Object>? {

@@ -20,8 +20,9 @@ final class DeadlineRunner: Sendable {
             var job: (@Sendable () -> Int)?
             var result: Int?
             var stopping = false
+            /// The helper's loop has returned (its thread is detached: nobody joins it).
+            var exited = false
         }
-        var thread = pthread_t()
     }
 
     private struct Pool: Sendable {
@@ -69,8 +70,13 @@ final class DeadlineRunner: Sendable {
         }
         if let reused { return reused }
         let helper = Helper()
-        guard let thread = SystemThread.start({ [self] in serve(helper) }) else { return nil }
-        helper.thread = thread
+        guard let thread = SystemThread.start({ [self] in
+            serve(helper)
+            helper.state.withLock { $0.exited = true }
+            helper.lock.broadcast()
+        }) else { return nil }
+        // Detached at once: every way out of `serve` then needs no join.
+        pthread_detach(thread)
         pool.withLock { $0.all.append(helper) }
         return helper
     }
@@ -98,20 +104,15 @@ final class DeadlineRunner: Sendable {
                     p.idle.append(helper)
                     return true
                 }
-                if !keep {
-                    // Its own handle: `helper.thread` may not be written yet when a
-                    // first job finishes this fast.
-                    pthread_detach(pthread_self())
-                    return
-                }
+                if !keep { return }
             } else if stopping {
                 return
             }
         }
     }
 
-    /// Stops the idle helpers and waits for them; busy ones stop after their
-    /// job. Call when the owner goes away.
+    /// Stops the idle helpers and waits (up to 5 s each) until they have
+    /// left their loop; busy ones stop after their job. Call when the owner goes away.
     func stop() {
         let idle = pool.withLock { p -> [Helper] in
             p.stopped = true
@@ -123,7 +124,7 @@ final class DeadlineRunner: Sendable {
         for helper in idle {
             helper.state.withLock { $0.stopping = true }
             helper.lock.broadcast()
-            pthread_join(helper.thread, nil)
+            helper.lock.wait(timeout: .seconds(5)) { !helper.state.withLock { $0.exited } }
         }
     }
 }

@@ -54,7 +54,8 @@ struct FaultInjectionTests {
         #expect(b.allocate(byteCount: 64) != nil)
         #expect(a.allocate(byteCount: 64) == nil)
         #expect(a.allocate(byteCount: 64) != nil)
-        #expect(a.pages.gate.pageThreshold.pointee.load(ordering: .relaxed) == a.pages.watermarks.low)
+        // Open again (unless another test's charging scope, which closes every gate, is active now).
+        #expect(ChargingScopes.isActive || a.pages.gate.pageThreshold.pointee.load(ordering: .relaxed) == a.pages.watermarks.low)
     }
 
     @Test("interval and times: every 3rd call fails, at most twice")

@@ -21,9 +21,30 @@ struct OOMTests {
         mm.deallocate(b)
         mm.freePages(c, order: 0)
         #expect(child.usage == 0 && parent.usage == 0)
-        #expect(!ChargingScopes.isActive)
-        #expect(mm.pages.gate.pageThreshold.pointee.load(ordering: .relaxed) == mm.pages.watermarks.low)
         #expect(mm._invariantViolations() == [])
+    }
+
+    @Test("the page fast path steps aside while a charging scope is active anywhere, and comes back after")
+    func chargingScopeClosesTheGate() async {
+        // In a process of its own: other tests' charging scopes would keep the gate closed.
+        await #expect(processExitsWith: .success) {
+            var config = MemoryConfiguration(capacity: 16 << 20)
+            config.logsEvents = false
+            config.backgroundReclaim = false
+            let mm = try! MemorySystem(config)
+            let group = mm.makeGroup(name: "g")
+            let open = mm.pages.watermarks.low
+            precondition(mm.pages.gate.pageThreshold.pointee.load(ordering: .relaxed) == open)
+            withAllocationScope(.charging(group)) {
+                precondition(ChargingScopes.isActive)
+                precondition(mm.pages.gate.pageThreshold.pointee.load(ordering: .relaxed) == .max, "gate open in a charging scope")
+                let p = mm.allocatePages(order: 0)!
+                precondition(group.usage == 4096, "the page was not charged")
+                mm.freePages(p, order: 0)
+            }
+            precondition(!ChargingScopes.isActive)
+            precondition(mm.pages.gate.pageThreshold.pointee.load(ordering: .relaxed) == open, "gate still closed")
+        }
     }
 
     @Test("the victim is the highest ownUsage + adjust × capacity/1000, called once, and its memory is reused")
