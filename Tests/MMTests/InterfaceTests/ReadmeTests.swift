@@ -8,8 +8,7 @@ import Testing
 /// `(after the tour above)` is compiled after the previous marked block.
 @Suite("README code compiles")
 struct ReadmeTests {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().deletingLastPathComponent()
+    static let root = SnippetCompiler.root
 
     /// The marked blocks, each with the code it continues.
     static func blocks() throws -> [(name: String, code: String)] {
@@ -35,31 +34,15 @@ struct ReadmeTests {
     func compiles() throws {
         let blocks = try Self.blocks()
         #expect(blocks.count >= 3, "README lost its compiled blocks")
-        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        let modules = exe.deletingLastPathComponent().appendingPathComponent("Modules").path
-        guard FileManager.default.fileExists(atPath: modules + "/MM.swiftmodule") else {
-            print("skipped: no MM.swiftmodule next to the test binary (\(modules))")
+        let (made, reason) = try SnippetCompiler.make()
+        guard let compiler = made else {
+            print("skipped: \(reason ?? "")")
             return
         }
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mm-readme-\(getpid())")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        try "module CMMShims {\n  header \"\(Self.root.path)/Sources/CMMShims/include/CMMShims.h\"\n  export *\n}\n"
-            .write(to: dir.appendingPathComponent("module.modulemap"), atomically: true, encoding: .utf8)
+        defer { compiler.remove() }
         for (name, code) in blocks {
-            let source = dir.appendingPathComponent("main.swift")
-            let program = (code.contains("import MM") ? "" : "import MM\n") + code
-            try program.write(to: source, atomically: true, encoding: .utf8)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = ["swiftc", "-emit-sil", "-o", "/dev/null", "-I", modules, "-I", dir.path, source.path]
-            let pipe = Pipe()
-            process.standardError = pipe
-            process.standardOutput = pipe
-            try process.run()
-            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
-            #expect(process.terminationStatus == 0, "README \(name) does not compile:\n\(output)")
+            let result = try compiler.compile((code.contains("import MM") ? "" : "import MM\n") + code)
+            #expect(result.status == 0, "README \(name) does not compile:\n\(result.output)")
         }
     }
 }

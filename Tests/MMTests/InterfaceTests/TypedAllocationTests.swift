@@ -127,40 +127,21 @@ struct TypedAllocationTests {
 
     @Test("consuming a CachedObject twice does not compile ('consumed more than once')")
     func doubleConsumeIsRejected() throws {
-        // The test binary sits next to the built modules.
-        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        let modules = exe.deletingLastPathComponent().appendingPathComponent("Modules").path
-        guard FileManager.default.fileExists(atPath: modules + "/MM.swiftmodule") else {
-            print("skipped: no MM.swiftmodule next to the test binary (\(modules))")
+        let (made, reason) = try SnippetCompiler.make()
+        guard let compiler = made else {
+            print("skipped: \(reason ?? "")")
             return
         }
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mm-consume-\(getpid())")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().deletingLastPathComponent()
-        try "module CMMShims {\n  header \"\(root.path)/Sources/CMMShims/include/CMMShims.h\"\n  export *\n}\n"
-            .write(to: dir.appendingPathComponent("module.modulemap"), atomically: true, encoding: .utf8)
+        defer { compiler.remove() }
         func compile(_ body: String) throws -> (status: Int32, output: String) {
-            let source = dir.appendingPathComponent("snippet.swift")
-            try """
+            try compiler.compile("""
             import MM
             func use(_ mm: MemorySystem) throws {
                 let inodes = try TypedObjectCache<Int>(name: "inodes", in: mm)
                 let kept = inodes.allocateGuaranteed(initializingWith: 7)
             \(body)
             }
-            """.write(to: source, atomically: true, encoding: .utf8)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = ["swiftc", "-emit-sil", "-o", "/dev/null", "-I", modules, "-I", dir.path, source.path]
-            let pipe = Pipe()
-            process.standardError = pipe
-            process.standardOutput = pipe
-            try process.run()
-            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
-            return (process.terminationStatus, output)
+            """)
         }
         let once = try compile("    _ = kept.take()")
         #expect(once.status == 0, "the single consume must compile: \(once.output)")
