@@ -13,6 +13,8 @@ let package = Package(
         .library(name: "mmmalloc", type: .dynamic, targets: ["MMMalloc"]),
         // swift-metrics export of a system's statistics (its own product: the core has no metrics dependency).
         .library(name: "MMMetrics", targets: ["MMMetrics"]),
+        // SwiftNIO ByteBuffers allocated from swift-mm (its own product: the core has no NIO dependency).
+        .library(name: "MMNIO", targets: ["MMNIO"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
@@ -22,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.96.0"),
     ],
     targets: [
         // Only what Glibc hides: memfd_create, fallocate, _Thread_local slots, gettid.
@@ -54,6 +57,31 @@ let package = Package(
             dependencies: ["MM", .product(name: "CoreMetrics", package: "swift-metrics")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        // ByteBufferAllocator over MemorySystem.shared.
+        .target(
+            name: "MMNIO",
+            dependencies: ["MM", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        // The example HTTP server: a response cache as a shrinker, NIO buffers on swift-mm.
+        .target(
+            name: "NIOCacheServer",
+            dependencies: [
+                "MM", "MMNIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
+            path: "Examples/NIOCacheServer/Sources/NIOCacheServer",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .executableTarget(
+            name: "nio-cache-server",
+            dependencies: ["NIOCacheServer", "MM"],
+            path: "Examples/NIOCacheServer/Sources/nio-cache-server",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         // The scenario lab: YAML scenarios, the runner, reports and timelines.
         .target(
             name: "MMLab",
@@ -79,7 +107,10 @@ let package = Package(
             name: "MMTests",
             dependencies: ["MM", "MMLab", "CMMShims", "MMMetrics",
                            .product(name: "MetricsTestKit", package: "swift-metrics"),
-                           .product(name: "Logging", package: "swift-log")],
+                           .product(name: "Logging", package: "swift-log"),
+                           "MMNIO", "NIOCacheServer", .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "NIOPosix", package: "swift-nio"),
+                           .product(name: "NIOHTTP1", package: "swift-nio")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
     ]
