@@ -13,7 +13,6 @@ var configuration = MemoryConfiguration.sized(for: .current())
 configuration.limit = budget
 let mm = try MemorySystem.configureShared(configuration)
 let server = try CacheServer(system: mm, port: port)
-setvbuf(stdout, nil, _IOLBF, 0)
 print("listening on 127.0.0.1:\(server.port) with a budget of \(budget >> 20) MiB; GET /item/<n>")
 while true {
     sleep(5)
