@@ -46,6 +46,11 @@ public struct ContainerMemory: Sendable, Hashable, CustomStringConvertible {
     /// directory laid out like it), for the cgroup named in
     /// `procSelfCgroup` (a file in `/proc/self/cgroup`'s format; the root
     /// itself when missing). Unreadable or malformed files count as "no limit".
+    /// - Parameters:
+    ///   - cgroupRoot: the cgroup file system's root, or a directory laid out like it.
+    ///   - procSelfCgroup: a file in `/proc/self/cgroup`'s format.
+    ///   - physicalMemory: the machine's memory, bytes.
+    /// - Returns: the limits found.
     public static func read(cgroupRoot: String, procSelfCgroup: String, physicalMemory: Int) -> ContainerMemory {
         var result = ContainerMemory(max: nil, high: nil, physicalMemory: physicalMemory, cgroupDirectory: nil)
         // cgroup v2: "0::/path" in /proc/self/cgroup; the limits are in <root>/<path>.
@@ -112,6 +117,8 @@ extension MemoryConfiguration {
     /// `memory.high` and `memory.max` — so that swift-mm reclaims its caches
     /// before the kernel's cgroup OOM killer would act. Capacity is clamped
     /// to `minimumCapacity…maximumCapacity`.
+    /// - Parameter container: the limits to size for.
+    /// - Returns: the configuration.
     public static func sized(for container: ContainerMemory) -> MemoryConfiguration {
         let capacity = Swift.min(maximumCapacity, Swift.max(minimumCapacity, container.physicalMemory))
         var configuration = MemoryConfiguration(capacity: capacity)

@@ -16,6 +16,12 @@ extension MemorySystem {
     /// without reclaim and falls back to virtual (kvmalloc). `.virtual`
     /// always maps, whatever the size.
     /// Kernel analogue: `kmalloc(size, gfp)`, `vmalloc`, `kvmalloc` by `policy.placement`.
+    /// - Parameters:
+    ///   - byteCount: bytes wanted, 1 … the capacity.
+    ///   - policy: what the request may do when memory is short (default `.standard`).
+    ///   - file: the call site's file, for reports (default: the caller's).
+    ///   - line: the call site's line, for reports (default: the caller's).
+    /// - Returns: the memory (aligned to at least 16 bytes for sizes ≥ 16), or nil.
     @inlinable @inline(__always)
     public func allocate(byteCount: Int, policy: AllocationPolicy = .standard,
                          file: StaticString = #fileID, line: UInt = #line) -> UnsafeMutableRawPointer? {
@@ -42,6 +48,12 @@ extension MemorySystem {
     ///
     /// A request that can never be met — zero or negative size, larger than
     /// the arena — traps at once with a message naming the call site.
+    /// - Parameters:
+    ///   - byteCount: bytes wanted, 1 … the capacity.
+    ///   - guarantee: `.retryForever` (default) or `.useReserves`.
+    ///   - file: the call site's file, for reports.
+    ///   - line: the call site's line, for reports.
+    /// - Returns: the memory; never nil.
     @inlinable
     public func allocateGuaranteed(byteCount: Int, _ guarantee: Guarantee = .retryForever,
                                    file: StaticString = #fileID, line: UInt = #line) -> UnsafeMutableRawPointer {
@@ -61,6 +73,7 @@ extension MemorySystem {
     /// the start of a live allocation is a `hardeningViolation` (trap by
     /// default) naming the problem: foreign, misaligned, interior, double
     /// free, never allocated. Kernel analogue: `kfree` / `kvfree`.
+    /// - Parameter pointer: a pointer returned by this system's `allocate`, `allocateGuaranteed`, `reallocate`, `allocatePages` or an `ObjectCache`.
     @inlinable @inline(__always)
     public func deallocate(_ pointer: UnsafeMutableRawPointer) {
         let offset = UInt(bitPattern: pointer) &- UInt(bitPattern: objectFastPath.directMap)
@@ -94,6 +107,8 @@ extension MemorySystem {
     /// its vmalloc area. A pointer that is not the start of a live
     /// allocation is a `hardeningViolation`, and the answer is 0.
     /// Kernel analogue: `ksize`.
+    /// - Parameter pointer: the start of a live allocation of this system.
+    /// - Returns: the bytes usable at `pointer` (its size class, block or area), or 0.
     public func usableSize(of pointer: UnsafeRawPointer) -> Int {
         let p = UnsafeMutableRawPointer(mutating: pointer)
         if virtual.contains(pointer) {
@@ -127,6 +142,13 @@ extension MemorySystem {
     /// allocation freed. On failure the answer is nil and `pointer` stays
     /// valid and untouched. A size of zero or less is an `invalidRequest`
     /// (nil, nothing freed). Kernel analogue: `krealloc` / `kvrealloc`.
+    /// - Parameters:
+    ///   - pointer: a live allocation of this system, or nil (then it allocates).
+    ///   - byteCount: the new size.
+    ///   - policy: for a new allocation when the old one cannot grow in place.
+    ///   - file: the call site's file, for reports.
+    ///   - line: the call site's line, for reports.
+    /// - Returns: the (possibly moved) allocation, or nil — the old one then stays valid and untouched.
     public func reallocate(_ pointer: UnsafeMutableRawPointer?, byteCount: Int, policy: AllocationPolicy = .standard,
                            file: StaticString = #fileID, line: UInt = #line) -> UnsafeMutableRawPointer? {
         guard let pointer else { return allocate(byteCount: byteCount, policy: policy, file: file, line: line) }
@@ -150,6 +172,13 @@ extension MemorySystem {
     ///   positive or does not fit a 32 KiB slab, an alignment that is not a
     ///   power of two up to 4096, or a system that made 1024 caches already.
     /// Kernel analogue: `kmem_cache_create(name, size, align, flags, ctor: NULL)`.
+    /// - Parameters:
+    ///   - name: the cache's name in slabinfo and reports.
+    ///   - size: bytes per object.
+    ///   - alignment: a power of two up to the page size (default 8).
+    ///   - flags: `.reclaimable`, `.redZone`, `.poison`, `.zeroOnFree`.
+    /// - Returns: the cache.
+    /// - Throws: `ObjectCacheError` naming the field that is wrong.
     public func makeObjectCache(name: String, size: Int, alignment: Int = 8,
                                 flags: ObjectCache.Flags = []) throws(ObjectCacheError) -> ObjectCache {
         ObjectCache(cache: try slab.makeCache(name: name, size: size, alignment: alignment, flags: flags),
@@ -159,6 +188,7 @@ extension MemorySystem {
     /// Makes the `n`th fallible allocation of this system, counted from the
     /// next one on the calling thread, fail (n = 0 disarms). Guaranteed
     /// requests are not counted. Kernel analogue: `/proc/<pid>/fail-nth`.
+    /// - Parameter n: the allocation of this thread that fails, counting from 1 (0 disarms).
     public func failNthAllocation(_ n: Int) {
         faults.failNth(max(0, n))
     }

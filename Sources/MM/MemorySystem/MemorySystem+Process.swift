@@ -26,6 +26,8 @@ extension MemorySystem {
     /// Whether `pointer` lies in memory this system manages (its direct map
     /// or its vmalloc region), allocated or not: the process allocator sends
     /// every other pointer to the allocator that made it.
+    /// - Parameter pointer: any address.
+    /// - Returns: whether it lies in this system's direct map or vmalloc region.
     @inlinable @inline(__always)
     public func owns(_ pointer: UnsafeRawPointer) -> Bool {
         UInt(bitPattern: pointer) &- UInt(bitPattern: pageFastPath.directMap) < pageFastPath.capacityBytes

@@ -42,6 +42,9 @@ extension MemorySystem {
     /// the first use of `shared`; throws a `SharedSystemError` when the shared
     /// system exists already (configured, made on first use, or the process
     /// allocator's), and `ConfigurationError`/`SystemError` as `init` does.
+    /// - Parameter configuration: the shared system's configuration.
+    /// - Returns: the shared system.
+    /// - Throws: `SharedSystemError` when it exists already; `ConfigurationError` or `SystemError` as `init` does.
     @discardableResult
     public static func configureShared(_ configuration: MemoryConfiguration) throws -> MemorySystem {
         if process != nil {

@@ -189,6 +189,12 @@ public final class MemorySystem: Sendable {
     /// Returns `nil` when the request fails, and for an order outside
     /// `0...maxOrder` (with an `invalidRequest` event).
     /// Kernel analogue: `alloc_pages(gfp, order)`.
+    /// - Parameters:
+    ///   - order: the block is `2^order` pages, 0 … `maxOrder`.
+    ///   - policy: what the request may do when memory is short.
+    ///   - file: the call site's file, for reports.
+    ///   - line: the call site's line, for reports.
+    /// - Returns: the block, aligned to its size, or nil.
     @inlinable
     public func allocatePages(order: Int, policy: AllocationPolicy = .standard,
                               file: StaticString = #fileID, line: UInt = #line) -> UnsafeMutableRawPointer? {
@@ -202,6 +208,9 @@ public final class MemorySystem: Sendable {
     /// already free, or freed with another order is a `hardeningViolation`:
     /// it traps by default (`HardeningAction.trap`), or is reported and ignored.
     /// Kernel analogue: `__free_pages(page, order)`.
+    /// - Parameters:
+    ///   - pointer: a block from `allocatePages`.
+    ///   - order: the order it was allocated with.
     @inlinable
     public func freePages(_ pointer: UnsafeMutableRawPointer, order: Int) {
         if !pageFastPath.free(pointer, order: order) { pageFastPath.allocator.freeSlow(pointer, order: order) }
@@ -238,6 +247,8 @@ public final class MemorySystem: Sendable {
     // MARK: Reclaim and groups
 
     /// Registers a cache that reclaim may shrink. Kernel analogue: `shrinker_register`.
+    /// - Parameter shrinker: the cache to shrink under pressure.
+    /// - Returns: the registration; `unregister()` removes it.
     public func registerShrinker(_ shrinker: any Shrinker) -> ShrinkerRegistration {
         reclaim.shrinkers.register(shrinker)
     }
@@ -246,6 +257,8 @@ public final class MemorySystem: Sendable {
     /// reclaimer does) until `bytes` have been returned to the buddy
     /// allocator or nothing more can be freed; returns the bytes freed.
     /// Kernel analogue: writing to cgroup v2 `memory.reclaim`.
+    /// - Parameter bytes: how much to return to the buddy allocator.
+    /// - Returns: the bytes returned.
     @discardableResult
     public func reclaim(bytes: Int) -> Int {
         let token = AllocationScope.enter(.reclaiming)
@@ -269,6 +282,7 @@ public final class MemorySystem: Sendable {
     /// explicit ones stay unless they no longer fit under half the limit.
     /// Kernel analogue: a balloon driver's inflate/deflate; cgroup v2
     /// `memory.max` of the root.
+    /// - Parameter bytes: the new budget, clamped to 1 MiB … `capacity`.
     public func setLimit(_ bytes: Int) {
         let pagesLimit = Swift.min(configuration.capacity, Swift.max(1 << 20, bytes)) >> MM.pageShift
         let limitBytes = pagesLimit << MM.pageShift
@@ -302,6 +316,13 @@ public final class MemorySystem: Sendable {
     /// incoherent limits are reported as an `invalidRequest` and the group
     /// is created without limits.
     /// Kernel analogue: creating a memory cgroup and writing its `memory.*` files.
+    /// - Parameters:
+    ///   - name: the group's name in reports.
+    ///   - parent: the enclosing group (usage is charged up the tree).
+    ///   - oomScoreAdjust: −1000 (never killed) … 1000.
+    ///   - limits: `min`/`low`/`high`/`max` (default: none).
+    ///   - onOOMKill: called once when the OOM handler picks the group; must release memory soon.
+    /// - Returns: the group.
     public func makeGroup(name: String, parent: MemoryGroup? = nil, oomScoreAdjust: Int = 0,
                           limits: MemoryLimits = .init(),
                           onOOMKill: @escaping @Sendable (MemoryGroup) -> Void = { _ in }) -> MemoryGroup {
@@ -323,6 +344,10 @@ public final class MemorySystem: Sendable {
     /// for the subtree, as writing `memory.max` does in the kernel; a `high`
     /// below usage is left to the next charges (R9).
     /// Kernel analogue: writing `memory.min`, `memory.low`, `memory.high`, `memory.max`.
+    /// - Parameters:
+    ///   - limits: the new limits.
+    ///   - group: a live group of this system.
+    /// - Throws: `MemoryGroupError` (`.incoherentLimits`, `.alreadyRemoved`, `.foreignGroup`).
     public func setLimits(_ limits: MemoryLimits, for group: MemoryGroup) throws {
         try reclaim.oom.checkMember(group)
         if let problem = limits.incoherence {
@@ -356,6 +381,8 @@ public final class MemorySystem: Sendable {
     /// request is an `invalidRequest` and returns nil). Groups that nobody
     /// refers to any more and that hold no memory are dropped on their own.
     /// Kernel analogue: `rmdir` of a memory cgroup.
+    /// - Parameter group: a live group of this system without usage or children.
+    /// - Throws: `MemoryGroupError` saying why not.
     public func removeGroup(_ group: MemoryGroup) throws(MemoryGroupError) {
         try reclaim.oom.remove(group)
     }
@@ -364,6 +391,7 @@ public final class MemorySystem: Sendable {
 
     /// Adds a sink that receives every event of this system, on the thread
     /// that caused it. Sinks must not block for long.
+    /// - Parameter sink: called with every event, on the thread that caused it.
     public func addEventSink(_ sink: @escaping @Sendable (MemoryEvent) -> Void) {
         events.add(sink)
     }

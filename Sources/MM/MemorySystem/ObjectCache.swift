@@ -50,6 +50,11 @@ public final class ObjectCache: Sendable {
     /// Allocates one object; nil when the request fails (reported as for
     /// `MemorySystem.allocate`). `policy.placement` is ignored.
     /// Kernel analogue: `kmem_cache_alloc(cache, gfp)`.
+    /// - Parameters:
+    ///   - policy: what the request may do when memory is short.
+    ///   - file: the call site's file, for reports.
+    ///   - line: the call site's line, for reports.
+    /// - Returns: an object, or nil.
     @inlinable @inline(__always)
     public func allocate(policy: AllocationPolicy = .standard,
                          file: StaticString = #fileID, line: UInt = #line) -> UnsafeMutableRawPointer? {
@@ -60,6 +65,11 @@ public final class ObjectCache: Sendable {
     /// Allocates one object and never returns nil (see
     /// `MemorySystem.allocateGuaranteed`). Traps if the cache was destroyed.
     /// Kernel analogue: `kmem_cache_alloc(cache, GFP_KERNEL | __GFP_NOFAIL)`.
+    /// - Parameters:
+    ///   - guarantee: `.retryForever` (default) or `.useReserves`.
+    ///   - file: the call site's file, for reports.
+    ///   - line: the call site's line, for reports.
+    /// - Returns: an object; never nil.
     @inlinable
     public func allocateGuaranteed(_ guarantee: Guarantee = .retryForever,
                                    file: StaticString = #fileID, line: UInt = #line) -> UnsafeMutableRawPointer {
@@ -73,6 +83,7 @@ public final class ObjectCache: Sendable {
     /// Frees an object of this cache. An object of another cache, or any
     /// pointer that is not a live object, is a `hardeningViolation`.
     /// Kernel analogue: `kmem_cache_free`.
+    /// - Parameter pointer: an object of this cache.
     @inlinable @inline(__always)
     public func deallocate(_ pointer: UnsafeMutableRawPointer) {
         let offset = UInt(bitPattern: pointer) &- UInt(bitPattern: objects.directMap)

@@ -50,6 +50,11 @@ public final class TypedObjectCache<Object: ~Copyable>: Sendable {
     /// A slot holding `value`; never fails (it waits, or with `.useReserves`
     /// also uses the OOM handler and the reserves).
     /// - Returns: the owner of the slot.
+    /// - Parameters:
+    ///   - value: the value to move into the slot.
+    ///   - guarantee: `.retryForever` (default) or `.useReserves`.
+    ///   - file: the call site's file, for reports.
+    ///   - line: the call site's line, for reports.
     public func allocateGuaranteed(initializingWith value: consuming Object, _ guarantee: Guarantee = .retryForever,
                                    file: StaticString = #fileID, line: UInt = #line) -> CachedObject<Object> {
         let typed = cache.allocateGuaranteed(guarantee, file: file, line: line).bindMemory(to: Object.self, capacity: 1)

@@ -31,6 +31,10 @@ public struct Watermarks: Sendable, Hashable, CustomStringConvertible {
     /// - `gap = max(min / 4, capacity × scaleFactor / 10000)`
     ///   (`watermark_scale_factor`, default 10 = 0.1 %);
     /// - `low = min + gap`, `high = min + 2 × gap`.
+    /// - Parameters:
+    ///   - capacity: the arena (or limit) in bytes.
+    ///   - scaleFactor: `watermark_scale_factor`, in 1/10000 (default 10).
+    /// - Returns: the watermarks.
     public static func derived(capacity: Int, scaleFactor: Int = 10) -> Watermarks {
         let capacityKiB = Double(capacity / 1024)
         var minKiB = Int((capacityKiB * 16).squareRoot())

@@ -100,6 +100,8 @@ public struct AllocationScope: Sendable, Equatable, CustomStringConvertible {
 
     /// Allocations inside are charged to `group` unless their policy names one.
     /// Kernel: `set_active_memcg`.
+    /// - Parameter group: the group charged.
+    /// - Returns: the scope.
     public static func charging(_ group: MemoryGroup) -> AllocationScope {
         var s = AllocationScope()
         s.charging = group
@@ -113,6 +115,8 @@ public struct AllocationScope: Sendable, Equatable, CustomStringConvertible {
     /// (`noDirectReclaim`, `nonBlocking`, `quiet`, `reclaiming`) accumulate;
     /// of two guarantees (or charged groups) the one entered later wins, and
     /// for values never entered, `other`'s (it is treated as the inner one).
+    /// - Parameter other: the scope to combine with (R1, R4).
+    /// - Returns: both in force.
     @inlinable
     public func union(_ other: AllocationScope) -> AllocationScope {
         var s = self

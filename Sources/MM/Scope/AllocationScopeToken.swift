@@ -27,6 +27,9 @@ public struct AllocationScopeToken: ~Copyable, Sendable {
     ///
     /// `borrowing`, so that `defer { token.exit() }` works; exiting twice is
     /// reported, and the token's end of life after `exit()` is silent.
+    /// - Parameters:
+    ///   - file: the call site's file, for reports.
+    ///   - line: the call site's line, for reports.
     @inlinable
     public func exit(file: StaticString = #fileID, line: UInt = #line) {
         // The common case: the top of this thread's stack.
@@ -78,6 +81,11 @@ extension AllocationScope {
     /// let token = AllocationScope.enter(.noDirectReclaim)
     /// defer { token.exit() }
     /// ```
+    /// - Parameters:
+    ///   - scope: the scope to enter on this thread.
+    ///   - file: the call site's file, for reports.
+    ///   - line: the call site's line, for reports.
+    /// - Returns: the token that `exit()` leaves it with.
     @inlinable
     public static func enter(_ scope: AllocationScope, file: StaticString = #fileID,
                              line: UInt = #line) -> AllocationScopeToken {
