@@ -43,6 +43,8 @@ public struct AllocationContext: Sendable, CustomStringConvertible {
     var chargedBytes = 0
 
     /// Whether reclaim in `domain` is allowed for this request (nil: safe anywhere).
+    /// - Parameter domain: a shrinker's domain (nil: safe anywhere).
+    /// - Returns: whether this request may run it.
     public func mayReclaim(in domain: ReclaimDomain?) -> Bool {
         guard let domain else { return true }
         return !scope.excludes(domain)

@@ -17,6 +17,8 @@ public enum ReserveTier: Int, Sendable, Hashable, Comparable, CaseIterable, Cust
     public static func < (a: ReserveTier, b: ReserveTier) -> Bool { a.rawValue < b.rawValue }
 
     /// The lowest free-page count this tier may leave behind, given `min`.
+    /// - Parameter min: the `min` watermark, in pages.
+    /// - Returns: the free pages this tier must leave.
     @inlinable
     public func floor(min: Int) -> Int {
         switch self {

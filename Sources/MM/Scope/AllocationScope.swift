@@ -65,6 +65,8 @@ public struct AllocationScope: Sendable, Equatable, CustomStringConvertible {
 
     /// Reclaim may not enter these domains (nor domains within them).
     /// Kernel: `memalloc_nofs_save` / `memalloc_noio_save`.
+    /// - Parameter domains: the reclaim domains to exclude (each with its subdomains).
+    /// - Returns: the scope.
     public static func excluding(_ domains: ReclaimDomain...) -> AllocationScope {
         var s = AllocationScope()
         for d in domains { s.excluded |= 1 << UInt64(d.index) }
@@ -73,6 +75,8 @@ public struct AllocationScope: Sendable, Equatable, CustomStringConvertible {
 
     /// Reclaim may not enter `domain` (nor domains within it); the common
     /// one-domain form, without the variadic array.
+    /// - Parameter domain: the reclaim domain to exclude (with its subdomains).
+    /// - Returns: the scope.
     @inlinable
     public static func excluding(_ domain: ReclaimDomain) -> AllocationScope {
         AllocationScope(excludedMask: 1 << UInt64(domain.index))
@@ -142,6 +146,8 @@ public struct AllocationScope: Sendable, Equatable, CustomStringConvertible {
     // MARK: Queries
 
     /// Whether reclaim in `domain` is excluded here.
+    /// - Parameter domain: a reclaim domain.
+    /// - Returns: whether this scope excludes it (or an ancestor of it).
     public func excludes(_ domain: ReclaimDomain) -> Bool { domain.ancestry & excluded != 0 }
     /// Whether any domain is excluded.
     public var excludesAnyDomain: Bool { excluded != 0 }

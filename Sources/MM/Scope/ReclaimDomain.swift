@@ -38,6 +38,8 @@ public struct ReclaimDomain: Sendable, Hashable, CustomStringConvertible {
     public static let filesystem = ReclaimDomain("filesystem", within: .io)
 
     /// Whether `self` is `other` or lies within it.
+    /// - Parameter other: a domain.
+    /// - Returns: whether this domain is `other` or lies inside it.
     public func isWithin(_ other: ReclaimDomain) -> Bool {
         ancestry & (1 << UInt64(other.index)) != 0
     }
