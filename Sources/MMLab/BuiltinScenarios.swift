@@ -10,6 +10,10 @@ public enum BuiltinScenarios {
         ("tenant-kill", tenantKill),
         ("tenants-with-limits", tenantsWithLimits),
         ("container-pressure", containerPressure),
+        ("reserves-starvation", reservesStarvation),
+        ("retry-loop-production", retryLoopProduction),
+        ("kvmalloc-nofs", kvmallocNofs),
+        ("nofail-scope-library", nofailScopeLibrary),
     ]
 
     /// The YAML of the built-in scenario `name`.
@@ -245,5 +249,167 @@ public enum BuiltinScenarios {
       - at: 1s
         action: psi-pressure
         duration: 1.5s
+    """
+
+    static let reservesStarvation = """
+    # Dave Chinner: NOFAIL's "dig into reserves, drive to OOM" is "potentially much more
+    # problematic" than retrying. Commits that must not fail run while a transient spike
+    # holds memory down to min and nothing is reclaimable; a network path makes atomic
+    # allocations throughout.
+    name: reserves-starvation
+    description: >-
+      Must-not-fail commits during a transient spike with nothing reclaimable, beside
+      atomic network allocations: retryForever waits the spike out; useReserves keeps
+      committing by invoking the OOM handler and spending the reserves.
+    seed: 21
+    duration: 5s
+    watchdog: 3s
+    semantics: [retryForever, useReserves]
+    arena:
+      capacity: 64MiB
+      watermarks: {min: 8MiB, low: 10MiB, high: 12MiB}
+      stallReportInterval: 500ms
+    workers:
+      - name: commit
+        threads: 2
+        operations:
+          - size: 256KiB..1MiB
+            count: 4
+            placement: automatic
+            guarantee: semantics
+            hold: 20ms
+            transaction: true
+      - name: network
+        operations:
+          - size: 2KiB..16KiB
+            count: 8
+            policy: atomic
+            hold: 2ms
+            rate: 500
+    events:
+      - at: 1s
+        action: pressure-spike
+        bytes: 64MiB
+        duration: 2s
+    """
+
+    static let retryLoopProduction = """
+    # Dave Chinner: "these subsystems just aren't failing or deadlocking with such loops" in
+    # production. The flagship's transactions, but the inode cache can be reclaimed without
+    # the journal lock, as a page cache can: every semantics has memory to get.
+    name: retry-loop-production
+    description: >-
+      The flagship's transactions with reclaimable memory outside the locked domain:
+      retryForever, useReserves and the caller's retry loop side by side, with latency.
+    seed: 2021
+    duration: 5s
+    semantics: [retryForever, useReserves, retryLoop]
+    arena:
+      capacity: 64MiB
+      watermarks: {min: 4MiB, low: 5MiB, high: 6MiB}
+      stallReportInterval: 500ms
+    locks:
+      - name: journal
+    caches:
+      - name: page-cache
+        objectSize: 4KiB
+        count: 14000
+    workers:
+      - name: fs-transaction
+        threads: 2
+        operations:
+          - size: 128KiB..512KiB
+            count: 4
+            placement: automatic
+            guarantee: semantics
+            scopes: [excluding filesystem]
+            locks: [journal]
+            hold: 20ms
+            transaction: true
+      - name: page-cache-fill
+        operations:
+          - size: 4KiB
+            count: 32
+            grow: page-cache
+            rate: 4000
+      - name: network
+        operations:
+          - size: 256..2KiB
+            policy: atomic
+            rate: 5000
+    """
+
+    static let kvmallocNofs = """
+    # Dave Chinner and Michal Hocko on kvmalloc and GFP_NOFS. The arena is fragmented: plenty
+    # of free memory, no free megabyte. A transaction in an excluding(filesystem) scope needs
+    # three 1 MiB buffers. swift-mm's kvmalloc falls back to vmalloc in every context; the
+    # kernel of 2021, given explicit GFP_NOFS, did not.
+    name: kvmalloc-nofs
+    description: >-
+      1 MiB buffers in an excluding(filesystem) scope on a fragmented arena: swift-mm's
+      kvmalloc falls back to vmalloc; under kernel2021 semantics (explicit GFP_NOFS) it
+      could only use contiguous pages.
+    seed: 4
+    duration: 3s
+    semantics: [retryForever, kernel2021]
+    arena:
+      capacity: 64MiB
+      watermarks: {min: 1MiB, low: 1536KiB, high: 2MiB}
+      stallReportInterval: 500ms
+    caches:
+      - name: inode-cache
+        objectSize: 12KiB
+        count: 3900
+        domain: filesystem
+    workers:
+      - name: fs-transaction
+        operations:
+          - size: 1MiB
+            count: 3
+            placement: automatic
+            policy: standard
+            scopes: [excluding filesystem]
+            hold: 10ms
+            transaction: true
+            rate: 20
+    events:
+      - at: 0s
+        action: fragment-cache
+        cache: inode-cache
+    """
+
+    static let nofailScopeLibrary = """
+    # Michal Hocko: a NOFAIL scope around library code that "decides to allocate (e.g.
+    # printk ... an optimistic NOWAIT allocation)". Requests run inside a retryForever scope
+    # and log through a library that makes non-blocking allocations; a spike holds memory
+    # down to min for two seconds.
+    name: nofail-scope-library
+    description: >-
+      A logger's optimistic nonBlocking allocations inside a retryForever scope during a
+      spike: under rule R3 they fail fast and the requests go on; under a naive "the scope
+      upgrades everything" rule they block the requests.
+    seed: 5
+    duration: 4s
+    watchdog: 3s
+    semantics: [retryForever, naiveScope]
+    arena:
+      capacity: 32MiB
+      watermarks: {min: 4MiB, low: 5MiB, high: 6MiB}
+      stallReportInterval: 500ms
+    workers:
+      - name: request
+        threads: 2
+        operations:
+          - size: 16KiB..64KiB
+            policy: nonBlocking
+            scopes: [retryForever]
+            hold: 1ms
+            transaction: true
+            rate: 1000
+    events:
+      - at: 1s
+        action: pressure-spike
+        bytes: 32MiB
+        duration: 2s
     """
 }

@@ -92,6 +92,21 @@ final class LabCache: Shrinker {
         return got
     }
 
+    /// Frees every other object (oldest first), leaving free memory without
+    /// large free blocks; returns how many it freed.
+    @discardableResult
+    func fragment() -> Int {
+        let taken = objects.withLock { list -> [UInt] in
+            var kept: [UInt] = [], freed: [UInt] = []
+            for (i, p) in list.enumerated() { if i % 2 == 0 { freed.append(p) } else { kept.append(p) } }
+            list = kept
+            return freed
+        }
+        for p in taken { mm.deallocate(UnsafeMutableRawPointer(bitPattern: p)!) }
+        population.wrappingSubtract(taken.count, ordering: .relaxed)
+        return taken.count
+    }
+
     /// Frees every object without the lock (the group was killed, or the run is over).
     @discardableResult
     func dropAll() -> Int { evict(Int.max) }

@@ -117,7 +117,8 @@ public struct ScenarioReport: Codable, Sendable {
         self.scenario = scenario.name
         self.description = scenario.description
         self.runs = runs
-        comparesSemantics = scenario.workers.contains { $0.operations.contains { $0.guarantee == "semantics" } }
+        comparesSemantics = (scenario.semantics?.count ?? 1) > 1
+            || scenario.workers.contains { $0.operations.contains { $0.guarantee == "semantics" } }
         self.conclusion = ScenarioReport.conclude(runs, labelled: comparesSemantics)
             + ScenarioReport.concludeBudgets(runs, labelled: comparesSemantics)
     }

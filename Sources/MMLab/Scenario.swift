@@ -147,7 +147,8 @@ public struct Scenario: Codable, Sendable {
         /// `pressure-spike` (allocate `bytes` for `duration`, charged to `group` if given),
         /// `grow-cache` (add `bytes` of objects to `cache`), `kill-group` (free everything
         /// charged to `group`), `set-limit` (the process limit to `bytes`), `psi-pressure`
-        /// (a simulated PSI event every 250 ms for `duration`, default one event).
+        /// (a simulated PSI event every 250 ms for `duration`, default one event),
+        /// `fragment-cache` (free every other object of `cache`: free memory without large blocks).
         public var action: String
         /// Bytes to allocate (`pressure-spike`) or to add (`grow-cache`).
         public var bytes: ByteSize?
@@ -169,6 +170,19 @@ public enum CommitSemantics: String, Codable, Sendable, CaseIterable {
     case useReserves
     /// A fallible `.standard` allocation in a caller loop that sleeps 20 ms and retries (XFS `kmem_alloc`, 2021).
     case retryLoop
+    /// The kernel as it was at the time of the 2021 thread, emulated rule by
+    /// rule (see README, "The debate"): `guarantee: semantics` is
+    /// `__GFP_NOFAIL` (`useReserves`); there is no NOFAIL scope (`retryForever`
+    /// and `useReserves` scopes are ignored); an operation in an `excluding`
+    /// scope stands for explicit `GFP_NOFS`/`GFP_NOIO` flags, with which
+    /// `kvmalloc` did not fall back to vmalloc (`kvmalloc_node`: "if ((flags &
+    /// GFP_KERNEL) != GFP_KERNEL) return kmalloc_node(...)"), so `automatic`
+    /// placement becomes `contiguous`; `NOWAIT` stays `NOWAIT`.
+    case kernel2021
+    /// A naive rule that swift-mm's R3 rejects: a guarantee scope upgrades
+    /// every call in it, non-blocking and fail-fast ones included, to a
+    /// guaranteed (blocking) allocation; `guarantee: semantics` is `retryForever`.
+    case naiveScope
 }
 
 /// A byte count written `4096`, `64KiB`, `4MiB` or `1GiB`.

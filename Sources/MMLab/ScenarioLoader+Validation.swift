@@ -11,7 +11,7 @@ extension ScenarioLoader {
     static let policies = ["standard", "failFast", "retryWhileProgress", "nonBlocking", "atomic"]
     static let guarantees = ["retryForever", "useReserves", "semantics"]
     static let placements = ["contiguous", "virtual", "automatic"]
-    static let actions = ["pressure-spike", "grow-cache", "kill-group", "set-limit", "psi-pressure"]
+    static let actions = ["pressure-spike", "grow-cache", "kill-group", "set-limit", "psi-pressure", "fragment-cache"]
 
     /// Checks every value against the others and against the arena.
     static func validate(_ s: Scenario) throws(Problem) {
@@ -110,6 +110,9 @@ extension ScenarioLoader {
             case "set-limit":
                 try check(e.bytes != nil, p, "set-limit needs bytes")
                 try check(e.bytes!.bytes >= 1 << 20 && e.bytes!.bytes <= capacity, p + [.key("bytes")], "\(e.bytes!) is outside 1MiB...capacity")
+            case "fragment-cache":
+                try check(e.cache != nil, p, "fragment-cache needs cache")
+                try check(caches.contains(e.cache!), p + [.key("cache")], "no cache named \"\(e.cache!)\" in caches")
             case "psi-pressure":
                 try check(s.arena.pressureMonitor != nil, p, "psi-pressure needs arena.pressureMonitor")
             case "grow-cache":

@@ -210,22 +210,29 @@ final class ScenarioRun: Sendable {
             }
             switch event.action {
             case "pressure-spike":
+                // Takes `bytes` as far as failFast allows, and keeps taking what comes free
+                // (every 5 ms) for its whole duration, as a competing workload does.
                 var held: [UnsafeMutableRawPointer] = []
                 var remaining = event.bytes!.bytes
                 var spikePolicy = AllocationPolicy.failFast
                 spikePolicy.group = event.group.flatMap { groups[$0] }
-                while remaining > 0, !stop.load(ordering: .relaxed) {
-                    let chunk = min(remaining, 64 << 10)
-                    guard let p = mm.allocate(byteCount: chunk, policy: spikePolicy) else {
-                        if let g = event.group { groupFailures.withLock { $0[g, default: 0] += 1 } }
-                        break
-                    }
-                    p.storeBytes(of: 1, as: UInt8.self)
-                    held.append(p)
-                    remaining -= chunk
-                }
+                spikePolicy.reportsFailure = false
                 let until = now + (event.duration?.value ?? 1)
-                while now < until && !stop.load(ordering: .relaxed) { sleepSeconds(0.01) }
+                var counted = false
+                while now < until && !stop.load(ordering: .relaxed) {
+                    while remaining > 0, !stop.load(ordering: .relaxed) {
+                        let chunk = min(remaining, 64 << 10)
+                        guard let p = mm.allocate(byteCount: chunk, policy: spikePolicy) else {
+                            if let g = event.group, !counted { groupFailures.withLock { $0[g, default: 0] += 1 } }
+                            counted = true
+                            break
+                        }
+                        p.storeBytes(of: 1, as: UInt8.self)
+                        held.append(p)
+                        remaining -= chunk
+                    }
+                    sleepSeconds(0.005)
+                }
                 for p in held { mm.deallocate(p) }
             case "set-limit":
                 mm.setLimit(event.bytes!.bytes)
@@ -236,6 +243,8 @@ final class ScenarioRun: Sendable {
                     pressure?.signal()
                     sleepSeconds(0.25)
                 } while now < until && !stop.load(ordering: .relaxed)
+            case "fragment-cache":
+                caches[event.cache!]!.fragment()
             case "grow-cache":
                 let cache = caches[event.cache!]!
                 cache.grow(count: max(1, event.bytes!.bytes / cache.objectSize))
@@ -266,7 +275,11 @@ final class ScenarioRun: Sendable {
 
     private func perform(_ op: Scenario.OperationSpec, rng: inout SeededGenerator, histogram: inout Histogram<UInt64>, measure: Bool) {
         var scope = AllocationScope.none
-        for text in op.scopes ?? [] { scope = scope.union(try! LabScopes.parse(text)) }
+        for text in op.scopes ?? [] {
+            // kernel2021: no NOFAIL scope existed.
+            if semantics == .kernel2021 && (text == "retryForever" || text == "useReserves") { continue }
+            scope = scope.union(try! LabScopes.parse(text))
+        }
         let locks = (op.locks ?? []).map { self.locks[$0]! }
         withAllocationScope(scope) {
             withLocks(locks[...]) {
@@ -333,11 +346,26 @@ final class ScenarioRun: Sendable {
         default: policy.placement = .contiguous
         }
         policy.group = group
-        let guarantee: CommitSemantics? = switch op.guarantee {
+        var guarantee: CommitSemantics? = switch op.guarantee {
         case "retryForever": .retryForever
         case "useReserves": .useReserves
         case "semantics": semantics
         default: nil
+        }
+        switch semantics {
+        case .kernel2021:
+            if guarantee == .kernel2021 { guarantee = .useReserves }        // __GFP_NOFAIL
+            // Explicit GFP_NOFS/NOIO: kvmalloc_node() fell back to kmalloc only.
+            if policy.placement == .automatic && (op.scopes ?? []).contains(where: { $0.hasPrefix("excluding") }) {
+                policy.placement = .contiguous
+            }
+        case .naiveScope:
+            if guarantee == .naiveScope { guarantee = .retryForever }
+            // A guarantee scope upgrades everything in it, opportunistic calls included.
+            if guarantee == nil, let upgrade = (op.scopes ?? []).first(where: { $0 == "retryForever" || $0 == "useReserves" }) {
+                guarantee = upgrade == "useReserves" ? .useReserves : .retryForever
+            }
+        default: break
         }
         switch guarantee {
         case .retryForever?: return mm.allocateGuaranteed(byteCount: size, .retryForever)
@@ -353,6 +381,8 @@ final class ScenarioRun: Sendable {
                 if abandon.load(ordering: .relaxed) { return nil }
                 sleepSeconds(0.02)
             }
+        case .kernel2021?, .naiveScope?:
+            preconditionFailure("mapped above")
         case nil:
             let p = mm.allocate(byteCount: size, policy: policy)
             if p == nil {

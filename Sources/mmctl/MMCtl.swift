@@ -13,6 +13,6 @@ struct MMCtl: ParsableCommand {
         With no arguments, runs the flagship scenario (transaction-commit): the kernel's
         __GFP_NOFAIL debate under retryForever, useReserves and a caller retry loop.
         """,
-        subcommands: [Run.self, Scenarios.self, Stat.self, Bench.self, MixedWorker.self],
+        subcommands: [Run.self, Scenarios.self, Stat.self, Bench.self, DebateCommand.self, MixedWorker.self],
         defaultSubcommand: Run.self)
 }

@@ -72,7 +72,7 @@ enum ScenarioSource {
         let builtins = BuiltinScenarios.all.map(\.name)
         let looksLikePath = argument.contains("/") || argument.hasSuffix(".yaml") || argument.hasSuffix(".yml")
         if looksLikePath { return "file not found: \(argument)" }
-        let subcommands = ["run", "scenarios", "stat", "bench"]
+        let subcommands = ["run", "scenarios", "stat", "bench", "debate"]
         if let command = subcommands.first(where: { editDistance($0, argument) <= 2 }) {
             return "unknown subcommand or scenario \"\(argument)\"; did you mean `mmctl \(command)`?"
         }

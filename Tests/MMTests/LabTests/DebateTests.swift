@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: Apache-2.0
+import MM
+@testable import MMLab
+import Testing
+
+@Suite("The debate: verdicts computed from numbers")
+struct DebateTests {
+    /// A run with the numbers a verdict reads; the rest neutral.
+    func run(_ s: CommitSemantics, tx: Int = 100, deadlocked: Bool = false, lowest: Int = 8 << 20, atomic: Int = 0,
+             failures: Int = 0, maxLatency: Double = 1000, gap: Double = 0.01, stalls: Int = 0) -> RunReport {
+        RunReport(semantics: s, seconds: 5, transactions: tx, operations: tx, latencyP50Microseconds: 5,
+                  latencyP99Microseconds: 50, latencyMaxMicroseconds: maxLatency, stallReports: stalls,
+                  oomKills: 0, atomicFailures: atomic, allocationFailures: failures, lowestFreeBytes: lowest,
+                  minWatermarkBytes: 8 << 20, lowWatermarkBytes: 10 << 20, highWatermarkBytes: 12 << 20,
+                  reclaimMilliseconds: 1, directReclaims: 0, backgroundReclaims: 0, deadlocked: deadlocked,
+                  verdict: "", longestGapSeconds: gap, neededRescue: false, timeline: [], markers: [])
+    }
+
+    func claim(_ scenario: String) -> DebateClaim { Debate.claims.first { $0.scenario == scenario }! }
+
+    @Test("every claim names a built-in scenario that runs the semantics its verdict reads")
+    func claimsAreWired() throws {
+        for c in Debate.claims {
+            let yaml = try #require(BuiltinScenarios.yaml(named: c.scenario), "claim \(c.number): no scenario \(c.scenario)")
+            let s = try ScenarioLoader.load(yaml: yaml, source: c.scenario)
+            #expect((s.semantics ?? []).count >= 2, "claim \(c.number) compares semantics")
+        }
+    }
+
+    @Test("claim 1: reserves spent and atomic failures decide; numbers name each semantics")
+    func reservesVerdict() {
+        let quiet = Debate.judge(claim("reserves-starvation"), [run(.retryForever, gap: 2), run(.useReserves, lowest: 4 << 20, gap: 0.1)])
+        #expect(quiet.numbers.contains("retryForever:") && quiet.numbers.contains("useReserves:"))
+        #expect(quiet.verdict.contains("spent 4.0 MiB of the reserves") && quiet.verdict.contains("no atomic allocation failed"))
+        let starved = Debate.judge(claim("reserves-starvation"), [run(.retryForever), run(.useReserves, lowest: 1 << 20, atomic: 37)])
+        #expect(starved.verdict.contains("cost 37 atomic failures"))
+    }
+
+    @Test("claim 0 and 3: deadlocks and latency decide")
+    func flagshipAndLoops() {
+        let flagship = Debate.judge(claim("transaction-commit"), [run(.retryForever, tx: 3, deadlocked: true), run(.useReserves, lowest: 7 << 20)])
+        #expect(flagship.verdict.hasPrefix("waiting alone is not enough here: retryForever deadlocked; useReserves kept going by spending 1.0 MiB"))
+        let loops = Debate.judge(claim("retry-loop-production"), [run(.retryForever, maxLatency: 2000), run(.retryLoop, maxLatency: 9000)])
+        #expect(loops.verdict.contains("the claim holds here") && loops.verdict.contains("9.0 ms (retryLoop)"))
+        let stuck = Debate.judge(claim("retry-loop-production"), [run(.retryForever, deadlocked: true), run(.retryLoop)])
+        #expect(stuck.verdict.hasPrefix("retryForever deadlocked"))
+    }
+
+    @Test("claims 4 and 5: failures and worst-case latency decide")
+    func kvmallocAndScope() {
+        let kv = Debate.judge(claim("kvmalloc-nofs"), [run(.retryForever, tx: 60), run(.kernel2021, tx: 0, failures: 60)])
+        #expect(kv.verdict.contains("60 transactions, 0 failures") && kv.verdict.contains("0 transactions and 60 failures"))
+        let same = Debate.judge(claim("kvmalloc-nofs"), [run(.retryForever), run(.kernel2021)])
+        #expect(same.verdict.hasPrefix("no difference"))
+        let scope = Debate.judge(claim("nofail-scope-library"),
+                                 [run(.retryForever, failures: 2800, maxLatency: 5000), run(.naiveScope, maxLatency: 1_700_000, stalls: 6)])
+        #expect(scope.verdict.contains("2800 failed fast") && scope.verdict.contains("up to 1700.0 ms"))
+    }
+
+    @Test("kernel2021 and naiveScope are lab semantics a scenario file may name")
+    func semanticsDecode() throws {
+        let yaml = BuiltinScenarios.yaml(named: "kvmalloc-nofs")!
+        #expect(try ScenarioLoader.load(yaml: yaml, source: "k").semantics == [.retryForever, .kernel2021])
+        let scaled = try ScenarioLoader.load(yaml: yaml, source: "k").scaled(by: 0.5)
+        #expect(scaled.duration.value == 1.5)
+    }
+}
