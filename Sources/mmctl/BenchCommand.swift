@@ -13,7 +13,7 @@ struct Bench: ParsableCommand {
         discussion: "Build in release mode: swift run -c release mmctl bench pages")
 
     enum Suite: String, ExpressibleByArgument, CaseIterable {
-        case all, pages, objects, scopes, reclaim, budgets
+        case all, pages, objects, scopes, reclaim, budgets, kvmalloc
     }
 
     @Argument(help: "Which suite: \(Suite.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -75,6 +75,10 @@ struct Bench: ParsableCommand {
         if suite == .all || suite == .reclaim {
             announce("reclaim")
             results += try ReclaimBench(scale: scale).run()
+        }
+        if suite == .all || suite == .kvmalloc {
+            announce("kvmalloc")
+            results += try KvmallocBench(scale: scale).run()
         }
         if suite == .all || suite == .budgets {
             announce("budgets")

@@ -130,3 +130,16 @@ enum RequestDescription: Sendable, CustomStringConvertible {
         }
     }
 }
+
+extension AllocationContext {
+    /// What every slow-path request does before its first attempt: read the
+    /// current scope and resolve the policy against it (rules R1–R7). For
+    /// `mmctl bench kvmalloc`, which measures what this "flag check" costs
+    /// against a whole kvmalloc call (Michal Hocko's question in the 2021 thread).
+    /// - Parameter policy: the request's policy.
+    /// - Returns: the resolved context.
+    @_spi(Benchmarks)
+    public static func _resolveForBenchmark(policy: AllocationPolicy) -> AllocationContext {
+        resolve(.pages(bytes: 65536, order: 4), policy: policy, guarantee: nil, scope: AllocationScope.current, site: nil)
+    }
+}
