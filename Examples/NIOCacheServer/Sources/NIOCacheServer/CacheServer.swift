@@ -59,7 +59,15 @@ public final class CacheServer: Sendable {
 
     /// The body of item `n`: `responseBytes` bytes, byte `i` = `(n + i) & 0xff`.
     public static func fill(_ buffer: UnsafeMutableRawBufferPointer, item n: Int) {
-        for i in 0..<buffer.count { buffer[i] = UInt8(truncatingIfNeeded: n &+ i) }
+        // The pattern repeats every 256 bytes: write one period, then copy it.
+        let period = Swift.min(256, buffer.count)
+        for i in 0..<period { buffer[i] = UInt8(truncatingIfNeeded: n &+ i) }
+        var done = period
+        while done < buffer.count {
+            let chunk = Swift.min(done, buffer.count - done)
+            (buffer.baseAddress! + done).copyMemory(from: buffer.baseAddress!, byteCount: chunk)
+            done += chunk
+        }
     }
 }
 
