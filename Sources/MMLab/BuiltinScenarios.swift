@@ -14,6 +14,7 @@ public enum BuiltinScenarios {
         ("retry-loop-production", retryLoopProduction),
         ("kvmalloc-nofs", kvmallocNofs),
         ("nofail-scope-library", nofailScopeLibrary),
+        ("commit-no-direct-reclaim", commitNoDirectReclaim),
     ]
 
     /// The YAML of the built-in scenario `name`.
@@ -411,5 +412,53 @@ public enum BuiltinScenarios {
         action: pressure-spike
         bytes: 32MiB
         duration: 2s
+    """
+
+    static let commitNoDirectReclaim = """
+    # Dave Chinner: turn off direct reclaim in the transaction commit path — "direct reclaim
+    # that can make no progress is actively harmful". The only cache's shrinker needs a lock
+    # that another thread holds for 50 ms at a time, so reclaim from a commit mostly waits on
+    # it; memory comes back from a churning worker's frees. Commits with direct reclaim
+    # against commits in a noDirectReclaim scope.
+    name: commit-no-direct-reclaim
+    description: >-
+      Commits while the only shrinker waits on a busy lock: retryForever commits that
+      reclaim themselves against the same commits in a noDirectReclaim scope, which wait
+      for frees and the background reclaimer.
+    seed: 6
+    duration: 4s
+    semantics: [retryForever, noDirectReclaim]
+    arena:
+      capacity: 64MiB
+      watermarks: {min: 4MiB, low: 5MiB, high: 6MiB}
+      stallReportInterval: 500ms
+    locks:
+      - name: busy
+    caches:
+      - name: stuck-cache
+        objectSize: 4KiB
+        count: 14200
+        lock: busy
+    workers:
+      - name: commit
+        threads: 2
+        operations:
+          - size: 128KiB..512KiB
+            count: 4
+            placement: automatic
+            guarantee: semantics
+            hold: 5ms
+            transaction: true
+      - name: lock-holder
+        operations:
+          - size: 64
+            locks: [busy]
+            hold: 50ms
+      - name: churn
+        operations:
+          - size: 16KiB..64KiB
+            count: 8
+            policy: failFast
+            hold: 10ms
     """
 }

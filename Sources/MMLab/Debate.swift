@@ -130,6 +130,21 @@ public enum Debate {
                     : "the naive rule cost nothing here (no allocation had to wait)"
                 return (numbers, verdict)
             }),
+        DebateClaim(
+            number: 6, who: "Dave Chinner",
+            claim: "turn off direct reclaim in the transaction commit path: \"direct reclaim that can make no progress is actively harmful\"",
+            scenario: "commit-no-direct-reclaim",
+            judge: { runs in
+                let numbers = runs.map { r in
+                    "\(r.semantics.rawValue): \(r.transactions) commits, p50 \(ms(r.latencyP50Microseconds)), p99 \(ms(r.latencyP99Microseconds)), max \(ms(r.latencyMaxMicroseconds)), \(r.directReclaims) direct reclaims"
+                }.joined(separator: "; ")
+                guard let direct = run(runs, .retryForever), let off = run(runs, .noDirectReclaim) else { return (numbers, "needs retryForever and noDirectReclaim runs") }
+                let better = off.latencyP99Microseconds < direct.latencyP99Microseconds && off.transactions >= direct.transactions
+                let verdict = better
+                    ? "without direct reclaim the commits did better: p99 \(ms(off.latencyP99Microseconds)) against \(ms(direct.latencyP99Microseconds)), \(off.transactions) commits against \(direct.transactions) — the claim holds here"
+                    : "direct reclaim did not hurt here: p99 \(ms(direct.latencyP99Microseconds)) with it, \(ms(off.latencyP99Microseconds)) without; \(direct.transactions) against \(off.transactions) commits"
+                return (numbers, verdict)
+            }),
     ]
 
     /// Runs every claim's scenario with durations and event times scaled by

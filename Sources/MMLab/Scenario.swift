@@ -179,6 +179,11 @@ public enum CommitSemantics: String, Codable, Sendable, CaseIterable {
     /// GFP_KERNEL) != GFP_KERNEL) return kmalloc_node(...)"), so `automatic`
     /// placement becomes `contiguous`; `NOWAIT` stays `NOWAIT`.
     case kernel2021
+    /// `retryForever` for `guarantee: semantics` operations, run inside a
+    /// `.noDirectReclaim` scope: they never reclaim themselves and wait for
+    /// frees and the background reclaimer (Dave Chinner: turn off direct
+    /// reclaim in the commit path).
+    case noDirectReclaim
     /// A naive rule that swift-mm's R3 rejects: a guarantee scope upgrades
     /// every call in it, non-blocking and fail-fast ones included, to a
     /// guaranteed (blocking) allocation; `guarantee: semantics` is `retryForever`.

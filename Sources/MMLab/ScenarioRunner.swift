@@ -280,6 +280,7 @@ final class ScenarioRun: Sendable {
             if semantics == .kernel2021 && (text == "retryForever" || text == "useReserves") { continue }
             scope = scope.union(try! LabScopes.parse(text))
         }
+        if semantics == .noDirectReclaim && op.guarantee == "semantics" { scope = scope.union(.noDirectReclaim) }
         let locks = (op.locks ?? []).map { self.locks[$0]! }
         withAllocationScope(scope) {
             withLocks(locks[...]) {
@@ -359,6 +360,8 @@ final class ScenarioRun: Sendable {
             if policy.placement == .automatic && (op.scopes ?? []).contains(where: { $0.hasPrefix("excluding") }) {
                 policy.placement = .contiguous
             }
+        case .noDirectReclaim:
+            if guarantee == .noDirectReclaim { guarantee = .retryForever }
         case .naiveScope:
             if guarantee == .naiveScope { guarantee = .retryForever }
             // A guarantee scope upgrades everything in it, opportunistic calls included.
@@ -381,7 +384,7 @@ final class ScenarioRun: Sendable {
                 if abandon.load(ordering: .relaxed) { return nil }
                 sleepSeconds(0.02)
             }
-        case .kernel2021?, .naiveScope?:
+        case .kernel2021?, .naiveScope?, .noDirectReclaim?:
             preconditionFailure("mapped above")
         case nil:
             let p = mm.allocate(byteCount: size, policy: policy)

@@ -57,6 +57,19 @@ struct DebateTests {
         #expect(scope.verdict.contains("2800 failed fast") && scope.verdict.contains("up to 1700.0 ms"))
     }
 
+    @Test("claim 6: commit latency and throughput with and without direct reclaim decide")
+    func directReclaimVerdict() {
+        func r(_ s: CommitSemantics, tx: Int, p99: Double) -> RunReport {
+            var x = run(s, tx: tx)
+            x.latencyP99Microseconds = p99
+            return x
+        }
+        let helps = Debate.judge(claim("commit-no-direct-reclaim"), [r(.retryForever, tx: 100, p99: 50_000), r(.noDirectReclaim, tx: 120, p99: 900)])
+        #expect(helps.verdict.hasPrefix("without direct reclaim the commits did better") && helps.verdict.contains("the claim holds here"))
+        let neutral = Debate.judge(claim("commit-no-direct-reclaim"), [r(.retryForever, tx: 100, p99: 40), r(.noDirectReclaim, tx: 99, p99: 43)])
+        #expect(neutral.verdict.hasPrefix("direct reclaim did not hurt here"))
+    }
+
     @Test("kernel2021 and naiveScope are lab semantics a scenario file may name")
     func semanticsDecode() throws {
         let yaml = BuiltinScenarios.yaml(named: "kvmalloc-nofs")!
