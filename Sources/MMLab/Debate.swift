@@ -145,6 +145,24 @@ public enum Debate {
                     : "direct reclaim did not hurt here: p99 \(ms(direct.latencyP99Microseconds)) with it, \(ms(off.latencyP99Microseconds)) without; \(direct.transactions) against \(off.transactions) commits"
                 return (numbers, verdict)
             }),
+        DebateClaim(
+            number: 8, who: "Michal Hocko",
+            claim: "the NOFS scope \"experiment was much less successful than I hoped\": thousands of direct NOFS users, because nobody knows where the scopes belong",
+            scenario: "scope-finder",
+            judge: { runs in
+                let numbers = runs.map { r in
+                    "\(r.semantics.rawValue): reported \(r.recursionSites.isEmpty ? "nothing" : r.recursionSites.joined(separator: ", ")) (needing a scope by the scenario's declarations: \(r.sitesNeedingScope.joined(separator: ", "))), \(r.directReclaims + r.backgroundReclaims) reclaim passes"
+                }.joined(separator: "; ")
+                guard let plain = run(runs, .retryForever), let fixed = run(runs, .scopesAdded) else { return (numbers, "needs retryForever and scopesAdded runs") }
+                let found = Set(plain.recursionSites), needed = Set(plain.sitesNeedingScope)
+                let verdict: String
+                if found == needed && fixed.recursionSites.isEmpty {
+                    verdict = "the checker named every place that needs a scope (\(needed.sorted().joined(separator: ", "))) and nothing else, with \(plain.directReclaims + plain.backgroundReclaims) reclaim passes; with those scopes added it reported nothing"
+                } else {
+                    verdict = "the checker missed \(needed.subtracting(found).sorted()) and wrongly named \(found.subtracting(needed).sorted()); after adding the scopes it still reported \(fixed.recursionSites)"
+                }
+                return (numbers, verdict)
+            }),
     ]
 
     /// Runs every claim's scenario with durations and event times scaled by

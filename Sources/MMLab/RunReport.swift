@@ -54,6 +54,12 @@ public struct RunReport: Codable, Sendable {
     public var groups: [GroupSummary] = []
     /// The process limit over the run, when it moved (`set-limit`, a pressure monitor).
     public var limit: LimitSummary? = nil
+    /// Operations (`worker/n`) the reclaim-recursion checker reported: they may
+    /// enter reclaim that needs a lock they hold.
+    public var recursionSites: [String] = []
+    /// Operations that, by the scenario's own declarations, hold a lock a
+    /// shrinker takes without a scope excluding that shrinker's domain.
+    public var sitesNeedingScope: [String] = []
 
     /// One group over the run.
     public struct GroupSummary: Codable, Sendable {

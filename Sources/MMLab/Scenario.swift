@@ -184,6 +184,10 @@ public enum CommitSemantics: String, Codable, Sendable, CaseIterable {
     /// frees and the background reclaimer (Dave Chinner: turn off direct
     /// reclaim in the commit path).
     case noDirectReclaim
+    /// Every operation that holds a lock which a shrinker of some domain
+    /// takes runs inside `.excluding(that domain)`: the scopes the
+    /// reclaim-recursion checker asked for, added (claim 8 of the debate).
+    case scopesAdded
     /// A naive rule that swift-mm's R3 rejects: a guarantee scope upgrades
     /// every call in it, non-blocking and fail-fast ones included, to a
     /// guaranteed (blocking) allocation; `guarantee: semantics` is `retryForever`.

@@ -59,6 +59,16 @@ final class ScenarioRun: Sendable {
     let groupFailures = SharedValue<[String: Int]>([:])
     /// The lowest process limit seen, and the arena's resident bytes then.
     let lowestLimit = SharedValue<(limit: Int, resident: Int)>((.max, 0))
+    /// Runs made in this process: each run's allocation sites are numbered apart
+    /// (the reclaim-recursion checker reports a lock and site once per process).
+    private static let runCounter = Atomic<UInt>(0)
+    /// The `line` of each operation's allocation site (`file` "scenario"), and the names.
+    let siteBase: UInt
+    let siteNames: [UInt: String]
+    /// Operations the reclaim-recursion checker reported.
+    let recursionFound = SharedValue<Set<String>>([])
+    /// Each lock's declared reclaim domain (the domain of the cache whose shrinker takes it).
+    let lockDomains: [String: ReclaimDomain]
     private let residentStart = Atomic<Int>(0)
     var residentAtStart: Int {
         get { residentStart.load(ordering: .relaxed) }
@@ -98,10 +108,19 @@ final class ScenarioRun: Sendable {
             }
         }
         var locks: [String: LabLock] = [:]
+        var lockDomains: [String: ReclaimDomain] = [:]
         for l in scenario.locks ?? [] {
             let domain = cacheSpecs.first { $0.lock == l.name }?.domain.map(LabScopes.domain)
             locks[l.name] = LabLock(name: l.name, domain: domain)
+            lockDomains[l.name] = domain
         }
+        self.lockDomains = lockDomains
+        siteBase = (ScenarioRun.runCounter.wrappingAdd(1, ordering: .relaxed).newValue % 4000) * 1_000_000
+        var names: [UInt: String] = [:]
+        for (w, worker) in scenario.workers.enumerated() {
+            for o in worker.operations.indices { names[siteBase + UInt(w * 1000 + o + 1)] = "\(worker.name)/\(o + 1)" }
+        }
+        siteNames = names
         var caches: [String: LabCache] = [:]
         for c in cacheSpecs {
             caches[c.name] = LabCache(spec: c, mm: mm, lock: c.lock.flatMap { locks[$0] }, group: c.group.flatMap { groups[$0] })
@@ -113,9 +132,13 @@ final class ScenarioRun: Sendable {
         start = monotonicSeconds()
         // A killed group's caches drop everything (the process is gone).
         let byGroup = caches.values
-        mm.addEventSink { [eventTimes, start] event in
+        mm.addEventSink { [eventTimes, start, recursionFound, names] event in
             let t = monotonicSeconds() - start
             switch event {
+            case .reclaimRecursion(let e):
+                if let site = e.allocationSite, site.file == "scenario", let name = names[site.line] {
+                    recursionFound.withLock { _ = $0.insert(name) }
+                }
             case .allocationStall: eventTimes.withLock { $0.append(RunReport.Marker(t: t, kind: .stall)) }
             case .oomKill(let kill):
                 eventTimes.withLock { $0.append(RunReport.Marker(t: t, kind: .oomKill)) }
@@ -138,7 +161,7 @@ final class ScenarioRun: Sendable {
         for (w, worker) in scenario.workers.enumerated() {
             for t in 0..<(worker.threads ?? 1) {
                 let seed = scenario.seed ^ (UInt64(w) << 32) ^ UInt64(t) &* 0x9E37_79B9
-                threads.append(LabThread { [self] in work(worker, seed: seed) })
+                threads.append(LabThread { [self] in work(worker, index: w, seed: seed) })
             }
         }
         if let events = scenario.events, !events.isEmpty {
@@ -254,26 +277,28 @@ final class ScenarioRun: Sendable {
         }
     }
 
-    private func work(_ worker: Scenario.WorkerSpec, seed: UInt64) {
+    private func work(_ worker: Scenario.WorkerSpec, index w: Int, seed: UInt64) {
         var rng = SeededGenerator(seed: seed)
         var histogram = Histogram<UInt64>(highestTrackableValue: 600_000_000)
         let measuredOnly = worker.operations.contains { $0.guarantee != nil }
         var next = monotonicSeconds()
         loop: while !stop.load(ordering: .relaxed) {
-            for op in worker.operations {
+            for (o, op) in worker.operations.enumerated() {
                 if stop.load(ordering: .relaxed) { break loop }
                 if let rate = op.rate {
                     next += 1 / rate
                     let wait = next - monotonicSeconds()
                     if wait > 0 { sleepSeconds(wait) } else if wait < -1 { next = monotonicSeconds() }
                 }
-                perform(op, rng: &rng, histogram: &histogram, measure: !measuredOnly || op.guarantee != nil)
+                perform(op, site: siteBase + UInt(w * 1000 + o + 1), rng: &rng, histogram: &histogram,
+                        measure: !measuredOnly || op.guarantee != nil)
             }
         }
         latency.withLock { $0.add(histogram) }
     }
 
-    private func perform(_ op: Scenario.OperationSpec, rng: inout SeededGenerator, histogram: inout Histogram<UInt64>, measure: Bool) {
+    private func perform(_ op: Scenario.OperationSpec, site: UInt, rng: inout SeededGenerator,
+                         histogram: inout Histogram<UInt64>, measure: Bool) {
         var scope = AllocationScope.none
         for text in op.scopes ?? [] {
             // kernel2021: no NOFAIL scope existed.
@@ -281,6 +306,9 @@ final class ScenarioRun: Sendable {
             scope = scope.union(try! LabScopes.parse(text))
         }
         if semantics == .noDirectReclaim && op.guarantee == "semantics" { scope = scope.union(.noDirectReclaim) }
+        if semantics == .scopesAdded {
+            for lock in op.locks ?? [] { if let domain = lockDomains[lock] { scope = scope.union(.excluding(domain)) } }
+        }
         let locks = (op.locks ?? []).map { self.locks[$0]! }
         withAllocationScope(scope) {
             withLocks(locks[...]) {
@@ -291,7 +319,7 @@ final class ScenarioRun: Sendable {
                     let t0 = monotonicSeconds()
                     // A grouped cache's objects are charged to its group unless the operation names one.
                     let group = op.group.flatMap { groups[$0] } ?? op.grow.flatMap { caches[$0]?.group }
-                    let p = allocate(size, op, group: group)
+                    let p = allocate(size, op, group: group, site: site)
                     if measure { _ = histogram.record(UInt64(max(0, (monotonicSeconds() - t0) * 1e6))) }
                     guard let p else { complete = false; break }
                     p.storeBytes(of: UInt8(truncatingIfNeeded: size), as: UInt8.self)
@@ -321,18 +349,19 @@ final class ScenarioRun: Sendable {
     }
 
     /// One allocation with the operation's policy, guarantee or the run's semantics.
-    private func allocate(_ size: Int, _ op: Scenario.OperationSpec, group: MemoryGroup?) -> UnsafeMutableRawPointer? {
-        guard let group else { return allocate(size, op, charging: nil) }
+    private func allocate(_ size: Int, _ op: Scenario.OperationSpec, group: MemoryGroup?, site: UInt) -> UnsafeMutableRawPointer? {
+        guard let group else { return allocate(size, op, charging: nil, site: site) }
         // Charged: the policy's group for fallible calls; guaranteed calls take no policy,
         // so they are charged through a scope.
         let p = op.guarantee == nil
-            ? allocate(size, op, charging: group)
-            : withAllocationScope(.charging(group)) { allocate(size, op, charging: nil) }
+            ? allocate(size, op, charging: group, site: site)
+            : withAllocationScope(.charging(group)) { allocate(size, op, charging: nil, site: site) }
         if p == nil { groupFailures.withLock { $0[group.name, default: 0] += 1 } }
         return p
     }
 
-    private func allocate(_ size: Int, _ op: Scenario.OperationSpec, charging group: MemoryGroup?) -> UnsafeMutableRawPointer? {
+    /// `site` is the allocation's `line` in file "scenario": the operation, for reports.
+    private func allocate(_ size: Int, _ op: Scenario.OperationSpec, charging group: MemoryGroup?, site: UInt) -> UnsafeMutableRawPointer? {
         var policy: AllocationPolicy
         switch op.policy ?? "standard" {
         case "failFast": policy = .failFast
@@ -360,8 +389,8 @@ final class ScenarioRun: Sendable {
             if policy.placement == .automatic && (op.scopes ?? []).contains(where: { $0.hasPrefix("excluding") }) {
                 policy.placement = .contiguous
             }
-        case .noDirectReclaim:
-            if guarantee == .noDirectReclaim { guarantee = .retryForever }
+        case .noDirectReclaim, .scopesAdded:
+            if guarantee == semantics { guarantee = .retryForever }
         case .naiveScope:
             if guarantee == .naiveScope { guarantee = .retryForever }
             // A guarantee scope upgrades everything in it, opportunistic calls included.
@@ -371,23 +400,23 @@ final class ScenarioRun: Sendable {
         default: break
         }
         switch guarantee {
-        case .retryForever?: return mm.allocateGuaranteed(byteCount: size, .retryForever)
-        case .useReserves?: return mm.allocateGuaranteed(byteCount: size, .useReserves)
+        case .retryForever?: return mm.allocateGuaranteed(byteCount: size, .retryForever, file: "scenario", line: site)
+        case .useReserves?: return mm.allocateGuaranteed(byteCount: size, .useReserves, file: "scenario", line: site)
         case .retryLoop?:
             // XFS kmem_alloc (2021): retry a fallible allocation, sleeping 20 ms, for as long as it takes.
             var quiet = policy
             quiet.persistence = .standard
             quiet.blocking = true
             while true {
-                if let p = mm.allocate(byteCount: size, policy: quiet) { return p }
+                if let p = mm.allocate(byteCount: size, policy: quiet, file: "scenario", line: site) { return p }
                 failures.wrappingAdd(1, ordering: .relaxed)
                 if abandon.load(ordering: .relaxed) { return nil }
                 sleepSeconds(0.02)
             }
-        case .kernel2021?, .naiveScope?, .noDirectReclaim?:
+        case .kernel2021?, .naiveScope?, .noDirectReclaim?, .scopesAdded?:
             preconditionFailure("mapped above")
         case nil:
-            let p = mm.allocate(byteCount: size, policy: policy)
+            let p = mm.allocate(byteCount: size, policy: policy, file: "scenario", line: site)
             if p == nil {
                 failures.wrappingAdd(1, ordering: .relaxed)
                 if op.policy == "atomic" { atomicFailures.wrappingAdd(1, ordering: .relaxed) }
@@ -455,6 +484,18 @@ final class ScenarioRun: Sendable {
                 events: ["low": e.low, "high": e.high, "max": e.max, "oom": e.oom, "oom_kill": e.oomKill],
                 failures: failed[spec.name] ?? 0)
         }
+        report.recursionSites = recursionFound.withLock { $0 }.sorted()
+        var needing: [String] = []
+        for worker in scenario.workers {
+            for (o, op) in worker.operations.enumerated() {
+                var scope = AllocationScope.none
+                for text in op.scopes ?? [] { scope = scope.union(try! LabScopes.parse(text)) }
+                if (op.locks ?? []).contains(where: { lockDomains[$0].map { !scope.excludes($0) } ?? false }) {
+                    needing.append("\(worker.name)/\(o + 1)")
+                }
+            }
+        }
+        report.sitesNeedingScope = needing.sorted()
         let limits = timeline.compactMap(\.limitBytes)
         if let first = limits.first, limits.contains(where: { $0 != first }) || monitor != nil {
             let lowest = lowestLimit.withLock { $0 }

@@ -57,7 +57,7 @@ final class DomainRegistry: Sendable {
     static let shared = DomainRegistry()
 
     private struct Key: Hashable { let name: String; let parent: Int }
-    private let domains = Locked<(byKey: [Key: ReclaimDomain], names: [String])>(([:], []))
+    private let domains = Locked<(byKey: [Key: ReclaimDomain], names: [String], ancestries: [UInt64])>(([:], [], []))
 
     func domain(name: String, parent: ReclaimDomain?) -> ReclaimDomain {
         domains.withLock { state in
@@ -69,7 +69,25 @@ final class DomainRegistry: Sendable {
             let domain = ReclaimDomain(index: index, ancestry: (parent?.ancestry ?? 0) | (1 << UInt64(index)))
             state.byKey[key] = domain
             state.names.append(name)
+            state.ancestries.append(domain.ancestry)
             return domain
+        }
+    }
+
+    /// Of the domains whose bits are set in `mask`, those that `excluded`
+    /// does not exclude: a domain is excluded when it or an ancestor is
+    /// (excluding `.filesystem` excludes a domain defined within it).
+    func notExcluded(_ mask: UInt64, by excluded: UInt64) -> UInt64 {
+        guard mask & ~excluded != 0 else { return 0 }
+        return domains.withLock { state in
+            var result: UInt64 = 0
+            var bits = mask
+            while bits != 0 {
+                let i = bits.trailingZeroBitCount
+                bits &= bits - 1
+                if i < state.ancestries.count && state.ancestries[i] & excluded == 0 { result |= 1 << UInt64(i) }
+            }
+            return result
         }
     }
 

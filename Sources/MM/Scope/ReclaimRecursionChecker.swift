@@ -138,7 +138,8 @@ final class ReclaimRecursionChecker: Sendable {
         let locks = ReclaimRecursionChecker.threadLocks
         for held in locks.held {
             let lockClass = domains(of: held.lockClass)
-            let risky = lockClass.domains & ~context.scope.excluded
+            // A domain defined within an excluded one is excluded too.
+            let risky = DomainRegistry.shared.notExcluded(lockClass.domains, by: context.scope.excluded)
             guard risky != 0 else { continue }
             // The outermost domain is the one to exclude.
             let names = DomainRegistry.shared.names(in: risky)

@@ -70,6 +70,31 @@ struct DebateTests {
         #expect(neutral.verdict.hasPrefix("direct reclaim did not hurt here"))
     }
 
+    @Test("claim 8: the checker's findings against the places the scenario declares as needing a scope")
+    func scopeFinderVerdict() {
+        func r(_ s: CommitSemantics, found: [String]) -> RunReport {
+            var x = run(s)
+            x.recursionSites = found
+            x.sitesNeedingScope = ["btree/2", "journal/2"]
+            return x
+        }
+        let exact = Debate.judge(claim("scope-finder"), [r(.retryForever, found: ["btree/2", "journal/2"]), r(.scopesAdded, found: [])])
+        #expect(exact.verdict.hasPrefix("the checker named every place that needs a scope (btree/2, journal/2) and nothing else"))
+        let wrong = Debate.judge(claim("scope-finder"), [r(.retryForever, found: ["btree/1", "journal/2"]), r(.scopesAdded, found: [])])
+        #expect(wrong.verdict.contains("missed [\"btree/2\"]") && wrong.verdict.contains("wrongly named [\"btree/1\"]"))
+    }
+
+    @Test("scope-finder, run for real for a moment: the checker names exactly the declared places, and nothing once the scopes are added")
+    func scopeFinderRun() throws {
+        let yaml = BuiltinScenarios.yaml(named: "scope-finder")!.replacingAll("duration: 1s", "duration: 300ms")
+        let report = try ScenarioRunner.run(try ScenarioLoader.load(yaml: yaml, source: "scope-finder"))
+        let plain = try #require(report.runs.first { $0.semantics == .retryForever })
+        let fixed = try #require(report.runs.first { $0.semantics == .scopesAdded })
+        #expect(plain.sitesNeedingScope == ["btree/2", "journal/2"])
+        #expect(plain.recursionSites == plain.sitesNeedingScope)
+        #expect(fixed.recursionSites.isEmpty)
+    }
+
     @Test("kernel2021 and naiveScope are lab semantics a scenario file may name")
     func semanticsDecode() throws {
         let yaml = BuiltinScenarios.yaml(named: "kvmalloc-nofs")!

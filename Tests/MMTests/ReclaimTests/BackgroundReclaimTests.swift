@@ -97,6 +97,26 @@ struct ReclaimRecursionTests {
         #expect(reports.first?.fix.contains(".excluding(.filesystem)") == true)
     }
 
+    @Test("excluding a domain covers the domains defined within it: no report for a sub-domain's lock in an outer scope")
+    func subdomainExcludedByOuterScope() throws {
+        let mm = try makeSystem(capacity: 16 << 20)
+        let recorder = EventRecorder(mm)
+        let blockCache = ReclaimDomain("checker-block-cache", within: .filesystem)
+        let btree = ReclaimCheckedMutex(0, name: "btree-subdomain", takenByReclaimIn: blockCache)
+        btree.withLock { _ in
+            let q = withAllocationScope(.excluding(.filesystem)) { mm.allocate(byteCount: 64)! }  // covers block-cache
+            mm.deallocate(q)
+            let r = withAllocationScope(.excluding(blockCache)) { mm.allocate(byteCount: 64)! }
+            mm.deallocate(r)
+        }
+        #expect(recorder.recursions.isEmpty, "\(recorder.recursions)")
+        btree.withLock { _ in
+            let p = mm.allocate(byteCount: 64)!  // no scope: reported
+            mm.deallocate(p)
+        }
+        #expect(recorder.recursions.count == 1 && recorder.recursions.first?.domain == "checker-block-cache")
+    }
+
     @Test("the checker learns which locks a domain's shrinkers take")
     func learned() throws {
         let mm = try makeExactSystem()
