@@ -16,6 +16,7 @@ public enum BuiltinScenarios {
         ("nofail-scope-library", nofailScopeLibrary),
         ("commit-no-direct-reclaim", commitNoDirectReclaim),
         ("scope-finder", scopeFinder),
+        ("oom-victim-exit", oomVictimExit),
     ]
 
     /// The YAML of the built-in scenario `name`.
@@ -515,5 +516,51 @@ public enum BuiltinScenarios {
         operations:
           - size: 1KiB..8KiB
             rate: 200
+    """
+
+    static let oomVictimExit = """
+    # Michal Hocko: "emergency access to memory reserves helped in OOM situations". An
+    # application group fills the arena with memory no shrinker can free; must-not-fail
+    # commits invoke the OOM handler, which kills it; to exit, the application must first
+    # allocate 2 MiB (flush its log). With the victim's reserve, and without it.
+    name: oom-victim-exit
+    description: >-
+      An OOM-killed application must allocate 2 MiB to exit: with the .oomVictim reserve
+      (useReserves) and without it (noVictimReserve), while must-not-fail commits wait.
+    seed: 2
+    duration: 5s
+    watchdog: 4s
+    semantics: [useReserves, noVictimReserve]
+    arena:
+      capacity: 64MiB
+      watermarks: {min: 8MiB, low: 10MiB, high: 12MiB}
+      stallReportInterval: 500ms
+    groups:
+      - name: app
+        oomScoreAdjust: 500
+        exitAllocation: 2MiB
+    caches:
+      - name: app-heap
+        objectSize: 4KiB
+        count: 11000
+        group: app
+        reclaimable: false
+    workers:
+      - name: commit
+        threads: 2
+        operations:
+          - size: 256KiB..1MiB
+            count: 4
+            placement: automatic
+            guarantee: semantics
+            hold: 20ms
+            transaction: true
+      - name: app-growth
+        operations:
+          - size: 4KiB
+            count: 16
+            grow: app-heap
+            policy: failFast
+            rate: 4000
     """
 }

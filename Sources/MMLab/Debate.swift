@@ -87,6 +87,34 @@ public enum Debate {
                 return (numbers, parts.joined(separator: "; "))
             }),
         DebateClaim(
+            number: 2, who: "Michal Hocko",
+            claim: "\"emergency access to memory reserves helped in OOM situations\": an OOM victim may need memory to exit",
+            scenario: "oom-victim-exit",
+            judge: { runs in
+                func exit(_ r: RunReport) -> String {
+                    guard let e = r.victimExits.first else { return "no victim had to exit" }
+                    return e.seconds.map { "victim \(e.group) exited in \(ms($0 * 1e6))" } ?? "victim \(e.group) never exited"
+                }
+                let numbers = runs.map { r in
+                    "\(r.semantics.rawValue): \(r.transactions) commits, longest stall \(format1(r.longestGapSeconds)) s, \(r.oomKills) OOM kills, \(exit(r)), \(r.victimStuckReports) stuck-victim reports"
+                }.joined(separator: "; ")
+                guard let tier = run(runs, .useReserves), let none = run(runs, .noVictimReserve) else { return (numbers, "needs useReserves and noVictimReserve runs") }
+                let withTier = tier.victimExits.first?.seconds ?? nil
+                let without = none.victimExits.first?.seconds ?? nil
+                let verdict: String
+                switch (withTier, without) {
+                case (let a?, nil):
+                    verdict = "the .oomVictim reserve let the victim allocate its way out in \(ms(a * 1e6)) and commits resumed (longest stall \(format1(tier.longestGapSeconds)) s); without it the victim never exited (\(none.victimStuckReports) stuck reports) and commits stalled up to \(format1(none.longestGapSeconds)) s — the claim holds"
+                case (let a?, let b?) where b > a:
+                    verdict = "with the .oomVictim reserve the victim allocated its way out in \(ms(a * 1e6)) and commits stalled at most \(format1(tier.longestGapSeconds)) s; without it the victim needed \(ms(b * 1e6)) (\(none.victimStuckReports) stuck-victim reports) and commits stalled \(format1(none.longestGapSeconds)) s — the claim holds"
+                case (let a?, let b?):
+                    verdict = "the reserve made no difference here: the victim exited in \(ms(a * 1e6)) with it, \(ms(b * 1e6)) without"
+                case (nil, _):
+                    verdict = tier.oomKills == 0 ? "no OOM kill happened: the scenario did not reach OOM" : "even with the reserve the victim did not exit"
+                }
+                return (numbers, verdict)
+            }),
+        DebateClaim(
             number: 3, who: "Dave Chinner",
             claim: "these subsystems \"just aren't failing or deadlocking with such loops\" in production",
             scenario: "retry-loop-production",

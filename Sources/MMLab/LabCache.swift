@@ -24,6 +24,8 @@ final class LabCache: Shrinker {
     let objectSize: Int
     let lock: LabLock?
     let group: MemoryGroup?
+    /// Whether the shrinker may free objects (false: only a kill frees them).
+    let reclaimable: Bool
     private let mm: MemorySystem
     private let objects = SharedValue<[UInt]>([])
     private let population = Atomic<Int>(0)
@@ -35,6 +37,7 @@ final class LabCache: Shrinker {
         objectSize = spec.objectSize.bytes
         self.lock = lock
         self.group = group
+        self.reclaimable = spec.reclaimable ?? true
         self.mm = mm
     }
 
@@ -46,11 +49,13 @@ final class LabCache: Shrinker {
     var isGroupAware: Bool { group != nil }
 
     func countObjects(_ control: ShrinkControl) -> Int {
+        guard reclaimable else { return 0 }
         if let group, control.group !== group { return 0 }
         return population.load(ordering: .relaxed)
     }
 
     func scanObjects(_ control: ShrinkControl) -> ShrinkResult {
+        guard reclaimable else { return .freed(0) }
         if let group, control.group !== group { return .freed(0) }
         if let lock {
             return .freed(lock.mutex.withLock { _ in evict(control.objectsToScan) })

@@ -54,6 +54,19 @@ public struct RunReport: Codable, Sendable {
     public var groups: [GroupSummary] = []
     /// The process limit over the run, when it moved (`set-limit`, a pressure monitor).
     public var limit: LimitSummary? = nil
+    /// Each OOM-killed group that had to allocate to exit: how long its exit took, nil if it never finished.
+    public var victimExits: [VictimExit] = []
+    /// `oomVictimStuck` reports: victims that had not released memory within `oomReapTimeout`.
+    public var victimStuckReports = 0
+
+    /// One killed group's exit.
+    public struct VictimExit: Codable, Sendable {
+        /// The group.
+        public var group: String
+        /// Seconds from the kill to its memory released; nil: it never got there.
+        public var seconds: Double?
+    }
+
     /// Operations (`worker/n`) the reclaim-recursion checker reported: they may
     /// enter reclaim that needs a lock they hold.
     public var recursionSites: [String] = []

@@ -66,6 +66,9 @@ public struct Scenario: Codable, Sendable {
         public var parent: String?
         /// Limits, as `MemoryLimits` (cgroup v2 `memory.min/low/high/max`).
         public var min: ByteSize?, low: ByteSize?, high: ByteSize?, max: ByteSize?
+        /// When the OOM handler kills the group, it must allocate this much
+        /// (flush a log, free a tree) before its caches can be released.
+        public var exitAllocation: ByteSize?
     }
 
     /// A pressure monitor over simulated PSI events (`psi-pressure` events).
@@ -100,6 +103,8 @@ public struct Scenario: Codable, Sendable {
         public var lock: String?
         /// The group its objects are charged to.
         public var group: String?
+        /// Whether its shrinker may free objects (default true); false: only an OOM kill of its group frees them.
+        public var reclaimable: Bool?
     }
 
     /// Threads that loop over `operations` until the run ends.
@@ -188,6 +193,10 @@ public enum CommitSemantics: String, Codable, Sendable, CaseIterable {
     /// takes runs inside `.excluding(that domain)`: the scopes the
     /// reclaim-recursion checker asked for, added (claim 8 of the debate).
     case scopesAdded
+    /// `useReserves` for `guarantee: semantics` operations, but a killed
+    /// group's exit allocation is not charged to it, so it gets no
+    /// `.oomVictim` reserve (claim 2 of the debate: with and without the tier).
+    case noVictimReserve
     /// A naive rule that swift-mm's R3 rejects: a guarantee scope upgrades
     /// every call in it, non-blocking and fail-fast ones included, to a
     /// guaranteed (blocking) allocation; `guarantee: semantics` is `retryForever`.

@@ -52,6 +52,9 @@ extension ScenarioLoader {
             if let adj = g.oomScoreAdjust { try check((-1000...1000).contains(adj), path + [.key("oomScoreAdjust")], "\(adj) is outside -1000...1000") }
             let limits = MemoryLimits(min: g.min?.bytes ?? 0, low: g.low?.bytes ?? 0, high: g.high?.bytes, max: g.max?.bytes)
             if let problem = limits.incoherence { throw Problem(path: path, message: "incoherent limits: \(problem)") }
+            if let e = g.exitAllocation {
+                try check(e.bytes > 0 && e.bytes <= capacity, path + [.key("exitAllocation")], "\(e) is outside 1...capacity")
+            }
             declared.insert(g.name)
         }
         let groups = declared

@@ -36,10 +36,11 @@ indirect enum ScenarioShape: Sendable {
                           "watermarks": .record(["min": .scalar, "low": .scalar, "high": .scalar]),
                           "pressureMonitor": .record(["floor": .scalar, "step": .scalar, "relaxAfter": .scalar])]),
         "groups": .list(.record(["name": .scalar, "oomScoreAdjust": .scalar, "parent": .scalar,
-                                 "min": .scalar, "low": .scalar, "high": .scalar, "max": .scalar])),
+                                 "min": .scalar, "low": .scalar, "high": .scalar, "max": .scalar,
+                                 "exitAllocation": .scalar])),
         "locks": .list(.record(["name": .scalar])),
         "caches": .list(.record(["name": .scalar, "objectSize": .scalar, "count": .scalar, "seeks": .scalar,
-                                 "domain": .scalar, "lock": .scalar, "group": .scalar])),
+                                 "domain": .scalar, "lock": .scalar, "group": .scalar, "reclaimable": .scalar])),
         "workers": .list(.record(["name": .scalar, "threads": .scalar, "operations": .list(.record([
             "size": .scalar, "count": .scalar, "placement": .scalar, "policy": .scalar, "guarantee": .scalar,
             "scopes": .list(.scalar), "locks": .list(.scalar), "hold": .scalar, "rate": .scalar, "grow": .scalar,

@@ -67,6 +67,14 @@ final class ScenarioRun: Sendable {
     let siteNames: [UInt: String]
     /// Operations the reclaim-recursion checker reported.
     let recursionFound = SharedValue<Set<String>>([])
+    /// Groups the OOM handler killed (their caches stop growing), and each
+    /// victim's exit: how long from the kill until its memory was released, or nil while it has not.
+    let killedGroups = SharedValue<Set<String>>([])
+    /// `oomVictimStuck` events.
+    let victimStuckCount = Atomic<Int>(0)
+    /// Exit routines of killed groups, joined at teardown.
+    let exitThreads = SharedValue<[LabThread]>([])
+    let victimExits = SharedValue<[String: Double?]>([:])
     /// Each lock's declared reclaim domain (the domain of the cache whose shrinker takes it).
     let lockDomains: [String: ReclaimDomain]
     private let residentStart = Atomic<Int>(0)
@@ -99,13 +107,10 @@ final class ScenarioRun: Sendable {
         }
         var groups: [String: MemoryGroup] = [:]
         let cacheSpecs = scenario.caches ?? []
-        let killed = SharedValue<[String]>([])
         for g in scenario.groups ?? [] {
             let limits = MemoryLimits(min: g.min?.bytes ?? 0, low: g.low?.bytes ?? 0, high: g.high?.bytes, max: g.max?.bytes)
             groups[g.name] = mm.makeGroup(name: g.name, parent: g.parent.flatMap { groups[$0] },
-                                          oomScoreAdjust: g.oomScoreAdjust ?? 0, limits: limits) { group in
-                killed.withLock { $0.append(group.name) }
-            }
+                                          oomScoreAdjust: g.oomScoreAdjust ?? 0, limits: limits) { _ in }
         }
         var locks: [String: LabLock] = [:]
         var lockDomains: [String: ReclaimDomain] = [:]
@@ -132,7 +137,9 @@ final class ScenarioRun: Sendable {
         start = monotonicSeconds()
         // A killed group's caches drop everything (the process is gone).
         let byGroup = caches.values
-        mm.addEventSink { [eventTimes, start, recursionFound, names] event in
+        let exitBytes = Dictionary((scenario.groups ?? []).compactMap { g in g.exitAllocation.map { (g.name, $0.bytes) } },
+                                   uniquingKeysWith: { a, _ in a })
+        mm.addEventSink { [weak self, eventTimes, start, recursionFound, names, killedGroups, victimExits, exitThreads, semantics] event in
             let t = monotonicSeconds() - start
             switch event {
             case .reclaimRecursion(let e):
@@ -140,9 +147,42 @@ final class ScenarioRun: Sendable {
                     recursionFound.withLock { _ = $0.insert(name) }
                 }
             case .allocationStall: eventTimes.withLock { $0.append(RunReport.Marker(t: t, kind: .stall)) }
+            case .oomVictimStuck: self?.victimStuckCount.wrappingAdd(1, ordering: .relaxed)
             case .oomKill(let kill):
                 eventTimes.withLock { $0.append(RunReport.Marker(t: t, kind: .oomKill)) }
-                for cache in byGroup where cache.group?.name == kill.victim { cache.dropAll() }
+                killedGroups.withLock { _ = $0.insert(kill.victim) }
+                let victimCaches = byGroup.filter { $0.group?.name == kill.victim }
+                if let bytes = exitBytes[kill.victim], let group = victimCaches.first?.group, let run = self {
+                    // The victim must allocate before it can release (a log flush): on a thread
+                    // of its own, not on the allocating thread that triggered the kill.
+                    victimExits.withLock { $0[kill.victim] = .some(nil) }
+                    let exit = LabThread { [weak run] in
+                        guard let run else { return }
+                        let mm = run.mm
+                        let t0 = monotonicSeconds()
+                        var policy = AllocationPolicy.standard
+                        policy.reportsFailure = false
+                        // Charged to the victim, its allocations get the .oomVictim reserve;
+                        // under noVictimReserve they are ordinary requests.
+                        if semantics != .noVictimReserve { policy.group = group }
+                        var held: [UnsafeMutableRawPointer] = []
+                        var remaining = bytes
+                        while remaining > 0 && !run.abandon.load(ordering: .relaxed) && !run.stop.load(ordering: .relaxed) {
+                            if let p = mm.allocate(byteCount: min(remaining, 64 << 10), policy: policy) {
+                                held.append(p)
+                                remaining -= min(remaining, 64 << 10)
+                            } else {
+                                sleepSeconds(0.01)
+                            }
+                        }
+                        for cache in victimCaches { cache.dropAll() }
+                        for p in held { mm.deallocate(p) }
+                        if remaining == 0 { victimExits.withLock { $0[kill.victim] = .some(monotonicSeconds() - t0) } }
+                    }
+                    exitThreads.withLock { $0.append(exit) }
+                } else {
+                    for cache in victimCaches { cache.dropAll() }
+                }
             default: break
             }
         }
@@ -190,6 +230,7 @@ final class ScenarioRun: Sendable {
                 thread.abandon()
             }
         }
+        for exit in exitThreads.withLock({ $0 }) where !exit.join(before: .now + .seconds(10)) { exit.abandon() }
         if stuck {
             abandon.store(true, ordering: .relaxed)
             // Threads still running use the system: keep it alive for the process's lifetime.
@@ -310,6 +351,11 @@ final class ScenarioRun: Sendable {
             for lock in op.locks ?? [] { if let domain = lockDomains[lock] { scope = scope.union(.excluding(domain)) } }
         }
         let locks = (op.locks ?? []).map { self.locks[$0]! }
+        // A killed group's process is exiting: its caches stop growing.
+        if let name = op.grow.flatMap({ caches[$0]?.group?.name }), killedGroups.withLock({ $0.contains(name) }) {
+            sleepSeconds(0.001)
+            return
+        }
         withAllocationScope(scope) {
             withLocks(locks[...]) {
                 var held: [UnsafeMutableRawPointer] = []
@@ -391,6 +437,8 @@ final class ScenarioRun: Sendable {
             }
         case .noDirectReclaim, .scopesAdded:
             if guarantee == semantics { guarantee = .retryForever }
+        case .noVictimReserve:
+            if guarantee == semantics { guarantee = .useReserves }
         case .naiveScope:
             if guarantee == .naiveScope { guarantee = .retryForever }
             // A guarantee scope upgrades everything in it, opportunistic calls included.
@@ -413,7 +461,7 @@ final class ScenarioRun: Sendable {
                 if abandon.load(ordering: .relaxed) { return nil }
                 sleepSeconds(0.02)
             }
-        case .kernel2021?, .naiveScope?, .noDirectReclaim?, .scopesAdded?:
+        case .kernel2021?, .naiveScope?, .noDirectReclaim?, .scopesAdded?, .noVictimReserve?:
             preconditionFailure("mapped above")
         case nil:
             let p = mm.allocate(byteCount: size, policy: policy, file: "scenario", line: site)
@@ -485,6 +533,9 @@ final class ScenarioRun: Sendable {
                 failures: failed[spec.name] ?? 0)
         }
         report.recursionSites = recursionFound.withLock { $0 }.sorted()
+        let exits = victimExits.withLock { $0 }
+        report.victimExits = exits.keys.sorted().map { RunReport.VictimExit(group: $0, seconds: exits[$0]!) }
+        report.victimStuckReports = victimStuckCount.load(ordering: .relaxed)
         var needing: [String] = []
         for worker in scenario.workers {
             for (o, op) in worker.operations.enumerated() {

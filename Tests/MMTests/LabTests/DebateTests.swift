@@ -95,6 +95,22 @@ struct DebateTests {
         #expect(fixed.recursionSites.isEmpty)
     }
 
+    @Test("claim 2: the victim's exit time with and without the reserve decides")
+    func victimExitVerdict() {
+        func r(_ s: CommitSemantics, exit: Double?, gap: Double, stuck: Int) -> RunReport {
+            var x = run(s, gap: gap)
+            x.oomKills = 1
+            x.victimExits = [RunReport.VictimExit(group: "app", seconds: exit)]
+            x.victimStuckReports = stuck
+            return x
+        }
+        let never = Debate.judge(claim("oom-victim-exit"), [r(.useReserves, exit: 0.09, gap: 0.02, stuck: 0), r(.noVictimReserve, exit: nil, gap: 4, stuck: 1)])
+        #expect(never.verdict.contains("never exited (1 stuck reports)") && never.verdict.hasSuffix("the claim holds"))
+        let slower = Debate.judge(claim("oom-victim-exit"), [r(.useReserves, exit: 0.09, gap: 0.02, stuck: 0), r(.noVictimReserve, exit: 2.1, gap: 1.9, stuck: 1)])
+        #expect(slower.verdict.contains("in 90.0 ms") && slower.verdict.contains("needed 2100.0 ms"))
+        #expect(slower.numbers.contains("victim app exited in 90.0 ms"))
+    }
+
     @Test("kernel2021 and naiveScope are lab semantics a scenario file may name")
     func semanticsDecode() throws {
         let yaml = BuiltinScenarios.yaml(named: "kvmalloc-nofs")!
