@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 import CoreMetrics
+import Glibc
 import MM
 import Synchronization
 
@@ -33,11 +34,11 @@ public final class MemoryMetricsExporter: Sendable {
     private let prefix: String
     private let dimensions: [(String, String)]
     private let factory: any MetricsFactory
-    private let state = Mutex(State())
+    private let state = PthreadLocked(State())
     private let running = Atomic<Bool>(false)
     private let generation = Atomic<Int>(0)
 
-    private struct State: ~Copyable {
+    private struct State {
         var counters: [String: (metric: Counter, last: Int)] = [:]
         var gauges: [String: Gauge] = [:]
     }
@@ -128,5 +129,28 @@ public final class MemoryMetricsExporter: Sendable {
         let gauge = state.gauges[k] ?? Gauge(label: label, dimensions: dimensions + extra, factory: factory)
         state.gauges[k] = gauge
         gauge.record(value)
+    }
+}
+
+/// A value behind a glibc mutex: ThreadSanitizer sees its ordering (it does
+/// not see `Synchronization.Mutex`'s futex hand-over on Linux).
+final class PthreadLocked<Value>: @unchecked Sendable {  // `value` only under `mutex`
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private var value: Value
+
+    init(_ value: Value) {
+        self.value = value
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body(&value)
     }
 }

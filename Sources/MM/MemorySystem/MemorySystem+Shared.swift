@@ -62,4 +62,4 @@ extension MemorySystem {
 }
 
 /// The shared system once made (`MemorySystem.shared`).
-private let sharedSystem = Mutex<MemorySystem?>(nil)
+private let sharedSystem = Locked<MemorySystem?>(nil)  // a glibc mutex: ThreadSanitizer sees it

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 import DequeModule
 import MM
+import NIOConcurrencyHelpers
 import Synchronization
 
 /// A response cache whose entries live in swift-mm memory and which gives
@@ -10,12 +11,13 @@ public final class ResponseCache: Shrinker, Sendable {
     public let name = "http-response-cache"
     public let domain: ReclaimDomain? = nil
     private let system: MemorySystem
-    private struct State: ~Copyable {
+    private struct State: Sendable {
         var entries: [Int: (address: UInt, count: Int)] = [:]  // addresses: Sendable across the lock
         var order = Deque<Int>()
         var bytes = 0
     }
-    private let state = Mutex(State())
+    // A pthread mutex (NIOLockedValueBox), which ThreadSanitizer understands.
+    private let state = NIOLockedValueBox(State())
     /// Entries evicted by reclaim, and inserts skipped because memory was short.
     public let evictions = Atomic<Int>(0), skippedInserts = Atomic<Int>(0)
 
@@ -24,14 +26,14 @@ public final class ResponseCache: Shrinker, Sendable {
     }
 
     /// Bytes cached now.
-    public var bytes: Int { state.withLock { $0.bytes } }
+    public var bytes: Int { state.withLockedValue { $0.bytes } }
     /// Entries cached now.
-    public var count: Int { state.withLock { $0.entries.count } }
+    public var count: Int { state.withLockedValue { $0.entries.count } }
 
     /// Calls `body` with the cached bytes of `key` (under the cache's lock, so
     /// that reclaim cannot free them meanwhile); nil when not cached.
     public func withEntry<R>(_ key: Int, _ body: (UnsafeRawBufferPointer) -> R) -> R? {
-        state.withLock { s in
+        state.withLockedValue { s in
             guard let e = s.entries[key] else { return nil }
             return body(UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: e.address), count: e.count))
         }
@@ -48,7 +50,7 @@ public final class ResponseCache: Shrinker, Sendable {
         }
         p.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
         let address = UInt(bitPattern: p), count = bytes.count
-        let replaced = state.withLock { s -> UInt? in
+        let replaced = state.withLockedValue { s -> UInt? in
             let old = s.entries.updateValue((address, count), forKey: key)
             if let old { s.bytes -= old.count } else { s.order.append(key) }
             s.bytes += count
@@ -59,17 +61,17 @@ public final class ResponseCache: Shrinker, Sendable {
 
     /// Frees every entry.
     public func removeAll() {
-        let all = state.withLock { s -> [UInt] in
+        let all = state.withLockedValue { s -> [UInt] in
             defer { s.entries = [:]; s.order = []; s.bytes = 0 }
             return s.entries.values.map(\.address)
         }
         for a in all { system.deallocate(UnsafeMutableRawPointer(bitPattern: a)!) }
     }
 
-    public func countObjects(_ control: ShrinkControl) -> Int { state.withLock { $0.entries.count } }
+    public func countObjects(_ control: ShrinkControl) -> Int { state.withLockedValue { $0.entries.count } }
 
     public func scanObjects(_ control: ShrinkControl) -> ShrinkResult {
-        let victims = state.withLock { s -> [UInt] in
+        let victims = state.withLockedValue { s -> [UInt] in
             var out: [UInt] = []
             while out.count < control.objectsToScan, let key = s.order.popFirst() {
                 guard let e = s.entries.removeValue(forKey: key) else { continue }
