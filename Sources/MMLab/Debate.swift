@@ -167,10 +167,14 @@ public enum Debate {
                     "\(r.semantics.rawValue): \(r.transactions) commits, p50 \(ms(r.latencyP50Microseconds)), p99 \(ms(r.latencyP99Microseconds)), max \(ms(r.latencyMaxMicroseconds)), \(r.directReclaims) direct reclaims"
                 }.joined(separator: "; ")
                 guard let direct = run(runs, .retryForever), let off = run(runs, .noDirectReclaim) else { return (numbers, "needs retryForever and noDirectReclaim runs") }
-                let better = off.latencyP99Microseconds < direct.latencyP99Microseconds && off.transactions >= direct.transactions
+                // A difference counts only beyond 20 %: one run on a shared machine is noisy.
+                let better = off.latencyP99Microseconds < 0.8 * direct.latencyP99Microseconds && off.transactions >= direct.transactions
+                let worse = direct.latencyP99Microseconds < 0.8 * off.latencyP99Microseconds && direct.transactions >= off.transactions
                 let verdict = better
                     ? "without direct reclaim the commits did better: p99 \(ms(off.latencyP99Microseconds)) against \(ms(direct.latencyP99Microseconds)), \(off.transactions) commits against \(direct.transactions) — the claim holds here"
-                    : "direct reclaim did not hurt here: p99 \(ms(direct.latencyP99Microseconds)) with it, \(ms(off.latencyP99Microseconds)) without; \(direct.transactions) against \(off.transactions) commits"
+                    : worse
+                    ? "direct reclaim helped here: p99 \(ms(direct.latencyP99Microseconds)) with it, \(ms(off.latencyP99Microseconds)) without — the claim does not hold here"
+                    : "no difference beyond 20 %: p99 \(ms(direct.latencyP99Microseconds)) with direct reclaim, \(ms(off.latencyP99Microseconds)) without; \(direct.transactions) against \(off.transactions) commits — the shrinker deadline bounds what a stuck shrinker costs a commit"
                 return (numbers, verdict)
             }),
         DebateClaim(

@@ -10,7 +10,7 @@ import MMLab
 struct DebateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "debate",
-        abstract: "Run every claim of the 2021 __GFP_NOFAIL thread as a scenario and print the measured verdicts (about 60 s).")
+        abstract: "Run every claim of the 2021 __GFP_NOFAIL thread as a scenario and print the measured verdicts (about 80 s).")
 
     @Flag(help: "Print the rows as JSON.")
     var json = false
