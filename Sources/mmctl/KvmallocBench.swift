@@ -19,11 +19,8 @@ struct KvmallocBench {
         let mm = try MemorySystem(config)
         let iterations = max(2_000, Int(200_000 * scale))
         var results: [BenchResult] = []
-        // glibc through pointers looked up at run time: the optimiser deletes a visible malloc/free pair.
-        typealias Malloc = @convention(c) (Int) -> UnsafeMutableRawPointer?
-        typealias Free = @convention(c) (UnsafeMutableRawPointer?) -> Void
-        let cMalloc = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc"), to: Malloc.self)
-        let cFree = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "free"), to: Free.self)
+        // glibc through the pointers looked up at run time (`systemMalloc`, `systemFree`):
+        // the optimiser deletes a visible malloc/free pair.
         // The context resolution alone, inside a scope as a filesystem transaction has.
         let resolve = withThreadAllocationScope(.excluding(.filesystem)) {
             bestNanosecondsPerIteration(iterations: iterations * 5) { n in
@@ -39,9 +36,9 @@ struct KvmallocBench {
             }
             let glibc = bestNanosecondsPerIteration(iterations: n) { n in
                 for _ in 0..<n {
-                    let p = cMalloc(bytes)!
+                    let p = systemMalloc(bytes)!
                     p.storeBytes(of: 1, as: UInt8.self)
-                    cFree(p)
+                    systemFree(p)
                 }
             }
             results.append(BenchResult(key: "kvmalloc_\(name)_vs_malloc", value: ours / glibc, goal: "in words",
