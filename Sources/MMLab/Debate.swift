@@ -27,6 +27,10 @@ public struct DebateRow: Codable, Sendable {
     public var claim: String
     /// The scenario run.
     public var scenario: String
+    /// The scenario's timelines (every run on one scale), as SVG; not in the JSON.
+    public var svg: String = ""
+
+    private enum CodingKeys: String, CodingKey { case number, who, claim, scenario, numbers, verdict }
     /// The numbers that decide it, per semantics.
     public var numbers: String
     /// The verdict computed from them.
@@ -212,7 +216,9 @@ public enum Debate {
                 forward = { semantics, fraction in progress(number, semantics, fraction) }
             }
             let report = try ScenarioRunner.run(scenario, progress: forward)
-            rows.append(judge(claim, report.runs))
+            var row = judge(claim, report.runs)
+            row.svg = report.svg
+            rows.append(row)
         }
         return rows
     }

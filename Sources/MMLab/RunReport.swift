@@ -106,12 +106,20 @@ public struct RunReport: Codable, Sendable {
         public var freeBytes: Int
         /// The process limit then (nil in reports written before limits existed).
         public var limitBytes: Int? = nil
+        /// Transactions (or, in scenarios without transactions, operations) completed by then.
+        public var progress: Int? = nil
     }
 
     /// Something that happened at one moment.
     public struct Marker: Codable, Sendable {
         /// What happened: a reclaim pass, a stall report, an OOM kill, the deadlock verdict.
-        public enum Kind: String, Codable, Sendable { case reclaim, stall, oomKill, deadlock }
+        public enum Kind: String, Codable, Sendable {
+            /// A reclaim pass (reports written before passes were told apart).
+            case reclaim
+            /// Direct reclaim by an allocating thread, background reclaim by the reclaimer.
+            case directReclaim, backgroundReclaim
+            case stall, oomKill, deadlock
+        }
         /// Seconds into the run.
         public var t: Double
         /// What happened.

@@ -50,7 +50,8 @@ final class ScenarioRun: Sendable {
     let latency = SharedValue(Histogram<UInt64>(highestTrackableValue: 600_000_000))
     let eventTimes = SharedValue<[RunReport.Marker]>([])
     let samples = SharedValue<[RunReport.Sample]>([])
-    let reclaimMarks = SharedValue<[Double]>([])
+    /// Moments a direct (true) or background (false) reclaim pass ran since the previous sample.
+    let reclaimMarks = SharedValue<[(t: Double, direct: Bool)]>([])
     /// The simulated PSI source and the monitor it drives (`arena.pressureMonitor`).
     let pressure: SimulatedPressure?
     let monitor: MemoryPressureMonitor?
@@ -244,11 +245,14 @@ final class ScenarioRun: Sendable {
     // MARK: Threads
 
     private func sample(until deadline: Double) {
-        var lastBackground = 0
+        var lastDirect = 0, lastBackground = 0
         while !stop.load(ordering: .relaxed) {
             let s = mm.statistics()
             let t = now
-            samples.withLock { $0.append(RunReport.Sample(t: t, freeBytes: s.freeBytes, limitBytes: s.limit)) }
+            let progress = hasTransactions ? transactions.load(ordering: .relaxed) : operations.load(ordering: .relaxed)
+            samples.withLock {
+                $0.append(RunReport.Sample(t: t, freeBytes: s.freeBytes, limitBytes: s.limit, progress: progress))
+            }
             groupUsage.withLock { usage in
                 for g in s.groups {
                     var entry = usage[g.name] ?? (peak: 0, lowest: .max)
@@ -259,9 +263,11 @@ final class ScenarioRun: Sendable {
             }
             // The last sample at the lowest limit: after reclaim has had its time there.
             lowestLimit.withLock { if s.limit <= $0.limit { $0 = (s.limit, s.residentBytes) } }
-            let runs = s[counter: "background_reclaim_runs"] + s[counter: "direct_reclaim_runs"]
-            if runs > lastBackground { reclaimMarks.withLock { $0.append(t) } }
-            lastBackground = runs
+            let direct = s[counter: "direct_reclaim_runs"], background = s[counter: "background_reclaim_runs"]
+            if direct > lastDirect { reclaimMarks.withLock { $0.append((t, true)) } }
+            if background > lastBackground { reclaimMarks.withLock { $0.append((t, false)) } }
+            lastDirect = direct
+            lastBackground = background
             sleepSeconds(0.02)
         }
     }
@@ -497,10 +503,12 @@ final class ScenarioRun: Sendable {
             verdict = "no deadlock (longest gap \(format1(longest * 1000)) ms)"
         }
         var markers = eventTimes.withLock { $0 }.map { RunReport.Marker(t: $0.t - runStart, kind: $0.kind) }
-        markers += reclaimMarks.withLock { $0 }.map { RunReport.Marker(t: $0 - runStart, kind: .reclaim) }
+        markers += reclaimMarks.withLock { $0 }.map {
+            RunReport.Marker(t: $0.t - runStart, kind: $0.direct ? .directReclaim : .backgroundReclaim)
+        }
         if deadlocked { markers.append(RunReport.Marker(t: (times.last ?? runStart) - runStart, kind: .deadlock)) }
         let timeline = samples.withLock { $0 }.filter { $0.t >= runStart && $0.t <= end }
-            .map { RunReport.Sample(t: $0.t - runStart, freeBytes: $0.freeBytes, limitBytes: $0.limitBytes) }
+            .map { RunReport.Sample(t: $0.t - runStart, freeBytes: $0.freeBytes, limitBytes: $0.limitBytes, progress: $0.progress) }
         let stallCount = markers.filter { $0.kind == .stall && $0.t <= end - runStart }.count
         let oomCount = markers.filter { $0.kind == .oomKill }.count
         // The sampler may miss a short dip; the allocator remembers its lowest point.

@@ -18,6 +18,9 @@ struct DebateCommand: ParsableCommand {
     @Option(help: "Scale every scenario's duration and event times (1 = as built in; 0.3 for a quick look).")
     var scale: Double = 1
 
+    @Option(help: "Write each claim's timelines to DIR/claim-N-SCENARIO.svg (every run of a claim on one scale).")
+    var svg: String?
+
     func validate() throws {
         guard scale > 0 && scale <= 10 else { throw ValidationError("--scale \(scale) is outside (0, 10]") }
     }
@@ -28,6 +31,12 @@ struct DebateCommand: ParsableCommand {
         if interactive { progress = DebateCommand.showProgress }
         let rows: [DebateRow] = try Debate.run(scale: scale, progress: progress)
         if interactive { FileHandle.standardError.write(Data("\u{1B}[2K\r".utf8)) }
+        if let svg {
+            try FileManager.default.createDirectory(atPath: svg, withIntermediateDirectories: true)
+            for r in rows {
+                try r.svg.write(toFile: "\(svg)/claim-\(r.number)-\(r.scenario).svg", atomically: true, encoding: .utf8)
+            }
+        }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -106,6 +106,15 @@ struct ScenarioRunTests {
         #expect(c.last?.hasPrefix("Every semantics deadlocked") == true)
     }
 
+    @Test("axis scales are 1, 2 or 5 × 10^k with four to ten steps, at or above the maximum")
+    func niceScale() {
+        for (maximum, top, step) in [(7.3, 8.0, 1.0), (38.4, 40.0, 5.0), (1.0, 1.0, 0.2), (257.0, 300.0, 50.0), (4096.0, 5000.0, 1000.0)] {
+            let scale = ScenarioReport.niceScale(maximum)
+            #expect(abs(scale.top - top) < 1e-9 && abs(scale.step - step) < 1e-9, "\(maximum): \(scale)")
+            #expect(scale.top >= maximum && (4...10).contains(Int((scale.top / scale.step).rounded())))
+        }
+    }
+
     @Test("the SVG timeline is well-formed XML with a panel, axes and a legend per run")
     func svg() throws {
         let yaml = BuiltinScenarios.yaml(named: "cache-pressure")!.replacingAll("duration: 4s", "duration: 800ms")
@@ -125,8 +134,11 @@ struct ScenarioRunTests {
         parser.delegate = counter
         #expect(parser.parse(), "\(parser.parserError.map { "\($0)" } ?? "")")
         #expect(counter.elements["svg"] == 1)
-        #expect(counter.elements["polyline"] == report.runs.count)
+        // Free memory and progress, one line each per run.
+        #expect(counter.elements["polyline"] == 2 * report.runs.count)
         #expect(counter.texts.contains("time (s)") && counter.texts.contains("free memory (MiB)"))
+        #expect(counter.texts.contains("progress (completed)") && counter.texts.contains("direct reclaim")
+                && counter.texts.contains("background reclaim"))
         #expect(counter.texts.contains("stall report") && counter.texts.contains("OOM kill") && counter.texts.contains("min"))
         #expect(report.runs[0].transactions > 0)
         #expect(!report.runs[0].deadlocked)
