@@ -122,12 +122,19 @@ struct ForkTests {
         let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
             let mm = makeForkSystem(capacity: 32 << 20)
             let stop = Atomic<Bool>(false)
+            let laps = Atomic<Int>(0)
             var virtual = AllocationPolicy.standard
             virtual.placement = .virtual
+            // The child's own work once in the parent first: a forked child may not be the first
+            // to instantiate Swift metadata, because another thread of the parent may have held
+            // the runtime's metadata lock at the fork (POSIX: after fork in a threaded process,
+            // only async-signal-safe work is safe; the Swift runtime's first-use paths are not).
+            if let f = childWork(mm) { finishExitTest("in the parent, before any fork: \(f)") }
             let workers = (0..<2).map { w in
                 BackgroundThread { [virtual] in
                     var i = 0
                     while !stop.load(ordering: .relaxed) {
+                        laps.wrappingAdd(1, ordering: .relaxed)
                         // Slow paths: pages to the zone, vmalloc, object refills and drains, reclaim.
                         if let p = mm.allocatePages(order: 3 + (i % 4)) { mm.freePages(p, order: 3 + (i % 4)) }
                         if let v = mm.allocate(byteCount: 300_000, policy: virtual) { mm.deallocate(v) }
@@ -140,21 +147,13 @@ struct ForkTests {
                     }
                 }
             }
+            // The workers, too, have run every path once before the first fork.
+            while laps.load(ordering: .relaxed) < 4 { usleep(1_000) }
             var failure: String?
             let forkRounds = getenv("MM_FORK_ROUNDS").flatMap { Int(String(cString: $0)) } ?? 20
             for round in 0..<forkRounds where failure == nil {
                 usleep(3_000)
-                if let f = runForkedChild(seconds: 30, {
-                    var held: [UnsafeMutableRawPointer] = []
-                    for size in [64, 96, 4096, 100_000, 2 << 20] {
-                        guard let p = mm.allocate(byteCount: size) else { return "allocate(\(size)) failed" }
-                        held.append(p)
-                    }
-                    for p in held { mm.deallocate(p) }
-                    mm.shrinkObjectCaches()
-                    _ = mm.statistics()
-                    return nil
-                }) {
+                if let f = runForkedChild(seconds: 30, { childWork(mm) }) {
                     failure = "round \(round): \(f)"
                 }
             }
@@ -277,4 +276,17 @@ func smapsField(_ field: String, in ranges: [Range<UInt>]) -> Int {
         }
     }
     return total
+}
+
+/// What each forked child of `forkUnderConcurrency` does; nil when it all worked.
+private func childWork(_ mm: MemorySystem) -> String? {
+    var held: [UnsafeMutableRawPointer] = []
+    for size in [64, 96, 4096, 100_000, 2 << 20] {
+        guard let p = mm.allocate(byteCount: size) else { return "allocate(\(size)) failed" }
+        held.append(p)
+    }
+    for p in held { mm.deallocate(p) }
+    mm.shrinkObjectCaches()
+    _ = mm.statistics()
+    return nil
 }
