@@ -42,6 +42,10 @@ public enum Debate {
     private static func mib(_ b: Int) -> String { format1(Double(b) / 1048576) + " MiB" }
     private static func ms(_ us: Double) -> String { us >= 1000 ? format1(us / 1000) + " ms" : String(Int(us)) + " µs" }
     private static func run(_ runs: [RunReport], _ s: CommitSemantics) -> RunReport? { runs.first { $0.semantics == s } }
+    /// Each run's line of numbers, joined: what every verdict prints as "measured".
+    private static func perRun(_ runs: [RunReport], _ line: (RunReport) -> String) -> String {
+        runs.map(line).joined(separator: "; ")
+    }
 
     /// The claims, in the order of the issue.
     public static let claims: [DebateClaim] = [
@@ -50,9 +54,9 @@ public enum Debate {
             claim: "filesystems want \"retry forever\", not NOFAIL's \"dig into reserves, OOM-kill\" — even where the only reclaimable memory sits behind a lock the transaction holds",
             scenario: "transaction-commit",
             judge: { runs in
-                let numbers = runs.map { r in
+                let numbers = perRun(runs) { r in
                     "\(r.semantics.rawValue): \(r.transactions) transactions, \(r.deadlocked ? "deadlocked" : "no deadlock"), lowest free \(mib(r.lowestFreeBytes)) (min \(mib(r.minWatermarkBytes))), \(r.atomicFailures) atomic failures"
-                }.joined(separator: "; ")
+                }
                 let stuck = runs.filter(\.deadlocked).map(\.semantics.rawValue)
                 let moving = runs.filter { !$0.deadlocked }
                 let verdict: String
@@ -74,9 +78,9 @@ public enum Debate {
             claim: "NOFAIL's \"dig into reserves, drive to OOM\" is \"potentially much more problematic\" than retrying",
             scenario: "reserves-starvation",
             judge: { runs in
-                let numbers = runs.map { r in
+                let numbers = perRun(runs) { r in
                     "\(r.semantics.rawValue): \(r.transactions) commits, longest stall \(format1(r.longestGapSeconds)) s, lowest free \(mib(r.lowestFreeBytes)) (min \(mib(r.minWatermarkBytes))), \(r.atomicFailures) atomic failures, \(r.oomKills) OOM kills"
-                }.joined(separator: "; ")
+                }
                 guard let wait = run(runs, .retryForever), let nofail = run(runs, .useReserves) else { return (numbers, "needs retryForever and useReserves runs") }
                 let dip = max(0, nofail.minWatermarkBytes - nofail.lowestFreeBytes)
                 var parts: [String] = []
@@ -99,9 +103,9 @@ public enum Debate {
                     guard let e = r.victimExits.first else { return "no victim had to exit" }
                     return e.seconds.map { "victim \(e.group) exited in \(ms($0 * 1e6))" } ?? "victim \(e.group) never exited"
                 }
-                let numbers = runs.map { r in
+                let numbers = perRun(runs) { r in
                     "\(r.semantics.rawValue): \(r.transactions) commits, longest stall \(format1(r.longestGapSeconds)) s, \(r.oomKills) OOM kills, \(exit(r)), \(r.victimStuckReports) stuck-victim reports"
-                }.joined(separator: "; ")
+                }
                 guard let tier = run(runs, .useReserves), let none = run(runs, .noVictimReserve) else { return (numbers, "needs useReserves and noVictimReserve runs") }
                 let withTier = tier.victimExits.first?.seconds ?? nil
                 let without = none.victimExits.first?.seconds ?? nil
@@ -123,9 +127,9 @@ public enum Debate {
             claim: "these subsystems \"just aren't failing or deadlocking with such loops\" in production",
             scenario: "retry-loop-production",
             judge: { runs in
-                let numbers = runs.map { r in
+                let numbers = perRun(runs) { r in
                     "\(r.semantics.rawValue): \(r.transactions) transactions, p50 \(ms(r.latencyP50Microseconds)), p99 \(ms(r.latencyP99Microseconds)), max \(ms(r.latencyMaxMicroseconds))"
-                }.joined(separator: "; ")
+                }
                 let stuck = runs.filter(\.deadlocked)
                 if !stuck.isEmpty {
                     return (numbers, "\(stuck.map(\.semantics.rawValue).joined(separator: ", ")) deadlocked even with memory reclaimable outside the lock")
@@ -139,9 +143,9 @@ public enum Debate {
             claim: "kvmalloc and GFP_NOFS: a filesystem transaction needs large buffers in a NOFS context",
             scenario: "kvmalloc-nofs",
             judge: { runs in
-                let numbers = runs.map { r in
+                let numbers = perRun(runs) { r in
                     "\(r.semantics.rawValue): \(r.transactions) transactions, \(r.allocationFailures) failed allocations, p99 \(ms(r.latencyP99Microseconds))"
-                }.joined(separator: "; ")
+                }
                 guard let ours = run(runs, .retryForever), let old = run(runs, .kernel2021) else { return (numbers, "needs retryForever and kernel2021 runs") }
                 let verdict = ours.allocationFailures < old.allocationFailures
                     ? "swift-mm's kvmalloc falls back to vmalloc in the NOFS scope: \(ours.transactions) transactions, \(ours.allocationFailures) failures; with kernel-2021 flags (no vmalloc under GFP_NOFS) \(old.transactions) transactions and \(old.allocationFailures) failures on the same fragmented arena"
@@ -153,9 +157,9 @@ public enum Debate {
             claim: "a NOFAIL scope around library code that \"decides to allocate (e.g. printk … an optimistic NOWAIT allocation)\"",
             scenario: "nofail-scope-library",
             judge: { runs in
-                let numbers = runs.map { r in
+                let numbers = perRun(runs) { r in
                     "\(r.semantics.rawValue): \(r.transactions) requests, \(r.allocationFailures) optimistic allocations failed, max latency \(ms(r.latencyMaxMicroseconds)), \(r.stallReports) stall reports"
-                }.joined(separator: "; ")
+                }
                 guard let r3 = run(runs, .retryForever), let naive = run(runs, .naiveScope) else { return (numbers, "needs retryForever and naiveScope runs") }
                 let verdict = naive.latencyMaxMicroseconds > r3.latencyMaxMicroseconds
                     ? "under R3 the optimistic allocations stay optimistic: \(r3.allocationFailures) failed fast and the worst wait was \(ms(r3.latencyMaxMicroseconds)); upgraded by a naive scope they blocked the requests for up to \(ms(naive.latencyMaxMicroseconds))"
@@ -167,9 +171,9 @@ public enum Debate {
             claim: "turn off direct reclaim in the transaction commit path: \"direct reclaim that can make no progress is actively harmful\"",
             scenario: "commit-no-direct-reclaim",
             judge: { runs in
-                let numbers = runs.map { r in
+                let numbers = perRun(runs) { r in
                     "\(r.semantics.rawValue): \(r.transactions) commits, p50 \(ms(r.latencyP50Microseconds)), p99 \(ms(r.latencyP99Microseconds)), max \(ms(r.latencyMaxMicroseconds)), \(r.directReclaims) direct reclaims"
-                }.joined(separator: "; ")
+                }
                 guard let direct = run(runs, .retryForever), let off = run(runs, .noDirectReclaim) else { return (numbers, "needs retryForever and noDirectReclaim runs") }
                 // A difference counts only beyond 20 %: one run on a shared machine is noisy.
                 let better = off.latencyP99Microseconds < 0.8 * direct.latencyP99Microseconds && off.transactions >= direct.transactions
@@ -186,9 +190,9 @@ public enum Debate {
             claim: "the NOFS scope \"experiment was much less successful than I hoped\": thousands of direct NOFS users, because nobody knows where the scopes belong",
             scenario: "scope-finder",
             judge: { runs in
-                let numbers = runs.map { r in
+                let numbers = perRun(runs) { r in
                     "\(r.semantics.rawValue): reported \(r.recursionSites.isEmpty ? "nothing" : r.recursionSites.joined(separator: ", ")) (needing a scope by the scenario's declarations: \(r.sitesNeedingScope.joined(separator: ", "))), \(r.directReclaims + r.backgroundReclaims) reclaim passes"
-                }.joined(separator: "; ")
+                }
                 guard let plain = run(runs, .retryForever), let fixed = run(runs, .scopesAdded) else { return (numbers, "needs retryForever and scopesAdded runs") }
                 let found = Set(plain.recursionSites), needed = Set(plain.sitesNeedingScope)
                 let verdict: String

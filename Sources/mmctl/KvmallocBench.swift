@@ -13,10 +13,7 @@ struct KvmallocBench {
     var scale: Double
 
     func run() throws -> [BenchResult] {
-        var config = MemoryConfiguration(capacity: 512 << 20)
-        config.backgroundReclaim = false
-        config.logsEvents = false
-        let mm = try MemorySystem(config)
+        let mm = try MemorySystem(PagesBench.quietConfiguration(capacity: 512 << 20))
         let iterations = max(2_000, Int(200_000 * scale))
         var results: [BenchResult] = []
         // glibc through the pointers looked up at run time (`systemMalloc`, `systemFree`):

@@ -21,10 +21,7 @@ struct ObjectsBench {
     var scale: Double
 
     func run() throws -> [BenchResult] {
-        var config = MemoryConfiguration(capacity: 512 << 20)
-        config.backgroundReclaim = false
-        config.logsEvents = false
-        let mm = try MemorySystem(config)
+        let mm = try MemorySystem(PagesBench.quietConfiguration(capacity: 512 << 20))
         let pairs = max(1000, Int(10_000_000 * scale))
         var results: [BenchResult] = []
 

@@ -11,10 +11,7 @@ struct PagesBench {
     var scale: Double
 
     func run() throws -> [BenchResult] {
-        var config = MemoryConfiguration(capacity: 256 << 20)
-        config.backgroundReclaim = false
-        config.logsEvents = false
-        let mm = try MemorySystem(config)
+        let mm = try MemorySystem(PagesBench.quietConfiguration(capacity: 256 << 20))
         let pairs = max(1000, Int(20_000_000 * scale))
         let mmaps = max(100, Int(200_000 * scale))
 

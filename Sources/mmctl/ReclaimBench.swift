@@ -15,10 +15,7 @@ struct ReclaimBench {
     func run() throws -> [BenchResult] {
         // 1. Reclaim 256 MiB held by a cache, against the time it took to allocate it.
         let cacheBytes = max(16 << 20, Int(Double(256 << 20) * min(1, scale)))
-        var config = MemoryConfiguration(capacity: cacheBytes + (64 << 20))
-        config.backgroundReclaim = false
-        config.logsEvents = false
-        let mm = try MemorySystem(config)
+        let mm = try MemorySystem(PagesBench.quietConfiguration(capacity: cacheBytes + (64 << 20)))
         let cache = BenchCache(mm)
         let registration = mm.registerShrinker(cache)
         let clock = ContinuousClock()

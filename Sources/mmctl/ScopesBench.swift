@@ -8,10 +8,7 @@ struct ScopesBench {
     var scale: Double
 
     func run() throws -> [BenchResult] {
-        var config = MemoryConfiguration(capacity: 64 << 20)
-        config.backgroundReclaim = false
-        config.logsEvents = false
-        let mm = try MemorySystem(config)
+        let mm = try MemorySystem(PagesBench.quietConfiguration(capacity: 64 << 20))
         let pairs = max(1000, Int(10_000_000 * scale))
         let scopes = max(1000, Int(5_000_000 * scale))
 
