@@ -77,7 +77,7 @@ public final class ObjectCache: Sendable {
             ?? slowPath.allocateObject(index: index, policy: .standard, guarantee: guarantee, file: file, line: line) {
             return p
         }
-        preconditionFailure("swift-mm: allocateGuaranteed from object cache \(name) at \(file):\(line) can never be met: the cache was destroyed")
+        preconditionFailure("swift-mm: allocateGuaranteed from object cache \(name) at \(file):\(line) can never be met: the cache was destroyed, or it is charged and its accounted twin cannot be made (see the invalidRequest event)")
     }
 
     /// Frees an object of this cache. An object of another cache, or any
@@ -94,7 +94,7 @@ public final class ObjectCache: Sendable {
                 return
             }
         }
-        objects.slab.reportWrongCache(pointer, expected: index)
+        objects.slab.deallocateFromOtherSlab(pointer, expected: index)
     }
 
     /// Destroys the cache: returns every free object and slab to the page

@@ -75,7 +75,7 @@ final class PlacementRouter: Sendable {
         case .contiguous, .automatic:
             if byteCount <= kmallocMaxSize {
                 let index = SizeClass.index(forBytes: byteCount)
-                return .object(index: charged ? slab.accountedTwin(of: index)! : index)
+                return .object(index: charged ? index + kmallocClassCount : index)  // kmalloc-cg-*
             }
             if placement == .contiguous { return .pages(order: Self.order(forBytes: byteCount)) }
             return .automatic(order: Self.order(forBytes: byteCount), byteCount: byteCount)

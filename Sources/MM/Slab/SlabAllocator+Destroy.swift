@@ -7,6 +7,10 @@ extension SlabAllocator {
     /// Kernel analogue: `kmem_cache_destroy` / `__kmem_cache_shutdown`.
     func destroy(_ cache: SlabCache) -> Int {
         let index = cache.index
+        var twinLeaks = 0
+        if index >= 2 * kmallocClassCount, let twin = existingTwin(of: index) {
+            twinLeaks = destroy(self.cache(twin))
+        }
         var stolen: [UInt] = []
         Self.magazines.withAttached(to: systemID) { all in
             for m in all where m.hasStack(index) {
@@ -43,18 +47,24 @@ extension SlabAllocator {
         }
         freeSlabs(empty, of: cache)
         for leak in leaks { pages.events.emit(.hardeningViolation(leak)) }
-        return leaks.count
+        return leaks.count + twinLeaks
     }
 
-    /// `ObjectCache.deallocate` of a pointer that is not an object of that cache.
+    /// `ObjectCache.deallocate` of a pointer whose slab is not that cache's:
+    /// an object of the cache's accounted twin (a charged object) is freed
+    /// and uncharged; anything else is a `hardeningViolation`.
     @usableFromInline
-    func reportWrongCache(_ pointer: UnsafeMutableRawPointer, expected: Int) {
+    func deallocateFromOtherSlab(_ pointer: UnsafeMutableRawPointer, expected: Int) {
         let address = UInt(bitPattern: pointer)
         let offset = address &- UInt(bitPattern: pages.arena.directMap)
         let name = cache(expected).name
         let operation = "\(name).deallocate"
         if offset < UInt(pages.arena.capacity) {
             let owner = pages.arena.frames[Int(offset >> UInt(pageShift))].owner
+            if owner != 0, let twin = existingTwin(of: expected), Int(owner) - 1 == twin {
+                freeSlow(pointer, operation: operation)
+                return
+            }
             if owner != 0 {
                 pages.report(HardeningViolation(kind: .wrongCache, operation: operation, pointer: address,
                                                detail: "the pointer is in a slab of \(cache(Int(owner) - 1).name), not of \(name)"))

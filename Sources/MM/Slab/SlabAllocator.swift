@@ -19,6 +19,8 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
     /// Caches by index (retained), read without locks once published.
     private let table: UnsafeMutablePointer<Unmanaged<SlabCache>?>
     private let nextIndex = Locked<Int>(0)
+    /// Accounted twins of programs' caches, by the index of the cache they charge for.
+    private let userTwins = Locked<[Int: Int]>([:])
     /// Sees every freed object's address (allocation profiling), wired by `MemorySystem`.
     let recordFree: (@Sendable (UnsafeMutableRawPointer) -> Void)?
     /// Uncharges a freed accounted object from the group with this identifier.
@@ -63,12 +65,34 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
 
     var allCaches: [SlabCache] { (0..<cacheCount).map(cache) }
 
-    /// The accounted twin of a kmalloc class (`kmalloc-cg-*`), or nil for
-    /// other caches. Its objects are charged one by one: every allocation
-    /// and free takes the cache's locked path, which records the group of
-    /// each object, so the uncharged fast path pays nothing for it.
-    func accountedTwin(of index: Int) -> Int? {
-        index < kmallocClassCount ? index + kmallocClassCount : nil
+    /// The accounted twin of a cache: for a kmalloc class its `kmalloc-cg-*`
+    /// cache; for a program's cache one made at its first charged request,
+    /// named `<name>-cg`, with the same geometry and flags. Its objects are
+    /// charged one by one: every allocation and free takes the twin's locked
+    /// path, which records the group of each object, so the uncharged fast
+    /// path pays nothing for it. nil when the system has no room for another
+    /// cache (the error says so). Kernel analogue: the `kmalloc-cg-*` caches,
+    /// and the per-memcg copies of a cache that kernels before 5.9 made.
+    func accountedTwin(of index: Int) -> Result<Int, ObjectCacheError> {
+        if index < kmallocClassCount { return .success(index + kmallocClassCount) }
+        if index < 2 * kmallocClassCount { return .success(index) }
+        let original = cache(index)
+        return userTwins.withLock { twins -> Result<Int, ObjectCacheError> in
+            if let twin = twins[index] { return .success(twin) }
+            // A twin charges for itself; a destroyed cache reports its allocations as such.
+            if twins.values.contains(index) || original.central.withLock({ $0.destroyed }) { return .success(index) }
+            let made = Result { () throws(ObjectCacheError) -> SlabCache in
+                try makeCache(name: original.name + "-cg", size: original.layout.size,
+                              alignment: original.layout.alignment, flags: original.flags, accounted: true)
+            }
+            if case .success(let twin) = made { twins[index] = twin.index }
+            return made.map(\.index)
+        }
+    }
+
+    /// The accounted twin already made for the program's cache at `index`, if any.
+    func existingTwin(of index: Int) -> Int? {
+        index < kmallocClassCount ? index + kmallocClassCount : userTwins.withLock { $0[index] }
     }
 
     /// Creates a cache (`accounted`: every object goes through the locked

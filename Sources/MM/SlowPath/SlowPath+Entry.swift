@@ -117,11 +117,14 @@ extension SlowPath {
                                                  request: request, cache: cacheName) else { return nil }
         var route = route
         if context.group != nil, case .object(let index) = route {
-            if let twin = router.slab.accountedTwin(of: index) {
-                route = .object(index: twin)           // kmalloc: charged by the object
-            } else if index >= 2 * kmallocClassCount {
-                // A user cache has no accounted twin: the request takes its own pages.
-                route = .pages(order: PlacementRouter.order(forBytes: byteCount))
+            // Charged objects come from the cache's accounted twin, charged one by one.
+            switch router.slab.accountedTwin(of: index) {
+            case .success(let twin):
+                route = .object(index: twin)
+            case .failure(let error):
+                pages.reportInvalid(InvalidRequest(operation: "charged allocate from \(cacheName ?? "?")",
+                                                   reason: "its accounted twin cannot be made: \(error)", site: site))
+                return nil
             }
         }
         // R8, R9: the charge comes first; the request fails, waits or force-charges at max.

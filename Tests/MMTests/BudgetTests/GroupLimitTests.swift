@@ -28,6 +28,36 @@ struct GroupLimitTests {
         #expect(mm._invariantViolations() == [])
     }
 
+    @Test("a charged object of a program's own cache comes from its accounted twin, is freed through the cache, and uncharges")
+    func objectCacheCharge() throws {
+        let mm = try makeBudgetSystem { $0.hardeningAction = .report }
+        let recorder = EventRecorder(mm)
+        let group = mm.makeGroup(name: "tenant", limits: .init(max: 1 << 20))
+        let inodes = try mm.makeObjectCache(name: "inode", size: 600, flags: [.reclaimable])
+        let plain = try #require(inodes.allocate())
+        let a = try #require(inodes.allocate(policy: charged(group)))
+        let b = try #require(withAllocationScope(.charging(group)) { inodes.allocate() })
+        #expect(group.usage == 2 * 600)
+        let caches = mm.statistics().slabCaches
+        #expect(caches.first { $0.name == "inode" }?.activeObjects == 1)
+        #expect(caches.first { $0.name == "inode-cg" }?.activeObjects == 2)
+        #expect(mm.statistics().reclaimableSlabBytes > 0)
+        inodes.deallocate(a)
+        inodes.deallocate(b)
+        inodes.deallocate(plain)
+        #expect(group.usage == 0)
+        #expect(recorder.violations.isEmpty)
+        // The twin is this cache's only: another cache's free of a twin object is still a wrong-cache violation.
+        let other = try mm.makeObjectCache(name: "dentry", size: 600)
+        let c = try #require(inodes.allocate(policy: charged(group)))
+        other.deallocate(c)
+        #expect(recorder.violations.map(\.kind) == [.wrongCache])
+        inodes.deallocate(c)
+        #expect(group.usage == 0)
+        #expect(inodes.destroy() == 0)
+        #expect(mm._invariantViolations() == [])
+    }
+
     @Test("charged pages and kvmalloc areas charge their pages' bytes; a failed request leaves no charge")
     func pageAndAreaCharges() throws {
         let mm = try makeBudgetSystem()
