@@ -34,6 +34,7 @@ public enum BuiltinScenarios {
       lock: retryForever vs useReserves (the kernel's NOFAIL) vs a caller retry loop.
     seed: 2021
     duration: 6s
+    progress: transactions
     watchdog: 2s
     semantics: [retryForever, useReserves, retryLoop]
     arena:
@@ -82,6 +83,7 @@ public enum BuiltinScenarios {
       how reclaim keeps requests served and how much cache it costs.
     seed: 7
     duration: 4s
+    progress: requests
     arena:
       capacity: 32MiB
     caches:
@@ -118,6 +120,7 @@ public enum BuiltinScenarios {
       everything charged to it is freed.
     seed: 99
     duration: 4s
+    progress: requests
     arena:
       capacity: 32MiB
     groups:
@@ -158,6 +161,7 @@ public enum BuiltinScenarios {
       b's max and sheds b's cache, not its neighbours'.
     seed: 14
     duration: 5s
+    progress: requests
     arena:
       capacity: 64MiB
     groups:
@@ -223,6 +227,7 @@ public enum BuiltinScenarios {
       limit 10 %, the cache shrinks and memory returns to the OS; then the limit relaxes.
     seed: 3
     duration: 6s
+    progress: requests
     arena:
       capacity: 64MiB
       pressureMonitor:
@@ -266,6 +271,7 @@ public enum BuiltinScenarios {
       committing by invoking the OOM handler and spending the reserves.
     seed: 21
     duration: 5s
+    progress: commits
     watchdog: 3s
     semantics: [retryForever, useReserves]
     arena:
@@ -306,6 +312,7 @@ public enum BuiltinScenarios {
       retryForever, useReserves and the caller's retry loop side by side, with latency.
     seed: 2021
     duration: 5s
+    progress: transactions
     semantics: [retryForever, useReserves, retryLoop]
     arena:
       capacity: 64MiB
@@ -354,6 +361,7 @@ public enum BuiltinScenarios {
       could only use contiguous pages.
     seed: 4
     duration: 3s
+    progress: transactions
     semantics: [retryForever, kernel2021]
     arena:
       capacity: 64MiB
@@ -393,6 +401,7 @@ public enum BuiltinScenarios {
       upgrades everything" rule they block the requests.
     seed: 5
     duration: 4s
+    progress: requests
     watchdog: 3s
     semantics: [retryForever, naiveScope]
     arena:
@@ -429,6 +438,7 @@ public enum BuiltinScenarios {
       for frees and the background reclaimer.
     seed: 6
     duration: 4s
+    progress: commits
     semantics: [retryForever, noDirectReclaim]
     arena:
       capacity: 64MiB
@@ -529,6 +539,7 @@ public enum BuiltinScenarios {
       (useReserves) and without it (noVictimReserve), while must-not-fail commits wait.
     seed: 2
     duration: 5s
+    progress: commits
     watchdog: 4s
     semantics: [useReserves, noVictimReserve]
     arena:

@@ -10,6 +10,10 @@ public struct RunReport: Codable, Sendable {
     public var transactions: Int
     /// All completed operations.
     public var operations: Int
+    /// The scenario's progress measure: `transactions`, or `operations` when no operation is a transaction.
+    public var progress: Int = 0
+    /// What the scenario calls a unit of progress (`Scenario.progressName`), e.g. `commits`, `requests`.
+    public var progressName = "transactions"
     /// Latency of the allocations of operations with a guarantee (all operations' if none has one), µs.
     public var latencyP50Microseconds: Double
     /// 99th percentile of the same latencies, µs.
@@ -195,7 +199,7 @@ public struct ScenarioReport: Codable, Sendable {
         var out: [String] = []
         func mib(_ b: Int) -> String { String(format1(Double(b) / 1048576)) + " MiB" }
         for r in runs {
-            var s = "\(labelled ? r.semantics.rawValue : "The run"): \(r.transactions) transactions"
+            var s = "\(labelled ? r.semantics.rawValue : "The run"): \(r.progress) \(r.progressName)"
             if r.deadlocked {
                 s += "; deadlocked — \(r.verdict)"
                 if r.stallReports > 0 { s += "; \(r.stallReports) stall reports said so while it hung" }
@@ -215,10 +219,10 @@ public struct ScenarioReport: Codable, Sendable {
             out.append(s + ".")
         }
         guard runs.count > 1 else { return out }
-        let best = runs.max { ($0.deadlocked ? 0 : 1, $0.transactions) < ($1.deadlocked ? 0 : 1, $1.transactions) }!
+        let best = runs.max { ($0.deadlocked ? 0 : 1, $0.progress) < ($1.deadlocked ? 0 : 1, $1.progress) }!
         let stuck = runs.filter(\.deadlocked).map(\.semantics.rawValue)
         if !stuck.isEmpty && !best.deadlocked {
-            var s = "Only waiting is not enough here: \(stuck.joined(separator: " and ")) deadlocked, while \(best.semantics.rawValue) completed \(best.transactions) transactions"
+            var s = "Only waiting is not enough here: \(stuck.joined(separator: " and ")) deadlocked, while \(best.semantics.rawValue) completed \(best.progress) \(best.progressName)"
             if best.lowestFreeBytes < best.minWatermarkBytes || best.atomicFailures > 0 {
                 s += " by spending reserves"
                 if best.atomicFailures > 0 { s += " that atomic allocations then lacked (\(best.atomicFailures) failed)" }
@@ -228,7 +232,7 @@ public struct ScenarioReport: Codable, Sendable {
             out.append("Every semantics deadlocked: the fix is not in the allocator but in the caller (release the lock before waiting, or let the shrinker skip when the lock is held).")
         } else {
             let least = runs.min { $0.latencyMaxMicroseconds < $1.latencyMaxMicroseconds }!
-            out.append("No semantics deadlocked; \(best.semantics.rawValue) completed the most transactions (\(best.transactions)), \(least.semantics.rawValue) had the lowest worst-case allocation latency (\(format1(least.latencyMaxMicroseconds / 1000)) ms).")
+            out.append("No semantics deadlocked; \(best.semantics.rawValue) completed the most \(best.progressName) (\(best.progress)), \(least.semantics.rawValue) had the lowest worst-case allocation latency (\(format1(least.latencyMaxMicroseconds / 1000)) ms).")
         }
         return out
     }

@@ -21,6 +21,15 @@ public struct Scenario: Codable, Sendable {
     public var semantics: [CommitSemantics]?
     /// A run without progress for this long gets the deadlock verdict (default 2 s).
     public var watchdog: Seconds?
+    /// What one unit of the scenario's progress is called in reports, plural:
+    /// a completed `transaction: true` operation (or any operation when none
+    /// is marked), e.g. `commits` or `requests`. Default `transactions`
+    /// (`operations` when no operation is a transaction).
+    public var progress: String?
+    /// The name of the progress measure in reports (`progress`, or its default).
+    public var progressName: String {
+        progress ?? (workers.contains { $0.operations.contains { $0.transaction == true } } ? "transactions" : "operations")
+    }
     /// Memory groups that caches are charged to.
     public var groups: [GroupSpec]?
     /// Locks that operations hold and shrinkers take.

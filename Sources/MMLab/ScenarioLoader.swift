@@ -31,6 +31,7 @@ indirect enum ScenarioShape: Sendable {
 
     static let scenario = ScenarioShape.record([
         "name": .scalar, "description": .scalar, "seed": .scalar, "duration": .scalar, "watchdog": .scalar,
+        "progress": .scalar,
         "semantics": .list(.scalar),
         "arena": .record(["capacity": .scalar, "stallReportInterval": .scalar, "limit": .scalar,
                           "watermarks": .record(["min": .scalar, "low": .scalar, "high": .scalar]),

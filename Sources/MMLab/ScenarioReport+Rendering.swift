@@ -8,7 +8,7 @@ extension ScenarioReport {
             us >= 1e6 ? format1(us / 1e6) + " s" : us >= 1000 ? format1(us / 1000) + " ms" : "\(Int(us)) µs"
         }
         let rows: [(String, (RunReport) -> String)] = [
-            ("transactions completed", { "\($0.transactions)" }),
+            ("\(runs.first?.progressName ?? "transactions") completed", { "\($0.progress)" }),
             ("allocation latency p50", { time($0.latencyP50Microseconds) }),
             ("allocation latency p99", { time($0.latencyP99Microseconds) }),
             ("allocation latency max", { time($0.latencyMaxMicroseconds) }),

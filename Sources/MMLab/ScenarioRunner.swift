@@ -528,6 +528,8 @@ final class ScenarioRun: Sendable {
             directReclaims: s[counter: "direct_reclaim_runs"], backgroundReclaims: s[counter: "background_reclaim_runs"],
             deadlocked: deadlocked, verdict: verdict, longestGapSeconds: longest, neededRescue: neededRescue,
             timeline: timeline, markers: markers.sorted { $0.t < $1.t })
+        report.progress = hasTransactions ? report.transactions : report.operations
+        report.progressName = scenario.progressName
         let usage = groupUsage.withLock { $0 }
         let failed = groupFailures.withLock { $0 }
         report.groups = (scenario.groups ?? []).compactMap { spec in

@@ -16,7 +16,7 @@ extension ScenarioReport {
         // One scale for every panel: free memory and progress.
         let freeTop = runs.map { max(mib($0.highWatermarkBytes) * 1.6, mib($0.timeline.map(\.freeBytes).max() ?? 0) * 1.1) }.max() ?? 1
         let (yMax, yStep) = ScenarioReport.niceScale(max(freeTop, 1))
-        let progressTop = Double(runs.map { r in r.timeline.compactMap(\.progress).max() ?? r.transactions }.max() ?? 1)
+        let progressTop = Double(runs.map { r in r.timeline.compactMap(\.progress).max() ?? r.progress }.max() ?? 1)
         let (pMax, pStep) = ScenarioReport.niceScale(max(progressTop, 1))
         func f(_ x: Double) -> String { String(format1(x)) }
         func escape(_ s: String) -> String {
@@ -36,7 +36,7 @@ extension ScenarioReport {
             ("<line x1=\"0\" y1=\"0\" x2=\"18\" y2=\"0\" stroke=\"#d62728\" stroke-dasharray=\"4 3\"/>", "min"),
             ("<line x1=\"0\" y1=\"0\" x2=\"18\" y2=\"0\" stroke=\"#ff7f0e\" stroke-dasharray=\"4 3\"/>", "low"),
             ("<line x1=\"0\" y1=\"0\" x2=\"18\" y2=\"0\" stroke=\"#2ca02c\" stroke-dasharray=\"4 3\"/>", "high"),
-            ("<line x1=\"0\" y1=\"0\" x2=\"18\" y2=\"0\" stroke=\"#9467bd\" stroke-width=\"2\"/>", "progress (right axis)"),
+            ("<line x1=\"0\" y1=\"0\" x2=\"18\" y2=\"0\" stroke=\"#9467bd\" stroke-width=\"2\"/>", "\(escape(runs.first?.progressName ?? "progress")) completed (right axis)"),
             ("<line x1=\"9\" y1=\"-6\" x2=\"9\" y2=\"6\" stroke=\"#8c564b\" stroke-width=\"2\"/>", "direct reclaim"),
             ("<line x1=\"9\" y1=\"-6\" x2=\"9\" y2=\"6\" stroke=\"#7f7f7f\"/>", "background reclaim"),
             ("<path d=\"M9,-6 L15,5 L3,5 Z\" fill=\"#ff7f0e\"/>", "stall report"),
@@ -55,7 +55,7 @@ extension ScenarioReport {
             func x(_ t: Double) -> Double { left + t / duration * plotWidth }
             func y(_ m: Double) -> Double { y0 + plotHeight - min(m, yMax) / yMax * plotHeight }
             func py(_ p: Double) -> Double { y0 + plotHeight - min(p, pMax) / pMax * plotHeight }
-            out += "<g>\n<text x=\"\(f(left))\" y=\"\(f(y0 - 8))\" font-size=\"14\" font-weight=\"bold\">\(label(run)): \(run.transactions) transactions — \(escape(run.verdict))</text>\n"
+            out += "<g>\n<text x=\"\(f(left))\" y=\"\(f(y0 - 8))\" font-size=\"14\" font-weight=\"bold\">\(label(run)): \(run.progress) \(escape(run.progressName)) — \(escape(run.verdict))</text>\n"
             out += "<rect x=\"\(f(left))\" y=\"\(f(y0))\" width=\"\(f(plotWidth))\" height=\"\(f(plotHeight))\" fill=\"none\" stroke=\"#333\"/>\n"
             // Deadlock shading.
             for m in run.markers where m.kind == .deadlock {
@@ -71,7 +71,7 @@ extension ScenarioReport {
             }
             out += "<text x=\"\(f(left + plotWidth / 2))\" y=\"\(f(y0 + plotHeight + 34))\" text-anchor=\"middle\">time (s)</text>\n"
             out += "<text transform=\"translate(\(f(left - 52)),\(f(y0 + plotHeight / 2))) rotate(-90)\" text-anchor=\"middle\">free memory (MiB)</text>\n"
-            out += "<text transform=\"translate(\(f(left + plotWidth + 28)),\(f(y0 + plotHeight / 2))) rotate(90)\" text-anchor=\"middle\" fill=\"#9467bd\">progress (completed)</text>\n"
+            out += "<text transform=\"translate(\(f(left + plotWidth + 28)),\(f(y0 + plotHeight / 2))) rotate(90)\" text-anchor=\"middle\" fill=\"#9467bd\">\(escape(run.progressName)) completed</text>\n"
             // Regular steps on both vertical axes: free memory left, progress right.
             var value = 0.0
             while value <= yMax + 1e-9 {

@@ -37,7 +37,7 @@ struct Stat: ParsableCommand {
             \(s.groupinfo)
             """
         })
-        print("# \(loaded.name) under \(semantics.rawValue): \(report.transactions) transactions in \(format(report.seconds)) s; watchdog: \(report.verdict)\n")
+        print("# \(loaded.name) under \(semantics.rawValue): \(report.progress) \(report.progressName) in \(format(report.seconds)) s; watchdog: \(report.verdict)\n")
         print(text)
     }
 

@@ -8,7 +8,7 @@ struct DebateTests {
     /// A run with the numbers a verdict reads; the rest neutral.
     func run(_ s: CommitSemantics, tx: Int = 100, deadlocked: Bool = false, lowest: Int = 8 << 20, atomic: Int = 0,
              failures: Int = 0, maxLatency: Double = 1000, gap: Double = 0.01, stalls: Int = 0) -> RunReport {
-        RunReport(semantics: s, seconds: 5, transactions: tx, operations: tx, latencyP50Microseconds: 5,
+        RunReport(semantics: s, seconds: 5, transactions: tx, operations: tx, progress: tx, latencyP50Microseconds: 5,
                   latencyP99Microseconds: 50, latencyMaxMicroseconds: maxLatency, stallReports: stalls,
                   oomKills: 0, atomicFailures: atomic, allocationFailures: failures, lowestFreeBytes: lowest,
                   minWatermarkBytes: 8 << 20, lowWatermarkBytes: 10 << 20, highWatermarkBytes: 12 << 20,

@@ -86,7 +86,7 @@ struct ScenarioRunTests {
     @Test("the conclusion is computed from the numbers")
     func conclusion() {
         func run(_ s: CommitSemantics, _ tx: Int, deadlocked: Bool, lowest: Int, atomic: Int) -> RunReport {
-            RunReport(semantics: s, seconds: 5, transactions: tx, operations: tx, latencyP50Microseconds: 1,
+            RunReport(semantics: s, seconds: 5, transactions: tx, operations: tx, progress: tx, latencyP50Microseconds: 1,
                       latencyP99Microseconds: 2, latencyMaxMicroseconds: 3000, stallReports: deadlocked ? 4 : 0,
                       oomKills: 0, atomicFailures: atomic, allocationFailures: 0, lowestFreeBytes: lowest,
                       minWatermarkBytes: 4 << 20, lowWatermarkBytes: 5 << 20, highWatermarkBytes: 6 << 20,
@@ -137,7 +137,7 @@ struct ScenarioRunTests {
         // Free memory and progress, one line each per run.
         #expect(counter.elements["polyline"] == 2 * report.runs.count)
         #expect(counter.texts.contains("time (s)") && counter.texts.contains("free memory (MiB)"))
-        #expect(counter.texts.contains("progress (completed)") && counter.texts.contains("direct reclaim")
+        #expect(counter.texts.contains("requests completed") && counter.texts.contains("direct reclaim")
                 && counter.texts.contains("background reclaim"))
         #expect(counter.texts.contains("stall report") && counter.texts.contains("OOM kill") && counter.texts.contains("min"))
         #expect(report.runs[0].transactions > 0)
