@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+import DequeModule
 import MM
 import Synchronization
 
@@ -14,9 +15,12 @@ final class LabLock: Sendable {
     }
 }
 
-/// A cache of a scenario: objects allocated from the system, freed by its
-/// shrinker (which takes `lock` for every scan, as an inode cache takes the
-/// journal lock) or all at once when its group is killed.
+/// A cache of a scenario, built the way the library recommends a program
+/// build one: its objects come from an `ObjectCache` of its own, made with
+/// `.reclaimable` (so slabinfo lists it and meminfo counts it in
+/// `SReclaimable`) unless only a kill frees it, and a shrinker frees the
+/// oldest objects under pressure (taking `lock` for every scan, as an inode
+/// cache takes the journal lock). A killed group drops all its objects at once.
 final class LabCache: Shrinker {
     let name: String
     let domain: ReclaimDomain?
@@ -26,11 +30,13 @@ final class LabCache: Shrinker {
     let group: MemoryGroup?
     /// Whether the shrinker may free objects (false: only a kill frees them).
     let reclaimable: Bool
-    private let mm: MemorySystem
-    private let objects = SharedValue<[UInt]>([])
+    /// Where the objects come from: the cache's own slab cache (kernel: `kmem_cache_create`).
+    let objects: ObjectCache
+    /// The cached objects, oldest first.
+    private let list = SharedValue<Deque<UInt>>([])
     private let population = Atomic<Int>(0)
 
-    init(spec: Scenario.CacheSpec, mm: MemorySystem, lock: LabLock?, group: MemoryGroup?) {
+    init(spec: Scenario.CacheSpec, mm: MemorySystem, lock: LabLock?, group: MemoryGroup?) throws(ObjectCacheError) {
         name = spec.name
         domain = spec.domain.map(LabScopes.domain)
         seeks = spec.seeks ?? 2
@@ -38,7 +44,7 @@ final class LabCache: Shrinker {
         self.lock = lock
         self.group = group
         self.reclaimable = spec.reclaimable ?? true
-        self.mm = mm
+        objects = try mm.makeObjectCache(name: spec.name, size: objectSize, flags: reclaimable ? [.reclaimable] : [])
     }
 
     var count: Int { population.load(ordering: .relaxed) }
@@ -65,31 +71,31 @@ final class LabCache: Shrinker {
 
     /// Frees up to `n` of the oldest objects.
     func evict(_ n: Int) -> Int {
-        let taken = objects.withLock { list -> [UInt] in
+        let taken = list.withLock { list -> [UInt] in
             let k = min(n, list.count)
-            let out = Array(list.prefix(k))
-            list.removeFirst(k)
-            return out
+            defer { list.removeFirst(k) }
+            return Array(list.prefix(k))
         }
-        for p in taken { mm.deallocate(UnsafeMutableRawPointer(bitPattern: p)!) }
+        for p in taken { objects.deallocate(UnsafeMutableRawPointer(bitPattern: p)!) }
         population.wrappingSubtract(taken.count, ordering: .relaxed)
         return taken.count
     }
 
-    /// Keeps `pointer` as one more cached object.
+    /// Keeps `pointer`, an object of `objects`, as one more cached object.
     func add(_ pointer: UnsafeMutableRawPointer) {
-        objects.withLock { $0.append(UInt(bitPattern: pointer)) }
+        list.withLock { $0.append(UInt(bitPattern: pointer)) }
         population.wrappingAdd(1, ordering: .relaxed)
     }
 
-    /// Allocates `count` objects (fallibly, charged to the cache's group); returns how many it got.
+    /// Allocates `count` objects (fallibly, charged to the cache's group) at
+    /// the scenario's call site `site`; returns how many it got.
     @discardableResult
-    func grow(count: Int, policy: AllocationPolicy = .standard) -> Int {
+    func grow(count: Int, policy: AllocationPolicy = .standard, site: UInt) -> Int {
         var policy = policy
         policy.group = group
         var got = 0
         for _ in 0..<count {
-            guard let p = mm.allocate(byteCount: objectSize, policy: policy) else { break }
+            guard let p = objects.allocate(policy: policy, file: "scenario", line: site) else { break }
             p.storeBytes(of: UInt64(got), as: UInt64.self)
             add(p)
             got += 1
@@ -101,13 +107,13 @@ final class LabCache: Shrinker {
     /// large free blocks; returns how many it freed.
     @discardableResult
     func fragment() -> Int {
-        let taken = objects.withLock { list -> [UInt] in
-            var kept: [UInt] = [], freed: [UInt] = []
+        let taken = list.withLock { list -> [UInt] in
+            var kept: Deque<UInt> = [], freed: [UInt] = []
             for (i, p) in list.enumerated() { if i % 2 == 0 { freed.append(p) } else { kept.append(p) } }
             list = kept
             return freed
         }
-        for p in taken { mm.deallocate(UnsafeMutableRawPointer(bitPattern: p)!) }
+        for p in taken { objects.deallocate(UnsafeMutableRawPointer(bitPattern: p)!) }
         population.wrappingSubtract(taken.count, ordering: .relaxed)
         return taken.count
     }

@@ -62,6 +62,11 @@ public struct RunReport: Codable, Sendable {
     public var victimExits: [VictimExit] = []
     /// `oomVictimStuck` reports: victims that had not released memory within `oomReapTimeout`.
     public var victimStuckReports = 0
+    /// Live allocations per call site at the end of the run, in allocinfo
+    /// format with the scenario's names (`<worker>/<operation>`,
+    /// `<cache>/fill`, `events/<n> <action>`, `<group>/exit`); nil unless
+    /// the run had allocation profiling on.
+    public var allocinfo: String? = nil
 
     /// One killed group's exit.
     public struct VictimExit: Codable, Sendable {

@@ -12,6 +12,8 @@ extension ScenarioLoader {
     static let guarantees = ["retryForever", "useReserves", "semantics"]
     static let placements = ["contiguous", "virtual", "automatic"]
     static let actions = ["pressure-spike", "grow-cache", "kill-group", "set-limit", "psi-pressure", "fragment-cache"]
+    /// The largest object a scenario cache may have: what an order-3 slab holds (`MemorySystem.makeObjectCache`).
+    static let largestCacheObject = 32 << 10
 
     /// Checks every value against the others and against the arena.
     static func validate(_ s: Scenario) throws(Problem) {
@@ -60,11 +62,13 @@ extension ScenarioLoader {
         let groups = declared
         let locks = Set((s.locks ?? []).map(\.name))
         let caches = Set((s.caches ?? []).map(\.name))
+        let objectSizes = Dictionary((s.caches ?? []).map { ($0.name, $0.objectSize) }, uniquingKeysWith: { a, _ in a })
         var cacheBytes = 0
         for (i, c) in (s.caches ?? []).enumerated() {
             let path: [PathElement] = [.key("caches"), .index(i)]
-            try check(c.objectSize.bytes > 0 && c.objectSize.bytes <= capacity, path + [.key("objectSize")],
-                      "\(c.objectSize) is outside 1...capacity (\(s.arena.capacity))")
+            try check(c.objectSize.bytes > 0 && c.objectSize.bytes <= min(capacity, Self.largestCacheObject),
+                      path + [.key("objectSize")],
+                      "\(c.objectSize) is outside 1...\(ByteSize(min(capacity, Self.largestCacheObject))) (a cache's objects come from its own object cache, whose slabs are at most 32 KiB)")
             try check(c.count >= 0, path + [.key("count")], "\(c.count) is negative")
             let (total, overflow) = c.count.multipliedReportingOverflow(by: c.objectSize.bytes)
             cacheBytes += overflow ? Int.max / 2 : total
@@ -97,7 +101,11 @@ extension ScenarioLoader {
                 }
                 if let h = op.hold { try check(h.value >= 0 && h.value <= 60, p + [.key("hold")], "\(h) is outside 0...60s") }
                 if let r = op.rate { try check(r > 0 && r <= 1e7, p + [.key("rate")], "\(r) is outside (0, 10^7] per second") }
-                if let g = op.grow { try check(caches.contains(g), p + [.key("grow")], "no cache named \"\(g)\" in caches") }
+                if let g = op.grow {
+                    try check(caches.contains(g), p + [.key("grow")], "no cache named \"\(g)\" in caches")
+                    try check(op.size.upper <= objectSizes[g]!.bytes, p + [.key("size")],
+                              "\(op.size) is larger than an object of \(g) (\(objectSizes[g]!)): an operation that grows a cache allocates its objects")
+                }
                 if let g = op.group { try check(groups.contains(g), p + [.key("group")], "no group named \"\(g)\" in groups") }
             }
         }

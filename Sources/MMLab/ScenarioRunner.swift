@@ -124,12 +124,15 @@ final class ScenarioRun: Sendable {
         siteBase = (ScenarioRun.runCounter.wrappingAdd(1, ordering: .relaxed).newValue % 4000) * 1_000_000
         var names: [UInt: String] = [:]
         for (w, worker) in scenario.workers.enumerated() {
-            for o in worker.operations.indices { names[siteBase + UInt(w * 1000 + o + 1)] = "\(worker.name)/\(o + 1)" }
+            for o in worker.operations.indices { names[siteBase + Self.operationSite(worker: w, operation: o)] = "\(worker.name)/\(o + 1)" }
         }
+        for (c, cache) in cacheSpecs.enumerated() { names[siteBase + Self.cacheFillSite(c)] = "\(cache.name)/fill" }
+        for (e, event) in (scenario.events ?? []).enumerated() { names[siteBase + Self.eventSite(e)] = "events/\(e + 1) \(event.action)" }
+        for (g, group) in (scenario.groups ?? []).enumerated() { names[siteBase + Self.exitSite(g)] = "\(group.name)/exit" }
         siteNames = names
         var caches: [String: LabCache] = [:]
         for c in cacheSpecs {
-            caches[c.name] = LabCache(spec: c, mm: mm, lock: c.lock.flatMap { locks[$0] }, group: c.group.flatMap { groups[$0] })
+            caches[c.name] = try LabCache(spec: c, mm: mm, lock: c.lock.flatMap { locks[$0] }, group: c.group.flatMap { groups[$0] })
         }
         self.groups = groups
         self.locks = locks
@@ -139,6 +142,8 @@ final class ScenarioRun: Sendable {
         // A killed group's caches drop everything (the process is gone).
         let byGroup = caches.values
         let exitBytes = Dictionary((scenario.groups ?? []).compactMap { g in g.exitAllocation.map { (g.name, $0.bytes) } },
+                                   uniquingKeysWith: { a, _ in a })
+        let exitSites = Dictionary((scenario.groups ?? []).enumerated().map { ($1.name, siteBase + Self.exitSite($0)) },
                                    uniquingKeysWith: { a, _ in a })
         mm.addEventSink { [weak self, eventTimes, start, recursionFound, names, killedGroups, victimExits, exitThreads, semantics] event in
             let t = monotonicSeconds() - start
@@ -153,7 +158,8 @@ final class ScenarioRun: Sendable {
                 eventTimes.withLock { $0.append(RunReport.Marker(t: t, kind: .oomKill)) }
                 killedGroups.withLock { _ = $0.insert(kill.victim) }
                 let victimCaches = byGroup.filter { $0.group?.name == kill.victim }
-                if let bytes = exitBytes[kill.victim], let group = victimCaches.first?.group, let run = self {
+                if let bytes = exitBytes[kill.victim], let site = exitSites[kill.victim], let group = victimCaches.first?.group,
+                   let run = self {
                     // The victim must allocate before it can release (a log flush): on a thread
                     // of its own, not on the allocating thread that triggered the kill.
                     victimExits.withLock { $0[kill.victim] = .some(nil) }
@@ -169,7 +175,7 @@ final class ScenarioRun: Sendable {
                         var held: [UnsafeMutableRawPointer] = []
                         var remaining = bytes
                         while remaining > 0 && !run.abandon.load(ordering: .relaxed) && !run.stop.load(ordering: .relaxed) {
-                            if let p = mm.allocate(byteCount: min(remaining, 64 << 10), policy: policy) {
+                            if let p = mm.allocate(byteCount: min(remaining, 64 << 10), policy: policy, file: "scenario", line: site) {
                                 held.append(p)
                                 remaining -= min(remaining, 64 << 10)
                             } else {
@@ -192,8 +198,27 @@ final class ScenarioRun: Sendable {
 
     var now: Double { monotonicSeconds() - start }
 
+    // MARK: Call sites
+    // Every allocation of a run is made at a `line` of file "scenario" that
+    // names what made it, so allocinfo and the reclaim-recursion checker name
+    // the scenario's operations, not the runner's source lines.
+
+    /// The `o`th operation of the `w`th worker (`<worker>/<o + 1>`).
+    static func operationSite(worker w: Int, operation o: Int) -> UInt { UInt(w * 1000 + o + 1) }
+    /// The initial fill of the `c`th cache (`<cache>/fill`).
+    static func cacheFillSite(_ c: Int) -> UInt { 900_000 + UInt(c) }
+    /// The allocations of the `e`th event (`events/<e + 1> <action>`).
+    static func eventSite(_ e: Int) -> UInt { 800_000 + UInt(e) }
+    /// The exit allocation of the `g`th group (`<group>/exit`).
+    static func exitSite(_ g: Int) -> UInt { 700_000 + UInt(g) }
+
+    /// The scenario's name for a call site of this run, if it is one.
+    func siteName(_ site: CallSite) -> String? { site.file == "scenario" ? siteNames[site.line] : nil }
+
     func execute(progress: (@Sendable (CommitSemantics, Double) -> Void)?, inspect: ((MemorySystem) -> Void)?) -> RunReport {
-        for spec in scenario.caches ?? [] { caches[spec.name]!.grow(count: spec.count) }
+        for (c, spec) in (scenario.caches ?? []).enumerated() {
+            caches[spec.name]!.grow(count: spec.count, site: siteBase + Self.cacheFillSite(c))
+        }
         residentAtStart = mm.statistics().residentBytes
         let runStart = now
         let duration = scenario.duration.value
@@ -206,7 +231,8 @@ final class ScenarioRun: Sendable {
             }
         }
         if let events = scenario.events, !events.isEmpty {
-            threads.append(LabThread { [self] in play(events.sorted { $0.at.value < $1.at.value }, from: runStart) })
+            let ordered = events.enumerated().sorted { $0.element.at.value < $1.element.at.value }
+            threads.append(LabThread { [self] in play(ordered.map { ($0.offset, $0.element) }, from: runStart) })
         }
         while now < runStart + duration {
             progress?(semantics, min(1, (now - runStart) / duration))
@@ -217,6 +243,7 @@ final class ScenarioRun: Sendable {
         stop.store(true, ordering: .relaxed)
         monitor?.stop()
         inspect?(mm)
+        let allocinfo = mm.statistics().allocationSites != nil ? mm.statistics().allocinfo(naming: siteName) : nil
         // Teardown: threads stuck in a deadlock are freed by dropping every cache
         // behind the shrinkers' locks (the rescue); what still does not stop is abandoned.
         var neededRescue = false
@@ -237,7 +264,8 @@ final class ScenarioRun: Sendable {
             // Threads still running use the system: keep it alive for the process's lifetime.
             _ = Unmanaged.passRetained(mm)
         }
-        let report = makeReport(runStart: runStart, end: end, neededRescue: neededRescue)
+        var report = makeReport(runStart: runStart, end: end, neededRescue: neededRescue)
+        report.allocinfo = allocinfo
         for cache in caches.values { cache.dropAll() }
         return report
     }
@@ -272,8 +300,9 @@ final class ScenarioRun: Sendable {
         }
     }
 
-    private func play(_ events: [Scenario.EventSpec], from runStart: Double) {
-        for event in events {
+    private func play(_ events: [(index: Int, event: Scenario.EventSpec)], from runStart: Double) {
+        for (e, event) in events {
+            let site = siteBase + Self.eventSite(e)
             while now < runStart + event.at.value {
                 if stop.load(ordering: .relaxed) { return }
                 sleepSeconds(min(0.01, runStart + event.at.value - now))
@@ -292,7 +321,7 @@ final class ScenarioRun: Sendable {
                 while now < until && !stop.load(ordering: .relaxed) {
                     while remaining > 0, !stop.load(ordering: .relaxed) {
                         let chunk = min(remaining, 64 << 10)
-                        guard let p = mm.allocate(byteCount: chunk, policy: spikePolicy) else {
+                        guard let p = mm.allocate(byteCount: chunk, policy: spikePolicy, file: "scenario", line: site) else {
                             if let g = event.group, !counted { groupFailures.withLock { $0[g, default: 0] += 1 } }
                             counted = true
                             break
@@ -317,7 +346,7 @@ final class ScenarioRun: Sendable {
                 caches[event.cache!]!.fragment()
             case "grow-cache":
                 let cache = caches[event.cache!]!
-                cache.grow(count: max(1, event.bytes!.bytes / cache.objectSize))
+                cache.grow(count: max(1, event.bytes!.bytes / cache.objectSize), site: site)
             default:
                 for cache in caches.values where cache.group?.name == event.group { cache.dropAll() }
             }
@@ -371,7 +400,7 @@ final class ScenarioRun: Sendable {
                     let t0 = monotonicSeconds()
                     // A grouped cache's objects are charged to its group unless the operation names one.
                     let group = op.group.flatMap { groups[$0] } ?? op.grow.flatMap { caches[$0]?.group }
-                    let p = allocate(size, op, group: group, site: site)
+                    let p = allocate(size, op, group: group, from: op.grow.flatMap { caches[$0] }, site: site)
                     if measure { _ = histogram.record(UInt64(max(0, (monotonicSeconds() - t0) * 1e6))) }
                     guard let p else { complete = false; break }
                     p.storeBytes(of: UInt8(truncatingIfNeeded: size), as: UInt8.self)
@@ -400,20 +429,23 @@ final class ScenarioRun: Sendable {
         first.mutex.withLock { _ in withLocks(locks.dropFirst(), body) }
     }
 
-    /// One allocation with the operation's policy, guarantee or the run's semantics.
-    private func allocate(_ size: Int, _ op: Scenario.OperationSpec, group: MemoryGroup?, site: UInt) -> UnsafeMutableRawPointer? {
-        guard let group else { return allocate(size, op, charging: nil, site: site) }
+    /// One allocation with the operation's policy, guarantee or the run's
+    /// semantics: an object of `cache` for an operation that grows one, else `size` bytes.
+    private func allocate(_ size: Int, _ op: Scenario.OperationSpec, group: MemoryGroup?, from cache: LabCache?,
+                          site: UInt) -> UnsafeMutableRawPointer? {
+        guard let group else { return allocate(size, op, charging: nil, from: cache, site: site) }
         // Charged: the policy's group for fallible calls; guaranteed calls take no policy,
         // so they are charged through a scope.
         let p = op.guarantee == nil
-            ? allocate(size, op, charging: group, site: site)
-            : withAllocationScope(.charging(group)) { allocate(size, op, charging: nil, site: site) }
+            ? allocate(size, op, charging: group, from: cache, site: site)
+            : withAllocationScope(.charging(group)) { allocate(size, op, charging: nil, from: cache, site: site) }
         if p == nil { groupFailures.withLock { $0[group.name, default: 0] += 1 } }
         return p
     }
 
     /// `site` is the allocation's `line` in file "scenario": the operation, for reports.
-    private func allocate(_ size: Int, _ op: Scenario.OperationSpec, charging group: MemoryGroup?, site: UInt) -> UnsafeMutableRawPointer? {
+    private func allocate(_ size: Int, _ op: Scenario.OperationSpec, charging group: MemoryGroup?, from cache: LabCache?,
+                          site: UInt) -> UnsafeMutableRawPointer? {
         var policy: AllocationPolicy
         switch op.policy ?? "standard" {
         case "failFast": policy = .failFast
@@ -454,15 +486,15 @@ final class ScenarioRun: Sendable {
         default: break
         }
         switch guarantee {
-        case .retryForever?: return mm.allocateGuaranteed(byteCount: size, .retryForever, file: "scenario", line: site)
-        case .useReserves?: return mm.allocateGuaranteed(byteCount: size, .useReserves, file: "scenario", line: site)
+        case .retryForever?: return take(size, guarantee: .retryForever, from: cache, site: site)
+        case .useReserves?: return take(size, guarantee: .useReserves, from: cache, site: site)
         case .retryLoop?:
             // XFS kmem_alloc (2021): retry a fallible allocation, sleeping 20 ms, for as long as it takes.
             var quiet = policy
             quiet.persistence = .standard
             quiet.blocking = true
             while true {
-                if let p = mm.allocate(byteCount: size, policy: quiet, file: "scenario", line: site) { return p }
+                if let p = take(size, policy: quiet, from: cache, site: site) { return p }
                 failures.wrappingAdd(1, ordering: .relaxed)
                 if abandon.load(ordering: .relaxed) { return nil }
                 sleepSeconds(0.02)
@@ -470,13 +502,25 @@ final class ScenarioRun: Sendable {
         case .kernel2021?, .naiveScope?, .noDirectReclaim?, .scopesAdded?, .noVictimReserve?:
             preconditionFailure("mapped above")
         case nil:
-            let p = mm.allocate(byteCount: size, policy: policy, file: "scenario", line: site)
+            let p = take(size, policy: policy, from: cache, site: site)
             if p == nil {
                 failures.wrappingAdd(1, ordering: .relaxed)
                 if op.policy == "atomic" { atomicFailures.wrappingAdd(1, ordering: .relaxed) }
             }
             return p
         }
+    }
+
+    /// A fallible request: an object of `cache`, or `size` bytes.
+    private func take(_ size: Int, policy: AllocationPolicy, from cache: LabCache?, site: UInt) -> UnsafeMutableRawPointer? {
+        if let cache { return cache.objects.allocate(policy: policy, file: "scenario", line: site) }
+        return mm.allocate(byteCount: size, policy: policy, file: "scenario", line: site)
+    }
+
+    /// A guaranteed request: an object of `cache`, or `size` bytes.
+    private func take(_ size: Int, guarantee: Guarantee, from cache: LabCache?, site: UInt) -> UnsafeMutableRawPointer {
+        if let cache { return cache.objects.allocateGuaranteed(guarantee, file: "scenario", line: site) }
+        return mm.allocateGuaranteed(byteCount: size, guarantee, file: "scenario", line: site)
     }
 
     // MARK: Report

@@ -15,10 +15,12 @@ struct Stat: ParsableCommand {
     func run() throws {
         let loaded = try ScenarioSource.load(scenario)
         let semantics = loaded.semantics?.first ?? .retryForever
-        var text = ""
-        let report = try ScenarioRunner.run(loaded, semantics: semantics, allocationProfiling: true, then: { mm in
-            let s = mm.statistics()
-            text = """
+        var captured: MemoryStatistics?
+        let report = try ScenarioRunner.run(loaded, semantics: semantics, allocationProfiling: true,
+                                            then: { captured = $0.statistics() })
+        guard let s = captured else { throw ValidationError("the run ended without its statistics") }
+        print("# \(loaded.name) under \(semantics.rawValue): \(report.progress) \(report.progressName) in \(format(report.seconds)) s; watchdog: \(report.verdict)\n")
+        print("""
             == meminfo ==
             \(s.meminfo)
             == buddyinfo ==
@@ -27,18 +29,15 @@ struct Stat: ParsableCommand {
             \(s.slabinfo)
             == vmstat ==
             \(s.vmstat)
-            == allocinfo ==
-            \(s.allocinfo)
+            == allocinfo (the scenario's operations by name) ==
+            \(report.allocinfo ?? s.allocinfo)
             == pressure (memory) ==
             \(s.pressure.rendered)
             == shrinkerinfo ==
             \(s.shrinkerinfo)
             == groups (memory.current, limits, memory.events) ==
             \(s.groupinfo)
-            """
-        })
-        print("# \(loaded.name) under \(semantics.rawValue): \(report.progress) \(report.progressName) in \(format(report.seconds)) s; watchdog: \(report.verdict)\n")
-        print(text)
+            """)
     }
 
     private func format(_ x: Double) -> String { String((x * 10).rounded() / 10) }

@@ -201,7 +201,14 @@ public struct MemoryStatistics: Sendable {
 
     /// `/proc/allocinfo` format: live bytes, live calls, call site; empty
     /// (with a hint) when allocation profiling is off.
-    public var allocinfo: String {
+    public var allocinfo: String { allocinfo(naming: { _ in nil }) }
+
+    /// allocinfo with call sites renamed: `name(site)` replaces a site's
+    /// `file:line` where it returns a name (a program's own names for its
+    /// call sites, such as a scenario's operations); nil keeps `file:line`.
+    /// - Parameter name: the name of a call site, or nil.
+    /// - Returns: the `/proc/allocinfo`-format text.
+    public func allocinfo(naming name: (CallSite) -> String?) -> String {
         guard let sites = allocationSites else {
             return "# allocinfo is off: set MemoryConfiguration.allocationProfiling = true\n"
         }
@@ -209,7 +216,7 @@ public struct MemoryStatistics: Sendable {
         for s in sites where s.calls > 0 {
             let size = String(s.bytes), calls = String(s.calls)
             out += String(repeating: " ", count: max(0, 12 - size.count)) + size + " "
-                + String(repeating: " ", count: max(0, 8 - calls.count)) + calls + " " + s.site.description + "\n"
+                + String(repeating: " ", count: max(0, 8 - calls.count)) + calls + " " + (name(s.site) ?? s.site.description) + "\n"
         }
         return out
     }

@@ -93,6 +93,8 @@ struct ScenarioDecoderTests {
         ("capacity: 16MiB", "capacity: 1MiB", "arena.capacity", "outside 4MiB"),
         ("duration: 500ms", "duration: soon", "duration", "not a duration"),
         ("size: 1KiB..64KiB", "size: 64KiB..1KiB", "workers[0].operations[0].size", "smallest first"),
+        ("objectSize: 4KiB", "objectSize: 64KiB", "caches[0].objectSize", "slabs are at most 32 KiB"),
+        ("transaction: true", "transaction: true\n        grow: c", "workers[0].operations[0].size", "larger than an object of c"),
     ])
     func impossible(old: String, new: String, field: String, message: String) throws {
         let e = try error(replacing: old, with: new)

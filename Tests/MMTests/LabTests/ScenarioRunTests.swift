@@ -115,6 +115,62 @@ struct ScenarioRunTests {
         }
     }
 
+    @Test("a scenario's cache is a reclaimable ObjectCache of its own, and allocinfo names the scenario's operations")
+    func cachesAndSites() throws {
+        let yaml = """
+        name: named-sites
+        description: a cache filled by one worker while another serves requests
+        seed: 5
+        duration: 400ms
+        progress: requests
+        arena:
+          capacity: 16MiB
+        caches:
+          - name: page-cache
+            objectSize: 4KiB
+            count: 200
+        workers:
+          - name: server
+            operations:
+              - size: 1KiB
+                count: 2
+                hold: 1ms
+                transaction: true
+              - size: 8KiB
+                count: 1
+                hold: 1ms
+          - name: filler
+            operations:
+              - size: 4KiB
+                grow: page-cache
+                rate: 500
+        events:
+          - at: 100ms
+            action: grow-cache
+            cache: page-cache
+            bytes: 64KiB
+        """
+        let scenario = try ScenarioLoader.load(yaml: yaml, source: "named-sites")
+        var slab: SlabCacheStatistics?
+        var reclaimable = 0
+        let report = try ScenarioRunner.run(scenario, semantics: .retryForever, allocationProfiling: true, then: { mm in
+            let s = mm.statistics()
+            slab = s.slabCaches.first { $0.name == "page-cache" }
+            reclaimable = s.reclaimableSlabBytes
+        })
+        #expect(report.progressName == "requests" && report.progress == report.transactions && report.progress > 0)
+        let cache = try #require(slab, "the scenario's cache has no slab cache of its own")
+        #expect(cache.activeObjects >= 200)
+        #expect(reclaimable >= 200 * 4096)
+        let allocinfo = try #require(report.allocinfo)
+        // Live at the end: the cache's objects, from its fill, its filler and the event.
+        #expect(allocinfo.contains(" page-cache/fill\n") && allocinfo.contains(" filler/1\n")
+                && allocinfo.contains(" events/1 grow-cache\n"), "\(allocinfo)")
+        #expect(!allocinfo.contains("scenario:") && !allocinfo.contains(".swift:"), "\(allocinfo)")
+        let plain = try ScenarioRunner.run(scenario, semantics: .retryForever)
+        #expect(plain.allocinfo == nil)
+    }
+
     @Test("the SVG timeline is well-formed XML with a panel, axes and a legend per run")
     func svg() throws {
         let yaml = BuiltinScenarios.yaml(named: "cache-pressure")!.replacingAll("duration: 4s", "duration: 800ms")
