@@ -21,6 +21,9 @@ struct DebateCommand: ParsableCommand {
     @Option(help: "Write each claim's timelines to DIR/claim-N-SCENARIO.svg (every run of a claim on one scale).")
     var svg: String?
 
+    @Option(help: "Write the whole debate as one page (table, verdicts and every timeline) to FILE.")
+    var html: String?
+
     func validate() throws {
         guard scale > 0 && scale <= 10 else { throw ValidationError("--scale \(scale) is outside (0, 10]") }
     }
@@ -36,6 +39,9 @@ struct DebateCommand: ParsableCommand {
             for r in rows {
                 try r.svg.write(toFile: "\(svg)/claim-\(r.number)-\(r.scenario).svg", atomically: true, encoding: .utf8)
             }
+        }
+        if let html {
+            try Debate.html(rows).write(toFile: html, atomically: true, encoding: .utf8)
         }
         if json {
             let encoder = JSONEncoder()

@@ -13,6 +13,11 @@ import Synchronization
 /// inodes.destroy()                       // reports every object still allocated
 /// ```
 ///
+/// A charged request (`policy.group`, or inside a `.charging` scope) is
+/// served by the cache's accounted twin, `<name>-cg`, made at the first one
+/// with the same geometry and flags; `deallocate` takes both kinds and
+/// uncharges a charged object.
+///
 /// Objects may be freed on any thread (they go to that thread's magazine).
 /// `destroy()` must not run concurrently with allocations or frees of this
 /// cache (as in the kernel); dropping the last reference destroys the cache.

@@ -1,4 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 import MM
 @testable import MMLab
 import Testing
@@ -25,6 +29,33 @@ struct DebateTests {
             let s = try ScenarioLoader.load(yaml: yaml, source: c.scenario)
             #expect((s.semantics ?? []).count >= 2, "claim \(c.number) compares semantics")
         }
+    }
+
+    @Test("the debate's page is well-formed XHTML with a table row, a verdict and the timelines of every claim")
+    func htmlPage() throws {
+        let scenario = try ScenarioLoader.load(yaml: BuiltinScenarios.yaml(named: "reserves-starvation")!, source: "reserves-starvation")
+        var rows: [DebateRow] = []
+        for c in Debate.claims.prefix(3) {
+            var row = Debate.judge(c, [run(.retryForever, gap: 2), run(.useReserves, lowest: 4 << 20)])
+            row.svg = ScenarioReport(scenario: scenario, runs: [run(.retryForever), run(.useReserves)]).svg
+            row.verdict += " <&>"   // escaped, not markup
+            rows.append(row)
+        }
+        let page = Debate.html(rows)
+        final class Counter: NSObject, XMLParserDelegate {
+            var elements: [String: Int] = [:]
+            var texts = ""
+            func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?,
+                        attributes: [String: String] = [:]) { elements[name, default: 0] += 1 }
+            func parser(_ parser: XMLParser, foundCharacters string: String) { texts += string }
+        }
+        let parser = XMLParser(data: Data(page.utf8))
+        let counter = Counter()
+        parser.delegate = counter
+        #expect(parser.parse(), "\(parser.parserError.map { "\($0)" } ?? "")")
+        #expect(counter.elements["svg"] == rows.count && counter.elements["h2"] == rows.count)
+        #expect(counter.elements["tr"] == rows.count + 1)
+        for r in rows { #expect(counter.texts.contains(r.verdict) && counter.texts.contains(r.claim)) }
     }
 
     @Test("claim 1: reserves spent and atomic failures decide; numbers name each semantics")
