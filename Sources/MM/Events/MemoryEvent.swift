@@ -1,26 +1,77 @@
 // SPDX-License-Identifier: Apache-2.0
+import Glibc
 
 /// A source location, from the `#fileID`/`#line` defaults of the public entry points.
+///
+/// A plain value of three words (the file name's UTF-8 bytes, their count and
+/// the line), so that the slow path carries and copies it without creating a
+/// `String` or touching a reference count: the file's `String` is made only
+/// when a report reads it. File names given as a `String` are kept, once per
+/// distinct name, for the life of the process.
 public struct CallSite: Sendable, Hashable, CustomStringConvertible {
-    /// The file, as `#fileID` gives it (`Module/File.swift`).
-    public var file: String
+    /// The address of the file name's UTF-8 bytes (immutable for the life
+    /// of the process: a string literal's, or an interned copy), and their count.
+    private var fileAddress: UInt
+    private var fileByteCount: Int
+    private var fileBytes: UnsafeRawPointer { UnsafeRawPointer(bitPattern: fileAddress)! }
     /// The line in that file.
     public var line: UInt
 
+    /// The file, as `#fileID` gives it (`Module/File.swift`).
+    public var file: String {
+        get { String(decoding: UnsafeRawBufferPointer(start: fileBytes, count: fileByteCount), as: UTF8.self) }
+        set { (fileAddress, fileByteCount) = CallSiteFileNames.intern(newValue) }
+    }
+
     /// A call site from a file name and a line.
     public init(file: String, line: UInt) {
-        self.file = file
+        (fileAddress, fileByteCount) = CallSiteFileNames.intern(file)
         self.line = line
     }
 
-    /// A call site from `#fileID` and `#line`.
+    /// A call site from `#fileID` and `#line`. Creates no `String`.
     public init(_ file: StaticString, _ line: UInt) {
-        self.file = file.description
+        if file.hasPointerRepresentation {
+            fileAddress = UInt(bitPattern: file.utf8Start)
+            fileByteCount = file.utf8CodeUnitCount
+        } else {
+            (fileAddress, fileByteCount) = CallSiteFileNames.intern(file.description)
+        }
         self.line = line
     }
 
     /// A one-line description, as events and reports print it.
     public var description: String { "\(file):\(line)" }
+
+    /// Whether two sites name the same file and line.
+    public static func == (a: CallSite, b: CallSite) -> Bool {
+        a.line == b.line && a.fileByteCount == b.fileByteCount
+            && (a.fileAddress == b.fileAddress || memcmp(a.fileBytes, b.fileBytes, a.fileByteCount) == 0)
+    }
+
+    /// Hashes the file's bytes and the line.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(bytes: UnsafeRawBufferPointer(start: fileBytes, count: fileByteCount))
+        hasher.combine(line)
+    }
+}
+
+/// File names of call sites made from a `String`: one immortal copy per
+/// distinct name. Never used for `#fileID` literals (the allocation paths).
+enum CallSiteFileNames {
+    /// Name → address of its immortal UTF-8 copy.
+    private static let table = Locked<[String: UInt]>([:])
+
+    static func intern(_ name: String) -> (address: UInt, count: Int) {
+        let address = table.withLock { table -> UInt in
+            if let known = table[name] { return known }
+            let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, name.utf8.count), alignment: 1)
+            _ = copy.initializeMemory(as: UInt8.self, from: name.utf8)
+            table[name] = UInt(bitPattern: copy.baseAddress)
+            return UInt(bitPattern: copy.baseAddress)
+        }
+        return (address, name.utf8.count)
+    }
 }
 
 /// Something the memory system reports to its event sinks.

@@ -23,7 +23,8 @@ public final class MemoryGroup: Sendable, Hashable, CustomStringConvertible {
     let id: UInt32
     let usageBytes = Atomic<Int>(0)
     let ownBytes = Atomic<Int>(0)
-    let victim = Locked<VictimState?>(nil)
+    /// Set while the group is an OOM victim that has not released its memory.
+    let victim = VictimCell()
     /// Live child groups (removal is refused while there are any).
     let childCount = Atomic<Int>(0)
     /// Removed from its system: charging it is an invalid request.
@@ -76,7 +77,7 @@ public final class MemoryGroup: Sendable, Hashable, CustomStringConvertible {
     var isOOMVictim: Bool {
         var g: MemoryGroup? = self
         while let group = g {
-            if group.victim.withLock({ $0 != nil }) { return true }
+            if group.victim.isSet { return true }
             g = group.parent
         }
         return false
@@ -150,5 +151,25 @@ public struct OOMVictimStuck: Sendable, CustomStringConvertible {
     /// A one-line description, as events and reports print it.
     public var description: String {
         "OOM victim \(victim) has not released memory after \(waited) (usage \(usage >> 10) kB); skipping it"
+    }
+}
+
+/// A group's OOM-victim state behind a lock, with a flag that the slow path
+/// reads without the lock (every charged request asks whether its group or
+/// an ancestor is a victim).
+final class VictimCell: Sendable {
+    private let state = Locked<MemoryGroup.VictimState?>(nil)
+    private let marked = Atomic<Bool>(false)
+
+    /// Whether a victim state is set (a relaxed read: a hint for the reserve tier).
+    var isSet: Bool { marked.load(ordering: .relaxed) }
+
+    /// Reads or changes the state under its lock; the flag follows.
+    func withLock<R: Sendable>(_ body: (inout MemoryGroup.VictimState?) -> R) -> R {
+        state.withLock { value in
+            let result = body(&value)
+            marked.store(value != nil, ordering: .relaxed)
+            return result
+        }
     }
 }

@@ -57,7 +57,7 @@ public final class MemorySystem: Sendable {
         var recordAllocation: (@Sendable (UnsafeMutableRawPointer, Int, CallSite?) -> Void)?
         if let profile {
             recordFree = { p in profile.recordFree(p) }
-            recordAllocation = { p, bytes, site in profile.recordAllocation(p, bytes: bytes, site: site ?? CallSite(file: "?", line: 0)) }
+            recordAllocation = { p, bytes, site in profile.recordAllocation(p, bytes: bytes, site: site ?? CallSite("?", 0)) }
         }
         let pages = PageAllocator(
             systemID: systemID, arena: arena, watermarks: config.effectiveWatermarks,

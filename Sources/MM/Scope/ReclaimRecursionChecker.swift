@@ -164,7 +164,7 @@ final class ReclaimRecursionChecker: Sendable {
         guard reported.withLock({ $0.insert("helper:\(shrinker):\(names.joined(separator: ","))").inserted }) else { return }
         let domainName = domain?.name ?? "its domain"
         events.emit(.reclaimRecursion(ReclaimRecursion(
-            lock: names.joined(separator: ", "), lockSite: held.first?.1 ?? CallSite(file: "?", line: 0),
+            lock: names.joined(separator: ", "), lockSite: held.first?.1 ?? CallSite("?", 0),
             domain: domain?.name ?? "any", allocationSite: context?.site, shrinker: shrinker,
             fix: "the shrinker did not finish within \(waited) while this thread held these locks, and was left to finish on a helper thread; declare the lock it needs with takenByReclaimIn: .\(domainName) (reclaim then skips the shrinker here) and allocate inside withAllocationScope(.excluding(.\(domainName))) while holding it")))
     }

@@ -398,7 +398,7 @@ final class SlowPath: Sendable {
     }
 
     func reportConflict(_ context: AllocationContext, _ resolution: String) {
-        let site = context.site ?? CallSite(file: "?", line: 0)
+        let site = context.site ?? CallSite("?", 0)
         let first = conflictSites.withLock { $0.insert(site).inserted }
         guard first else { return }
         counters.withLock { $0.scopeConflicts += 1 }

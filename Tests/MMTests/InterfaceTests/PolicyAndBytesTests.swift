@@ -116,4 +116,18 @@ struct PolicyAndBytesTests {
         #expect(stderr.contains("allocateGuaranteed(byteCount: \(size), .retryForever) at MMTests/PolicyAndBytesTests.swift:"), "\(stderr)")
         #expect(stderr.contains("can never be met"))
     }
+
+    @Test("a call site is the same value whether made from #fileID or from a String; its file can be renamed")
+    func callSites() {
+        let literal = CallSite(#fileID, 42)
+        let text = CallSite(file: "MMTests/PolicyAndBytesTests.swift", line: 42)
+        #expect(literal == text && literal.hashValue == text.hashValue)
+        #expect(literal.file == "MMTests/PolicyAndBytesTests.swift" && literal.description == "MMTests/PolicyAndBytesTests.swift:42")
+        #expect(literal != CallSite(#fileID, 43) && literal != CallSite(file: "MMTests/Other.swift", line: 42))
+        var renamed = literal
+        renamed.file = "scenario"
+        #expect(renamed.file == "scenario" && renamed.line == 42 && renamed == CallSite(file: "scenario", line: 42))
+        #expect(Set([literal, text, renamed]).count == 2)
+        #expect(CallSite(file: "", line: 0).description == ":0")
+    }
 }

@@ -6,7 +6,8 @@
 import Glibc
 import MM
 
-let loops = ["pair16", "pair1k", "page0", "page0_deallocate", "pair64k", "pair64", "pair64_charged", "malloc16", "malloc1k"]
+let loops = ["pair16", "pair1k", "page0", "page0_deallocate", "pair64k", "pair64", "pair64_charged", "batch64",
+             "malloc16", "malloc1k", "mallocbatch64"]
 let arguments = CommandLine.arguments
 guard arguments.count == 3, loops.contains(arguments[1]), let n = Int(arguments[2]), n >= 0 else {
     print("usage: HotLoops <\(loops.joined(separator: "|"))> <iterations>")
@@ -31,6 +32,14 @@ case "pair64_charged":
     policy.group = group
     for _ in 0..<1000 { mm.deallocate(mm.allocate(byteCount: 64, policy: policy)!) }
     for _ in 0..<n { mm.deallocate(mm.allocate(byteCount: 64, policy: policy)!) }
+// 1000 × 64 B allocated, then freed in the same order (FIFO): one iteration is one round,
+// so per object it is the result / 1000 — what the magazines' refills and drains cost.
+case "batch64":
+    let slots = UnsafeMutablePointer<UnsafeMutableRawPointer>.allocate(capacity: 1000)
+    for _ in 0..<n {
+        for i in 0..<1000 { slots[i] = mm.allocate(byteCount: 64)! }
+        for i in 0..<1000 { mm.deallocate(slots[i]) }
+    }
 // The same pairs through the C allocator: glibc, or the one LD_PRELOAD puts in
 // front of it. Called through dlsym'd pointers (one call each, as through the
 // PLT), so that the optimiser cannot pair up and delete malloc and free.
@@ -42,5 +51,15 @@ case "malloc16", "malloc1k":
     let size = arguments[1] == "malloc16" ? 16 : 1024
     for _ in 0..<1000 { cFree(cMalloc(size)) }
     for _ in 0..<n { cFree(cMalloc(size)) }
+case "mallocbatch64":
+    typealias Malloc = @convention(c) (Int) -> UnsafeMutableRawPointer?
+    typealias Free = @convention(c) (UnsafeMutableRawPointer?) -> Void
+    let cMalloc = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc"), to: Malloc.self)
+    let cFree = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "free"), to: Free.self)
+    let slots = UnsafeMutablePointer<UnsafeMutableRawPointer>.allocate(capacity: 1000)
+    for _ in 0..<n {
+        for i in 0..<1000 { slots[i] = cMalloc(64)! }
+        for i in 0..<1000 { cFree(slots[i]) }
+    }
 default: break
 }
