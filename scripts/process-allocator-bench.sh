@@ -5,9 +5,12 @@
 # under glibc, swift-mm (LD_PRELOAD=libmmmalloc.so) and each installed allocator:
 # best of RUNS wall time and the peak RSS of that process, then ratios swift-mm ÷
 # each other allocator and their geometric means.
-# Usage: scripts/process-allocator-bench.sh [RUNS]   (default 3)
+# Usage: scripts/process-allocator-bench.sh [--hardening] [RUNS]   (default 3)
+#   --hardening: swift-mm with MM_HARDENING=full against swift-mm with the default
+#   (what the guarded mode costs), instead of against the other allocators.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+hardening=0; [[ "${1:-}" == --hardening ]] && { hardening=1; shift; }
 runs="${1:-3}"
 swift build -c release --product mmmalloc >&2
 work=$(mktemp -d)
@@ -15,8 +18,14 @@ trap 'rm -rf "$work"' EXIT
 cc -O2 -pthread -o "$work/alloc-bench" Benchmarks/ProcessAllocator/alloc-bench.c
 find_library() { ldconfig -p 2>/dev/null | awk -v lib="$1" '$1 == lib && !found { print $NF; found = 1 }'; }
 declare -A preload=([glibc]="" [swift-mm]="$PWD/.build/release/libmmmalloc.so")
+declare -A mode=([swift-mm]=trap)
 names=(swift-mm glibc)
-for pair in jemalloc:libjemalloc.so.2 tcmalloc:libtcmalloc_minimal.so.4 mimalloc:libmimalloc.so.2; do
+if [[ $hardening == 1 ]]; then
+    # The ratios are "swift-mm ÷ other": here swift-mm is the guarded mode, the other the default.
+    preload[swift-mm-default]=${preload[swift-mm]}; mode[swift-mm]=full; mode[swift-mm-default]=trap
+    names=(swift-mm swift-mm-default)
+fi
+[[ $hardening == 1 ]] || for pair in jemalloc:libjemalloc.so.2 tcmalloc:libtcmalloc_minimal.so.4 mimalloc:libmimalloc.so.2; do
     path=$(find_library "${pair#*:}")
     if [[ -n "$path" ]]; then preload[${pair%%:*}]=$path; names+=("${pair%%:*}"); else echo "(${pair%%:*} not installed: skipped)" >&2; fi
 done
@@ -25,7 +34,7 @@ for shape in "${shapes[@]}"; do
     for name in "${names[@]}"; do
         best=""
         for _ in $(seq "$runs"); do
-            line=$(env LD_PRELOAD="${preload[$name]}" "$work/alloc-bench" "$shape")
+            line=$(env LD_PRELOAD="${preload[$name]}" MM_HARDENING="${mode[$name]:-trap}" "$work/alloc-bench" "$shape")
             best=$(printf "%s\n%s\n" "$best" "$line" | awk 'NF == 3' | sort -k2 -n | head -1)
         done
         echo "$shape $name $best" >> "$work/results"

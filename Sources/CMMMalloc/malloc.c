@@ -7,6 +7,7 @@
 #include "public/mmmalloc.h"
 #include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 
 // swift-mm serves allocations once the program's main() starts: by then every
 // library constructor (libstdc++'s, the Swift runtime's) has run, in whatever
@@ -33,6 +34,24 @@ int __libc_start_main(cmm_main_fn main, int argc, char **argv, void (*init)(void
 int cmm_malloc_is_constructed(void) { return __atomic_load_n(&cmm_main_started, __ATOMIC_ACQUIRE); }
 
 void cmm_set_errno(int value) { errno = value; }
+
+int cmm_guarded_on = 0;
+unsigned long cmm_guarded_secret = 0;
+void cmm_guarded_turn_on(unsigned long secret) { cmm_guarded_secret = secret; cmm_guarded_on = 1; }
+
+_Thread_local cmm_quarantine cmm_thread_quarantine __attribute__((tls_model("initial-exec")));
+void mm_process_quarantine_flush(void);
+static pthread_key_t cmm_quarantine_key;
+static pthread_once_t cmm_quarantine_key_once = PTHREAD_ONCE_INIT;
+static void cmm_quarantine_thread_exit(void *unused) { (void)unused; mm_process_quarantine_flush(); }
+static void cmm_quarantine_make_key(void) { pthread_key_create(&cmm_quarantine_key, cmm_quarantine_thread_exit); }
+void cmm_quarantine_arm_thread_exit(void) {
+    pthread_once(&cmm_quarantine_key_once, cmm_quarantine_make_key);
+    pthread_setspecific(cmm_quarantine_key, (void *)1);
+    cmm_thread_quarantine.registered = 1;
+}
+int cmm_process_policy_kind = 0;
+void cmm_set_policy_kind(int kind) { cmm_process_policy_kind = kind; }
 
 size_t cmm_libc_usable_size(void *pointer) {
     static size_t (*libc)(void *) = 0;

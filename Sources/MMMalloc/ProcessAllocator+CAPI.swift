@@ -41,6 +41,20 @@ func mmScopeExit(_ token: UInt64) {
 func mmMallocPolicy(_ size: Int, _ policy: Int32) -> UnsafeMutableRawPointer? {
     guard let mm = processSystem() else { return __libc_malloc(size) }
     let bytes = max(16, size)  // max_align_t, as malloc
+    if GuardedAllocation.isOn {
+        guard (0...6).contains(policy) else {
+            cmm_set_errno(EINVAL)
+            return nil
+        }
+        return GuardedAllocation.allocate(mm, size: size, alignment: 16, zeroed: false) { mm, _, bytes in
+            mallocPolicy(mm, bytes, policy)
+        } ?? failedNil()
+    }
+    return mallocPolicy(mm, bytes, policy)
+}
+
+/// An allocation of `bytes` with the C API's policy number (0–6).
+private func mallocPolicy(_ mm: MemorySystem, _ bytes: Int, _ policy: Int32) -> UnsafeMutableRawPointer? {
     switch policy {
     case 0: return mm.allocate(byteCount: bytes, policy: .standard) ?? failedNil()
     case 1: return mm.allocate(byteCount: bytes, policy: .failFast) ?? failedNil()

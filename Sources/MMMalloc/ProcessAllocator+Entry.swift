@@ -20,7 +20,7 @@ private func cSize(_ size: Int) -> Int { size < 16 ? 16 : size }
 /// The policy for a request of `size` bytes.
 @inline(__always)
 private func policy(for size: Int) -> AllocationPolicy {
-    size <= MemorySystem.kmallocMaxSize ? ProcessAllocator.policy : ProcessAllocator.largePolicy
+    ProcessAllocator.policy
 }
 
 /// Runs `body` with swift-mm's system if this thread may use it now, marking
@@ -45,12 +45,21 @@ private func owner(of pointer: UnsafeMutableRawPointer) -> Unmanaged<MemorySyste
 
 /// Frees a swift-mm pointer, even from inside the allocator (a free cannot be
 /// handed to another allocator); allocations made while freeing go to glibc.
+/// Under `MM_HARDENING=full` the pointer is a guarded allocation: checked,
+/// poisoned and quarantined (nothing is freed if the checks say the pointer
+/// is not one).
 @inline(__always)
 private func release(_ pointer: UnsafeMutableRawPointer, to system: Unmanaged<MemorySystem>) {
     let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
     slots.pointee.mallocDepth += 1
     defer { slots.pointee.mallocDepth -= 1 }
-    system._withUnsafeGuaranteedRef { $0.deallocate(pointer) }
+    system._withUnsafeGuaranteedRef { mm in
+        if GuardedAllocation.isOn {
+            GuardedAllocation.free(mm, pointer, operation: "free")
+        } else {
+            mm.deallocate(pointer)
+        }
+    }
 }
 
 @inline(__always)
@@ -59,10 +68,18 @@ private func failed<T>(_ value: T) -> T {
     return value
 }
 
+/// A block of `bytes` for a guarded allocation aligned to at most 16.
+private func guardedBlock(_ mm: MemorySystem, _ alignment: Int, _ bytes: Int) -> UnsafeMutableRawPointer? {
+    alignment <= 16 ? mm.allocate(byteCount: bytes, policy: policy(for: bytes))
+        : allocateAligned(mm, alignment: alignment, size: bytes)
+}
+
 @_cdecl("mm_process_malloc")
 func mmProcessMalloc(_ size: Int) -> UnsafeMutableRawPointer? {
     guard let result = withProcessSystem({ mm in
-        mm.allocate(byteCount: cSize(size), policy: policy(for: size))
+        GuardedAllocation.isOn
+            ? GuardedAllocation.allocate(mm, size: size, alignment: 16, zeroed: false, block: guardedBlock)
+            : mm.allocate(byteCount: cSize(size), policy: policy(for: size))
     }) else { return __libc_malloc(size) }
     return result ?? failed(nil)
 }
@@ -82,6 +99,9 @@ func mmProcessCalloc(_ count: Int, _ size: Int) -> UnsafeMutableRawPointer? {
     let (bytes, overflow) = UInt(bitPattern: count).multipliedReportingOverflow(by: UInt(bitPattern: size))
     guard !overflow, bytes <= UInt(Int.max) else { return failed(nil) }
     guard let result = withProcessSystem({ mm in
+        if GuardedAllocation.isOn {
+            return GuardedAllocation.allocate(mm, size: Int(bytes), alignment: 16, zeroed: true, block: guardedBlock)
+        }
         var zeroed = policy(for: Int(bytes))
         zeroed.zeroed = true
         return mm.allocate(byteCount: cSize(Int(bytes)), policy: zeroed)
@@ -97,7 +117,20 @@ func mmProcessRealloc(_ pointer: UnsafeMutableRawPointer?, _ size: Int) -> Unsaf
         return nil
     }
     guard let system = owner(of: pointer) else { return __libc_realloc(pointer, size) }
-    let old = system._withUnsafeGuaranteedRef { $0.usableSize(of: pointer) }
+    let old: Int
+    if GuardedAllocation.isOn {
+        guard let known = GuardedAllocation.size(of: pointer) else {
+            release(pointer, to: system)  // reports what is wrong with it; frees nothing
+            return failed(nil)
+        }
+        old = known
+        // Shrinking keeps the pointer only if it also moves the red zone: allocate anew.
+        guard size > 0, let new = mmProcessMalloc(size) else { return failed(nil) }
+        new.copyMemory(from: pointer, byteCount: min(old, size))
+        release(pointer, to: system)
+        return new
+    }
+    old = system._withUnsafeGuaranteedRef { $0.usableSize(of: pointer) }
     if size <= old && size > 0 { return pointer }
     guard size > 0, let new = mmProcessMalloc(size) else { return failed(nil) }
     new.copyMemory(from: pointer, byteCount: min(old, size))
@@ -138,8 +171,11 @@ func mmProcessAligned(_ alignment: Int, _ size: Int, _ pageRounded: Int32) -> Un
         return nil
     }
     let bytes = pageRounded != 0 ? (size + 4095) & ~4095 : size
-    guard let result = withProcessSystem({ allocateAligned($0, alignment: alignment, size: bytes) })
-    else { return __libc_memalign(alignment, bytes) }
+    guard let result = withProcessSystem({ mm in
+        GuardedAllocation.isOn
+            ? GuardedAllocation.allocate(mm, size: bytes, alignment: max(16, alignment), zeroed: false, block: guardedBlock)
+            : allocateAligned(mm, alignment: alignment, size: bytes)
+    }) else { return __libc_memalign(alignment, bytes) }
     return result ?? failed(nil)
 }
 
@@ -158,5 +194,17 @@ func mmProcessUsableSize(_ pointer: UnsafeMutableRawPointer?) -> Int {
     let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
     slots.pointee.mallocDepth += 1
     defer { slots.pointee.mallocDepth -= 1 }
+    if GuardedAllocation.isOn { return GuardedAllocation.size(of: pointer) ?? 0 }
     return system._withUnsafeGuaranteedRef { $0.usableSize(of: pointer) }
+}
+
+/// The calling thread's guarded-allocation quarantine, flushed at its exit
+/// (and the main thread's at process exit).
+@_cdecl("mm_process_quarantine_flush")
+func mmProcessQuarantineFlush() {
+    guard GuardedAllocation.isOn, let system = ProcessAllocator.existing else { return }
+    let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
+    slots.pointee.mallocDepth += 1
+    defer { slots.pointee.mallocDepth -= 1 }
+    system._withUnsafeGuaranteedRef { GuardedAllocation.flushQuarantine($0) }
 }

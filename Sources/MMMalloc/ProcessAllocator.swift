@@ -19,9 +19,18 @@ import Synchronization
 enum ProcessAllocator {
     private static let state = Atomic<Int>(0)  // 0: not yet, 1: initialising, 2: ready, 3: failed
     nonisolated(unsafe) private static var system: Unmanaged<MemorySystem>?  // written once before state 2
-    nonisolated(unsafe) static var policy = AllocationPolicy.standard  // written once before state 2
-    /// The policy of allocations above 8 KiB (`.virtual` under `MM_HARDENING=full`: a guard page after each).
-    nonisolated(unsafe) static var largePolicy = AllocationPolicy.standard  // written once before state 2
+    /// The policy of `malloc` (`MM_POLICY`): made from a C global on every
+    /// call, so that the allocation path never runs a Swift lazy initialiser.
+    static var policy: AllocationPolicy {
+        @inline(__always) get {
+            switch cmm_policy_kind() {
+            case 1: .failFast
+            case 2: .retryWhileProgress
+            case 3: .nonBlocking
+            default: .standard
+            }
+        }
+    }
 
     /// The system, if it is ready; creates it on the first call after the
     /// library's constructor ran. The caller has set `mallocDepth`.
@@ -46,9 +55,12 @@ enum ProcessAllocator {
         let settings = ProcessConfiguration.fromEnvironment()
         do {
             let mm = try MemorySystem(settings.configuration)
-            policy = settings.policy
-            largePolicy = settings.policy
-            if settings.guardLargeAllocations { largePolicy.placement = .virtual }
+            cmm_set_policy_kind(settings.policyKind)
+            if settings.guarded {
+                var random = SystemRandomNumberGenerator()
+                GuardedAllocation.turnOn(secret: UInt(random.next() as UInt64) | 1)
+                atexit { mmProcessQuarantineFlush() }
+            }
             system = Unmanaged.passRetained(mm)
             MemorySystem._installProcessSystem(mm)
             if settings.statsAtExit { atexit { ProcessAllocator.printStatistics() } }

@@ -12,9 +12,10 @@ import MM
 ///   below the capacity, else the capacity. `MemorySystem.process?.setLimit`
 ///   moves it later.
 /// - `MM_HARDENING`: `trap` (default: a bad free stops the process with a
-///   report), `report` (reported and ignored), or `full` (`trap`, plus red
-///   zones and poisoning on every allocation up to 8 KiB and a guard page
-///   after every larger one: overflows and writes after free are caught too).
+///   report), `report` (reported and ignored), or `full` (`trap`, and every
+///   allocation guarded: a header and guard word before it, a red zone after
+///   it, poison once freed — see `GuardedAllocation` — so overflows,
+///   underflows, double frees and writes after free are caught too).
 /// - `MM_POLICY`: the policy of `malloc`: `standard` (default), `failFast`,
 ///   `retryWhileProgress`, `nonBlocking`.
 /// - `MM_STATS=exit`: meminfo, slabinfo and vmstat to standard error at exit.
@@ -22,11 +23,11 @@ import MM
 /// A bad value is a message on standard error and the default, never a crash.
 struct ProcessConfiguration {
     var configuration: MemoryConfiguration
-    var policy: AllocationPolicy = .standard
+    /// `MM_POLICY`: 0 standard, 1 failFast, 2 retryWhileProgress, 3 nonBlocking (`ProcessAllocator.policy`).
+    var policyKind: Int32 = 0
     var statsAtExit = false
-    /// `MM_HARDENING=full`: allocations above 8 KiB are vmalloc areas, each
-    /// followed by an unmapped guard page.
-    var guardLargeAllocations = false
+    /// `MM_HARDENING=full`: every allocation is a `GuardedAllocation`.
+    var guarded = false
 
     static func fromEnvironment() -> ProcessConfiguration {
         let container = ContainerMemory.current()
@@ -54,17 +55,16 @@ struct ProcessConfiguration {
         case "report": configuration.hardeningAction = .report
         case "full":
             configuration.hardeningAction = .trap
-            configuration.kmallocDebugFlags = [.redZone, .poison]
         case let other?:
             ProcessAllocator.writeError("libmmmalloc: MM_HARDENING=\(other) is not trap, report or full; using trap")
         }
         var result = ProcessConfiguration(configuration: configuration)
-        result.guardLargeAllocations = !configuration.kmallocDebugFlags.isEmpty
+        result.guarded = environment("MM_HARDENING") == "full"
         switch environment("MM_POLICY") {
         case nil, "standard": break
-        case "failFast": result.policy = .failFast
-        case "retryWhileProgress": result.policy = .retryWhileProgress
-        case "nonBlocking": result.policy = .nonBlocking
+        case "failFast": result.policyKind = 1
+        case "retryWhileProgress": result.policyKind = 2
+        case "nonBlocking": result.policyKind = 3
         case let other?:
             ProcessAllocator.writeError("libmmmalloc: MM_POLICY=\(other) is not standard, failFast, retryWhileProgress or nonBlocking; using standard")
         }

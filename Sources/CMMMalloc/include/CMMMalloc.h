@@ -29,6 +29,36 @@ int cmm_malloc_is_constructed(void);
 /// Sets errno (a macro Swift cannot assign through).
 void cmm_set_errno(int value);
 
+/// MM_HARDENING=full (GuardedAllocation): whether every allocation is guarded,
+/// and the key of its headers. Plain C globals, written once before the
+/// process system is published, so that reading them never runs a Swift
+/// lazy initialiser (a swift_once) on the allocation path.
+extern int cmm_guarded_on;
+extern unsigned long cmm_guarded_secret;
+static inline __attribute__((always_inline)) int cmm_guarded_is_on(void) { return cmm_guarded_on; }
+static inline __attribute__((always_inline)) unsigned long cmm_guarded_key(void) { return cmm_guarded_secret; }
+void cmm_guarded_turn_on(unsigned long secret);
+
+/// The calling thread's quarantine of freed guarded allocations (a ring of
+/// CMM_QUARANTINE_SLOTS pointers, initial-exec TLS: no allocation to reach it).
+#define CMM_QUARANTINE_SLOTS 64
+typedef struct cmm_quarantine {
+    void *slots[CMM_QUARANTINE_SLOTS];
+    unsigned long next;       // the slot the next freed allocation takes
+    unsigned long registered; // the thread-exit flush is armed
+} cmm_quarantine;
+extern _Thread_local cmm_quarantine cmm_thread_quarantine __attribute__((tls_model("initial-exec")));
+static inline __attribute__((always_inline)) cmm_quarantine *cmm_quarantine_get(void) { return &cmm_thread_quarantine; }
+/// Arms the flush of the calling thread's quarantine at its exit
+/// (a pthread key whose destructor calls mm_process_quarantine_flush).
+void cmm_quarantine_arm_thread_exit(void);
+
+/// MM_POLICY as a number (0 standard, 1 failFast, 2 retryWhileProgress,
+/// 3 nonBlocking), written once before the process system is published.
+extern int cmm_process_policy_kind;
+static inline __attribute__((always_inline)) int cmm_policy_kind(void) { return cmm_process_policy_kind; }
+void cmm_set_policy_kind(int kind);
+
 #ifdef __cplusplus
 }
 #endif

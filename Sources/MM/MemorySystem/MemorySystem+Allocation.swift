@@ -121,12 +121,13 @@ extension MemorySystem {
         if offset < objectFastPath.capacityBytes {
             let owner = objectFastPath.owner(atOffset: offset)
             if owner != 0 {
-                let cache = slab.cache(Int(owner) - 1)
-                if let violation = slab.validate(p, in: cache, operation: "usableSize(of:)") {
+                // Borrowed, not retained: realloc asks this on every call, from every thread.
+                let violation = slab.withCache(Int(owner) - 1) { slab.validate(p, in: $0, operation: "usableSize(of:)") }
+                if let violation {
                     pages.report(violation)
                     return 0
                 }
-                return cache.layout.size
+                return slab.layouts[Int(owner) - 1].size
             }
         }
         if let order = pages.liveOrder(of: p, operation: "usableSize(of:)") {

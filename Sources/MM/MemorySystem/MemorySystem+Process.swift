@@ -23,6 +23,15 @@ extension MemorySystem {
         }
     }
 
+    /// Reports a violation found by a layer above the system (the process
+    /// allocator's guarded allocations): an event, counted in vmstat, and a
+    /// trap under `HardeningAction.trap`, exactly as the system's own checks.
+    @_spi(ProcessAllocator)
+    public func _reportHardeningViolation(_ kind: HardeningViolation.Kind, operation: String,
+                                          pointer: UnsafeRawPointer, detail: String) {
+        pages.report(HardeningViolation(kind: kind, operation: operation, pointer: UInt(bitPattern: pointer), detail: detail))
+    }
+
     /// Whether `pointer` lies in memory this system manages (its direct map
     /// or its vmalloc region), allocated or not: the process allocator sends
     /// every other pointer to the allocator that made it.

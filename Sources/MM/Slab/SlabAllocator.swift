@@ -61,6 +61,12 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
 
     @inline(__always) func cache(_ index: Int) -> SlabCache { table[index]!.takeUnretainedValue() }
 
+    /// Runs `body` with the cache at `index` borrowed (no reference counting:
+    /// the table keeps every cache alive for the allocator's lifetime).
+    @inline(__always) func withCache<R>(_ index: Int, _ body: (SlabCache) -> R) -> R {
+        table[index]!._withUnsafeGuaranteedRef(body)
+    }
+
     var cacheCount: Int { nextIndex.withLock { $0 } }
 
     var allCaches: [SlabCache] { (0..<cacheCount).map(cache) }
