@@ -35,6 +35,7 @@ int cmm_malloc_is_constructed(void) { return __atomic_load_n(&cmm_main_started, 
 
 void cmm_set_errno(int value) { errno = value; }
 
+const unsigned char cmm_poison_page[4096] = { [0 ... 4095] = 0x6b };
 int cmm_guarded_on = 0;
 unsigned long cmm_guarded_secret = 0;
 void cmm_guarded_turn_on(unsigned long secret) { cmm_guarded_secret = secret; cmm_guarded_on = 1; }

@@ -171,6 +171,21 @@ enum GuardedAllocation {
         if let evicted { retire(mm, evicted) }
     }
 
+    /// The offset of the first byte in `count` bytes at `start` that is not
+    /// the poison, or nil: compared with `memcmp` a page at a time.
+    @inline(__always)
+    static func firstUnpoisoned(_ start: UnsafeRawPointer, count: Int) -> Int? {
+        var done = 0
+        while done < count {
+            let chunk = min(4096, count - done)
+            if memcmp(start + done, cmm_poison(), chunk) != 0 {
+                return done + firstMismatch(poisonByte, start + done, count: chunk)!
+            }
+            done += chunk
+        }
+        return nil
+    }
+
     /// Gives a quarantined allocation's block back to swift-mm, after
     /// checking that nothing wrote to it since it was freed.
     static func retire(_ mm: MemorySystem, _ user: UnsafeMutableRawPointer) {
@@ -181,7 +196,7 @@ enum GuardedAllocation {
                 detail: "the header of this freed allocation was overwritten after it was freed; its block stays allocated")
             return
         }
-        if let bad = firstMismatch(poisonByte, user, count: header.size) {
+        if let bad = firstUnpoisoned(user, count: header.size) {
             mm._reportHardeningViolation(
                 .writeAfterFree, operation: "quarantine", pointer: user + bad,
                 detail: "byte \(bad) of this freed \(header.size)-byte allocation is 0x\(String(user.load(fromByteOffset: bad, as: UInt8.self), radix: 16)), not the poison 0x6b: it was written after it was freed")

@@ -38,6 +38,9 @@ extern unsigned long cmm_guarded_secret;
 static inline __attribute__((always_inline)) int cmm_guarded_is_on(void) { return cmm_guarded_on; }
 static inline __attribute__((always_inline)) unsigned long cmm_guarded_key(void) { return cmm_guarded_secret; }
 void cmm_guarded_turn_on(unsigned long secret);
+/// 4096 bytes of 0x6b, the poison of freed guarded allocations: checked with memcmp.
+extern const unsigned char cmm_poison_page[4096];
+static inline __attribute__((always_inline)) const void *cmm_poison(void) { return cmm_poison_page; }
 
 /// The calling thread's quarantine of freed guarded allocations (a ring of
 /// CMM_QUARANTINE_SLOTS pointers, initial-exec TLS: no allocation to reach it).
