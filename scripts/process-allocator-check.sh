@@ -73,11 +73,8 @@ grep -q '^ok$' "$work/limit.out" && grep -Eq '^MemLimit: +98304 kB' "$work/limit
     || { echo "MM_LIMIT=96M did not set the limit" >&2; cat "$work/limit.err" >&2; exit 1; }
 echo "MM_LIMIT: the process budget is 96 MiB"
 
-compare c-program 1 "$work/mmmalloc-check"
-c++ -O2 -pthread -o "$work/mmmalloc-cpp" Tests/ProcessAllocator/mmmalloc-cpp.cc
-compare c++-program 1 "$work/mmmalloc-cpp"
-compare echo 0 /bin/echo hello
-compare python 1 python3 -c '
+# A JSON and sqlite3 workload for python3.
+python_workload='
 import json, sqlite3
 d = {"k%d" % i: list(range(i % 50)) for i in range(20000)}
 s = json.dumps(d)
@@ -85,6 +82,12 @@ db = sqlite3.connect(":memory:")
 db.execute("create table t(a, b)")
 db.executemany("insert into t values (?, ?)", ((i, "x" * (i % 300)) for i in range(50000)))
 print(len(s), len(json.loads(s)), db.execute("select count(*), sum(length(b)) from t").fetchone())'
+
+compare c-program 1 "$work/mmmalloc-check"
+c++ -O2 -pthread -o "$work/mmmalloc-cpp" Tests/ProcessAllocator/mmmalloc-cpp.cc
+compare c++-program 1 "$work/mmmalloc-cpp"
+compare echo 0 /bin/echo hello
+compare python 1 python3 -c "$python_workload"
 compare git 1 git log --oneline -20
 if command -v sqlite3 > /dev/null; then
     compare sqlite3 1 sh -c 'printf "create table t(x); insert into t select value from generate_series(1, 100000); select count(*), sum(x) from t;\n" | sqlite3'
@@ -93,14 +96,7 @@ compare mmctl-scenarios 1 ./.build/release/mmctl scenarios
 # The same programs with every allocation guarded (MM_HARDENING=full): correct programs run unchanged.
 HARDENING=full compare c-program-full 1 "$work/mmmalloc-check"
 HARDENING=full compare c++-program-full 1 "$work/mmmalloc-cpp"
-HARDENING=full compare python-full 1 python3 -c '
-import json, sqlite3
-d = {"k%d" % i: list(range(i % 50)) for i in range(20000)}
-s = json.dumps(d)
-db = sqlite3.connect(":memory:")
-db.execute("create table t(a, b)")
-db.executemany("insert into t values (?, ?)", ((i, "x" * (i % 300)) for i in range(50000)))
-print(len(s), len(json.loads(s)), db.execute("select count(*), sum(length(b)) from t").fetchone())'
+HARDENING=full compare python-full 1 python3 -c "$python_workload"
 HARDENING=full compare git-full 1 git log --oneline -20
 HARDENING=full compare mmctl-scenarios-full 1 ./.build/release/mmctl scenarios
 # The Swift flagship: its own swift-mm systems on top of a process that swift-mm serves

@@ -42,17 +42,8 @@ struct DebateTests {
             rows.append(row)
         }
         let page = Debate.html(rows)
-        final class Counter: NSObject, XMLParserDelegate {
-            var elements: [String: Int] = [:]
-            var texts = ""
-            func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?,
-                        attributes: [String: String] = [:]) { elements[name, default: 0] += 1 }
-            func parser(_ parser: XMLParser, foundCharacters string: String) { texts += string }
-        }
-        let parser = XMLParser(data: Data(page.utf8))
-        let counter = Counter()
-        parser.delegate = counter
-        #expect(parser.parse(), "\(parser.parserError.map { "\($0)" } ?? "")")
+        let counter = XMLDocumentSummary(page)
+        #expect(counter.parsed, "\(counter.error)")
         #expect(counter.elements["svg"] == rows.count && counter.elements["h2"] == rows.count)
         #expect(counter.elements["tr"] == rows.count + 1)
         for r in rows { #expect(counter.texts.contains(r.verdict) && counter.texts.contains(r.claim)) }

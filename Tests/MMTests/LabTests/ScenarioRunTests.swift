@@ -178,17 +178,8 @@ struct ScenarioRunTests {
         let scenario = try ScenarioLoader.load(yaml: yaml, source: "cache-pressure")
         let report = try ScenarioRunner.run(scenario)
         let svg = report.svg
-        final class Counter: NSObject, XMLParserDelegate {
-            var elements: [String: Int] = [:]
-            var texts = ""
-            func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?,
-                        attributes: [String: String] = [:]) { elements[name, default: 0] += 1 }
-            func parser(_ parser: XMLParser, foundCharacters string: String) { texts += string }
-        }
-        let parser = XMLParser(data: Data(svg.utf8))
-        let counter = Counter()
-        parser.delegate = counter
-        #expect(parser.parse(), "\(parser.parserError.map { "\($0)" } ?? "")")
+        let counter = XMLDocumentSummary(svg)
+        #expect(counter.parsed, "\(counter.error)")
         #expect(counter.elements["svg"] == 1)
         // Free memory and progress, one line each per run.
         #expect(counter.elements["polyline"] == 2 * report.runs.count)
