@@ -51,11 +51,11 @@ extension PageAllocator {
 
     /// Checks a `freePages` call against the descriptors; `nil` when valid.
     func validateFree(_ pointer: UnsafeMutableRawPointer, order: Int, operation: String? = nil) -> HardeningViolation? {
-        let op = operation ?? "freePages(order: \(order))"
         let address = UInt(bitPattern: pointer)
         let offset = address &- UInt(bitPattern: arena.directMap)
+        // The operation's name is made only for a report: a valid free creates no String.
         func violation(_ kind: HardeningViolation.Kind, _ detail: String) -> HardeningViolation {
-            HardeningViolation(kind: kind, operation: op, pointer: address, detail: detail)
+            HardeningViolation(kind: kind, operation: operation ?? "freePages(order: \(order))", pointer: address, detail: detail)
         }
         guard offset < UInt(arena.capacity) else {
             return violation(.foreignPointer, "not inside the arena (0x\(String(UInt(bitPattern: arena.directMap), radix: 16)) + \(arena.capacity >> 20) MiB)")

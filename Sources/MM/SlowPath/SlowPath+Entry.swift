@@ -16,14 +16,14 @@ extension SlowPath {
     /// scope conflict, check held reclaim-checked locks, and fault injection
     /// (`cache` names the object cache for its filter).
     func admit(byteCount: Int, policy: AllocationPolicy, guarantee: Guarantee?, site: CallSite?,
-               request: RequestDescription, cache: String? = nil) -> Admission {
+               request: RequestDescription, cache: String? = nil, scope knownScope: AllocationScope? = nil) -> Admission {
         if guarantee == nil {
             do { try policy.validate() } catch {
                 pages.reportInvalid(InvalidRequest(operation: "allocate with policy \(policy)", reason: error.description, site: site))
                 return .failed
             }
         }
-        let scope = AllocationScope.current
+        let scope = knownScope ?? AllocationScope.current  // read once per request: it costs a TaskLocal lookup
         let group = policy.group ?? scope.charging
         var context = AllocationContext.resolve(
             request, policy: policy, guarantee: guarantee, scope: scope, site: site,
@@ -55,9 +55,10 @@ extension SlowPath {
             pages.reportInvalid(InvalidRequest(operation: "allocate(byteCount: \(byteCount))", reason: reason, site: site))
             return nil
         }
-        let charged = (policy.group ?? AllocationScope.current.charging) != nil
+        let scope = AllocationScope.current
+        let charged = (policy.group ?? scope.charging) != nil
         return serve(router.route(byteCount: byteCount, placement: policy.placement, charged: charged),
-                     byteCount: byteCount, policy: policy, guarantee: nil, site: site)
+                     byteCount: byteCount, policy: policy, guarantee: nil, site: site, scope: scope)
     }
 
     /// A page request the fast path did not serve.
@@ -91,9 +92,10 @@ extension SlowPath {
             pages.reportInvalid(InvalidRequest(operation: "allocateGuaranteed(byteCount: \(byteCount))", reason: reason, site: site))
             preconditionFailure(message, file: file, line: line)
         }
-        let charged = AllocationScope.current.charging != nil
+        let scope = AllocationScope.current
+        let charged = scope.charging != nil
         guard let p = serve(router.guaranteedRoute(byteCount: byteCount, charged: charged), byteCount: byteCount,
-                            policy: .standard, guarantee: guarantee, site: site) else {
+                            policy: .standard, guarantee: guarantee, site: site, scope: scope) else {
             preconditionFailure("swift-mm: a guaranteed allocation returned nil (\(byteCount) bytes at \(site))")
         }
         return p
@@ -101,7 +103,8 @@ extension SlowPath {
 
     /// Admits a request on `route` and serves it.
     private func serve(_ route: Route, byteCount: Int, policy: AllocationPolicy, guarantee: Guarantee?,
-                       site: CallSite, request request_: RequestDescription? = nil) -> UnsafeMutableRawPointer? {
+                       site: CallSite, request request_: RequestDescription? = nil,
+                       scope: AllocationScope? = nil) -> UnsafeMutableRawPointer? {
         var request: RequestDescription
         var cacheName: String?
         switch route {
@@ -114,7 +117,7 @@ extension SlowPath {
         }
         if let given = request_ { request = given }
         guard case .proceed(var context) = admit(byteCount: byteCount, policy: policy, guarantee: guarantee, site: site,
-                                                 request: request, cache: cacheName) else { return nil }
+                                                 request: request, cache: cacheName, scope: scope) else { return nil }
         var route = route
         if context.group != nil, case .object(let index) = route {
             // Charged objects come from the cache's accounted twin, charged one by one.
