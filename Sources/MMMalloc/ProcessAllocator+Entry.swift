@@ -77,9 +77,12 @@ private func guardedBlock(_ mm: MemorySystem, _ alignment: Int, _ bytes: Int) ->
 @_cdecl("mm_process_malloc")
 func mmProcessMalloc(_ size: Int) -> UnsafeMutableRawPointer? {
     guard let result = withProcessSystem({ mm in
-        GuardedAllocation.isOn
-            ? GuardedAllocation.allocate(mm, size: size, alignment: 16, zeroed: false, block: guardedBlock)
-            : mm.allocate(byteCount: cSize(size), policy: policy(for: size))
+        if GuardedAllocation.isOn {
+            return GuardedAllocation.allocate(mm, size: size, alignment: 16, zeroed: false, block: guardedBlock)
+        }
+        // The default policy as a constant, so that the inlined fast path folds its checks.
+        if cmm_policy_kind() == 0 { return mm.allocate(byteCount: cSize(size), policy: .standard) }
+        return mm.allocate(byteCount: cSize(size), policy: policy(for: size))
     }) else { return __libc_malloc(size) }
     return result ?? failed(nil)
 }
