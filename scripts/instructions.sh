@@ -37,6 +37,10 @@ printf "%-18s %-10s %s\n" loop allocator instructions_per_iteration
 for loop in pair16 pair1k page0 page0_deallocate pair64k pair64 pair64_charged; do
     printf "%-18s %-10s %s\n" "$loop" swift-mm "$(per_iteration "" "$loop")"
 done
+# A round of batch64 is 1000 objects allocated then freed in order: printed per object
+# (fewer iterations: each is a thousand pairs).
+per_object() { local a b m=$(( n / 1000 > 10 ? n / 1000 : 10 )); a=$(count "$1" "$2" "$m"); b=$(count "$1" "$2" $((2 * m))); echo $(( (b - a) / m / 1000 )); }
+printf "%-18s %-10s %s\n" batch64/object swift-mm "$(per_object "" batch64)"
 declare -A libraries=([jemalloc]=libjemalloc.so.2 [tcmalloc]=libtcmalloc_minimal.so.4 [mimalloc]=libmimalloc.so.2)
 for allocator in glibc jemalloc tcmalloc mimalloc; do
     preload=""
@@ -47,4 +51,5 @@ for allocator in glibc jemalloc tcmalloc mimalloc; do
     for size in 16 1k; do
         printf "%-18s %-10s %s\n" "malloc$size" "$allocator" "$(per_iteration "$preload" "malloc$size")"
     done
+    printf "%-18s %-10s %s\n" batch64/object "$allocator" "$(per_object "$preload" mallocbatch64)"
 done

@@ -65,7 +65,11 @@ final class SlabCache: @unchecked Sendable {  // immutable after init except `ce
         self.index = index
         self.layout = layout
         self.flags = flags
-        let limit = layout.size <= 256 ? 256 : layout.size <= 1024 ? 128 : layout.size <= 4096 ? 32 : 16
+        // Small objects: up to 64 KiB of them per thread (at most 1024, at least 256), so that a
+        // thread that allocates a thousand small objects and then frees them all (a request's
+        // parse tree, a batch) cycles through its magazine without touching the depot.
+        let limit = layout.size <= 256 ? min(1024, max(256, (64 << 10) / max(8, layout.size)))
+            : layout.size <= 1024 ? 128 : layout.size <= 4096 ? 32 : 16
         magazineLimit = limit
         depotLimit = 8 * limit
         central = Locked(SlabCacheState())
