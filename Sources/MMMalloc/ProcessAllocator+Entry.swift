@@ -2,7 +2,7 @@
 import CMMMalloc
 import CMMShims
 import Glibc
-import MM
+@_spi(ProcessAllocator) import MM
 
 // The C allocation functions, as CMMMalloc forwards them. C semantics:
 // malloc(0) returns a unique pointer that free accepts; free(NULL) does
@@ -76,6 +76,14 @@ private func guardedBlock(_ mm: MemorySystem, _ alignment: Int, _ bytes: Int) ->
 
 @_cdecl("mm_process_malloc")
 func mmProcessMalloc(_ size: Int) -> UnsafeMutableRawPointer? {
+    // A magazine hit needs no re-entrancy mark (it allocates nothing and takes no lock), but
+    // only outside the allocator, whose own code may be in the middle of updating the magazines.
+    let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
+    if slots.pointee.mallocDepth | slots.pointee.forkGateDepth == 0, !GuardedAllocation.isOn,
+       let system = ProcessAllocator.existing,
+       let p = system._withUnsafeGuaranteedRef({ $0._allocateFromMagazine(byteCount: cSize(size)) }) {
+        return p
+    }
     guard let result = withProcessSystem({ mm in
         if GuardedAllocation.isOn {
             return GuardedAllocation.allocate(mm, size: size, alignment: 16, zeroed: false, block: guardedBlock)

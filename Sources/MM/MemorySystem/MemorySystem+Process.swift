@@ -32,6 +32,16 @@ extension MemorySystem {
         pages.report(HardeningViolation(kind: kind, operation: operation, pointer: UInt(bitPattern: pointer), detail: detail))
     }
 
+    /// The object fast path alone, for the process allocator's entry: a pop
+    /// from the calling thread's magazine of `byteCount`'s kmalloc class;
+    /// nil on a miss, for a size outside 1…8 KiB, or while the fast path is
+    /// closed. Never takes a lock, allocates or blocks.
+    @_spi(ProcessAllocator) @inlinable @inline(__always)
+    public func _allocateFromMagazine(byteCount: Int) -> UnsafeMutableRawPointer? {
+        guard byteCount > 0 && byteCount <= MM.kmallocMaxSize else { return nil }
+        return objectFastPath.allocate(SizeClass.index(forBytes: byteCount))
+    }
+
     /// Whether `pointer` lies in memory this system manages (its direct map
     /// or its vmalloc region), allocated or not: the process allocator sends
     /// every other pointer to the allocator that made it.
