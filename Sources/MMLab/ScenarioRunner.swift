@@ -243,7 +243,8 @@ final class ScenarioRun: Sendable {
         stop.store(true, ordering: .relaxed)
         monitor?.stop()
         inspect?(mm)
-        let allocinfo = mm.statistics().allocationSites != nil ? mm.statistics().allocinfo(naming: siteName) : nil
+        let atEnd = mm.statistics()
+        let allocinfo = atEnd.allocationSites != nil ? atEnd.allocinfo(naming: siteName) : nil
         // Teardown: threads stuck in a deadlock are freed by dropping every cache
         // behind the shrinkers' locks (the rescue); what still does not stop is abandoned.
         var neededRescue = false

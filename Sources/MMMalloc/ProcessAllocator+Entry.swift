@@ -17,12 +17,6 @@ import Glibc
 @inline(__always)
 private func cSize(_ size: Int) -> Int { size < 16 ? 16 : size }
 
-/// The policy for a request of `size` bytes.
-@inline(__always)
-private func policy(for size: Int) -> AllocationPolicy {
-    ProcessAllocator.policy
-}
-
 /// Runs `body` with swift-mm's system if this thread may use it now, marking
 /// the thread as inside the allocator; nil means "let glibc serve it".
 @inline(__always)
@@ -70,7 +64,7 @@ private func failed<T>(_ value: T) -> T {
 
 /// A block of `bytes` for a guarded allocation aligned to at most 16.
 private func guardedBlock(_ mm: MemorySystem, _ alignment: Int, _ bytes: Int) -> UnsafeMutableRawPointer? {
-    alignment <= 16 ? mm.allocate(byteCount: bytes, policy: policy(for: bytes))
+    alignment <= 16 ? mm.allocate(byteCount: bytes, policy: ProcessAllocator.policy)
         : allocateAligned(mm, alignment: alignment, size: bytes)
 }
 
@@ -90,7 +84,7 @@ func mmProcessMalloc(_ size: Int) -> UnsafeMutableRawPointer? {
         }
         // The default policy as a constant, so that the inlined fast path folds its checks.
         if cmm_policy_kind() == 0 { return mm.allocate(byteCount: cSize(size), policy: .standard) }
-        return mm.allocate(byteCount: cSize(size), policy: policy(for: size))
+        return mm.allocate(byteCount: cSize(size), policy: ProcessAllocator.policy)
     }) else { return __libc_malloc(size) }
     return result ?? failed(nil)
 }
@@ -113,7 +107,7 @@ func mmProcessCalloc(_ count: Int, _ size: Int) -> UnsafeMutableRawPointer? {
         if GuardedAllocation.isOn {
             return GuardedAllocation.allocate(mm, size: Int(bytes), alignment: 16, zeroed: true, block: guardedBlock)
         }
-        var zeroed = policy(for: Int(bytes))
+        var zeroed = ProcessAllocator.policy
         zeroed.zeroed = true
         return mm.allocate(byteCount: cSize(Int(bytes)), policy: zeroed)
     }) else { return __libc_calloc(count, size) }
@@ -134,15 +128,11 @@ func mmProcessRealloc(_ pointer: UnsafeMutableRawPointer?, _ size: Int) -> Unsaf
             release(pointer, to: system)  // reports what is wrong with it; frees nothing
             return failed(nil)
         }
-        old = known
-        // Shrinking keeps the pointer only if it also moves the red zone: allocate anew.
-        guard size > 0, let new = mmProcessMalloc(size) else { return failed(nil) }
-        new.copyMemory(from: pointer, byteCount: min(old, size))
-        release(pointer, to: system)
-        return new
+        old = known  // never in place: a smaller size must move the red zone, so it moves the allocation
+    } else {
+        old = system._withUnsafeGuaranteedRef { $0.usableSize(of: pointer) }
+        if size > 0 && size <= old { return pointer }  // (a size_t above Int.max arrives negative)
     }
-    old = system._withUnsafeGuaranteedRef { $0.usableSize(of: pointer) }
-    if size <= old && size > 0 { return pointer }
     guard size > 0, let new = mmProcessMalloc(size) else { return failed(nil) }
     new.copyMemory(from: pointer, byteCount: min(old, size))
     release(pointer, to: system)
