@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+import CMMShims
 import Glibc
 
 /// Starting the allocator's own threads (the background reclaimer, shrinker
@@ -17,6 +18,11 @@ enum SystemThread {
         var thread = pthread_t()
         let context = Unmanaged.passRetained(Body(body)).toOpaque()
         let rc = pthread_create(&thread, nil, { raw in
+            // The allocator's own threads never allocate from the process allocator
+            // (libmmmalloc): their Swift runtime allocations go to glibc, so that reclaim
+            // never waits on, or fails for want of, the memory it is reclaiming
+            // (the kernel's kswapd runs with PF_MEMALLOC for the same reason).
+            cmm_thread_slots_get().pointee.mallocDepth = 1
             Unmanaged<Body>.fromOpaque(raw!).takeRetainedValue().run()
             return nil
         }, context)

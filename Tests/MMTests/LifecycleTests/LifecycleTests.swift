@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+import CMMShims
 import Glibc
 import Testing
 @testable import MM
@@ -282,5 +283,17 @@ struct OutstandingAtDropTests {
         for size in [16, 64, 5000, 100_000, 5 << 20] { held.append(try #require(mm.allocate(byteCount: size))) }
         for p in held { mm.deallocate(p) }
         #expect(mm.outstandingAllocations() == nil)
+    }
+}
+
+@Suite("The allocator's own threads")
+struct SystemThreadTests {
+    @Test("they run marked as inside the allocator, so the process allocator serves their allocations from glibc")
+    func markedInsideAllocator() throws {
+        let seen = Atomic<UInt64>(.max)
+        let thread = try #require(SystemThread.start { seen.store(cmm_thread_slots_get().pointee.mallocDepth, ordering: .relaxed) })
+        pthread_join(thread, nil)
+        #expect(seen.load(ordering: .relaxed) == 1)
+        #expect(cmm_thread_slots_get().pointee.mallocDepth == 0)  // the starting thread is not marked
     }
 }
