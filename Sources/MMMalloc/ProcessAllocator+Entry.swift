@@ -74,10 +74,16 @@ func mmProcessMalloc(_ size: Int) -> UnsafeMutableRawPointer? {
     // only outside the allocator, whose own code may be in the middle of updating the magazines.
     let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
     if slots.pointee.mallocDepth | slots.pointee.forkGateDepth == 0, !GuardedAllocation.isOn,
-       let system = ProcessAllocator.existing,
-       let p = system._withUnsafeGuaranteedRef({ $0._allocateFromMagazine(byteCount: cSize(size)) }) {
+       let fastPath = ProcessAllocator.existingFastPath, let p = fastPath.allocate(byteCount: cSize(size)) {
         return p
     }
+    return mallocOutsideMagazine(size)
+}
+
+/// `malloc` of everything but a magazine pop: the slow path, pages, a
+/// guarded allocation, or glibc's memory while this thread is inside the allocator.
+@inline(never)
+private func mallocOutsideMagazine(_ size: Int) -> UnsafeMutableRawPointer? {
     guard let result = withProcessSystem({ mm in
         if GuardedAllocation.isOn {
             return GuardedAllocation.allocate(mm, size: size, alignment: 16, zeroed: false, block: guardedBlock)
@@ -92,6 +98,19 @@ func mmProcessMalloc(_ size: Int) -> UnsafeMutableRawPointer? {
 @_cdecl("mm_process_free")
 func mmProcessFree(_ pointer: UnsafeMutableRawPointer?) {
     guard let pointer else { return }
+    // A push onto the thread's magazine needs no re-entrancy mark either (see malloc).
+    let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
+    if slots.pointee.mallocDepth | slots.pointee.forkGateDepth == 0, !GuardedAllocation.isOn,
+       let fastPath = ProcessAllocator.existingFastPath, fastPath.free(pointer) {
+        return
+    }
+    freeOutsideMagazine(pointer)
+}
+
+/// `free` of everything but a magazine push: the slow path of an object,
+/// pages, a vmalloc area, a guarded allocation, or glibc's pointer.
+@inline(never)
+private func freeOutsideMagazine(_ pointer: UnsafeMutableRawPointer) {
     if let system = owner(of: pointer) {
         release(pointer, to: system)
     } else {

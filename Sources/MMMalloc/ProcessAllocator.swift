@@ -19,6 +19,7 @@ import Synchronization
 enum ProcessAllocator {
     private static let state = Atomic<Int>(0)  // 0: not yet, 1: initialising, 2: ready, 3: failed
     nonisolated(unsafe) private static var system: Unmanaged<MemorySystem>?  // written once before state 2
+    nonisolated(unsafe) private static var fastPath: _MagazineFastPath?  // written once before state 2
     /// The policy of `malloc` (`MM_POLICY`): made from a C global on every
     /// call, so that the allocation path never runs a Swift lazy initialiser.
     static var policy: AllocationPolicy {
@@ -46,6 +47,12 @@ enum ProcessAllocator {
         state.load(ordering: .acquiring) == 2 ? system : nil
     }
 
+    /// The system's magazine fast paths if it is ready, without creating it.
+    @inline(__always)
+    static var existingFastPath: _MagazineFastPath? {
+        state.load(ordering: .acquiring) == 2 ? fastPath : nil
+    }
+
     @inline(never)
     private static func initialise() -> Unmanaged<MemorySystem>? {
         guard cmm_malloc_is_constructed() != 0,
@@ -62,6 +69,7 @@ enum ProcessAllocator {
                 atexit { mmProcessQuarantineFlush() }
             }
             system = Unmanaged.passRetained(mm)
+            fastPath = mm._magazineFastPath
             MemorySystem._installProcessSystem(mm)
             if settings.statsAtExit { atexit { ProcessAllocator.printStatistics() } }
             state.store(2, ordering: .releasing)

@@ -80,7 +80,7 @@ extension MemorySystem {
         if offset < objectFastPath.capacityBytes {
             let owner = objectFastPath.owner(atOffset: offset)
             if owner != 0 {
-                if !objectFastPath.free(pointer, offset: offset, owner: owner) { objectFastPath.slab.freeSlow(pointer) }
+                if !objectFastPath.free(pointer, offset: offset, owner: owner) { slab.freeSlow(pointer) }
                 return
             }
             if let order = pageFastPath.orderOfBlock(at: pointer) {
@@ -183,7 +183,7 @@ extension MemorySystem {
     public func makeObjectCache(name: String, size: Int, alignment: Int = 8,
                                 flags: ObjectCache.Flags = []) throws(ObjectCacheError) -> ObjectCache {
         ObjectCache(cache: try slab.makeCache(name: name, size: size, alignment: alignment, flags: flags),
-                    objects: objectFastPath, slowPath: slowPath)
+                    slab: slab, objects: objectFastPath, slowPath: slowPath)
     }
 
     /// Makes the `n`th fallible allocation of this system, counted from the

@@ -32,15 +32,12 @@ extension MemorySystem {
         pages.report(HardeningViolation(kind: kind, operation: operation, pointer: UInt(bitPattern: pointer), detail: detail))
     }
 
-    /// The object fast path alone, for the process allocator's entry: a pop
-    /// from the calling thread's magazine of `byteCount`'s kmalloc class;
-    /// nil on a miss, for a size outside 1…8 KiB, or while the fast path is
-    /// closed. Never takes a lock, allocates or blocks.
-    @_spi(ProcessAllocator) @inlinable @inline(__always)
-    public func _allocateFromMagazine(byteCount: Int) -> UnsafeMutableRawPointer? {
-        guard byteCount > 0 && byteCount <= MM.kmallocMaxSize else { return nil }
-        return objectFastPath.allocate(SizeClass.index(forBytes: byteCount))
-    }
+    /// The object fast paths alone, as a plain value for the process
+    /// allocator's entry to keep in a global: using it needs no reference
+    /// to the system, so no reference counting and no closure. Valid while
+    /// the system lives (the process allocator's never dies).
+    @_spi(ProcessAllocator)
+    public var _magazineFastPath: _MagazineFastPath { _MagazineFastPath(objects: objectFastPath) }
 
     /// Whether `pointer` lies in memory this system manages (its direct map
     /// or its vmalloc region), allocated or not: the process allocator sends
@@ -56,3 +53,37 @@ extension MemorySystem {
 
 /// The process allocator's system, as a retained object's address (0: none).
 private let processSystem = Atomic<UInt>(0)
+
+/// The magazine fast paths of `MemorySystem.allocate` and `deallocate` as a
+/// plain value (raw pointers into the system's tables), for the process
+/// allocator's `malloc` and `free`. Kernel analogue: the per-CPU freelist
+/// fast paths of `slab_alloc_node` and `do_slab_free`.
+@_spi(ProcessAllocator)
+public struct _MagazineFastPath: @unchecked Sendable {  // raw pointers into tables the system keeps alive
+    @usableFromInline let objects: ObjectFastPath
+
+    init(objects: ObjectFastPath) { self.objects = objects }
+
+    /// A pop from the calling thread's magazine of `byteCount`'s kmalloc
+    /// class; nil on a miss, for a size outside 1…8 KiB, or while the fast
+    /// path is closed. Never takes a lock, allocates or blocks.
+    @inlinable @inline(__always)
+    public func allocate(byteCount: Int) -> UnsafeMutableRawPointer? {
+        guard byteCount > 0 && byteCount <= MM.kmallocMaxSize else { return nil }
+        return objects.allocate(SizeClass.index(forBytes: byteCount))
+    }
+
+    /// A push onto the calling thread's magazine after the same checks as
+    /// `deallocate` (slot boundary, double free, owning system). False when
+    /// the pointer is not an object of the system's direct map, the magazine
+    /// is full, a check fails or the fast path is closed: the caller then
+    /// hands it to `deallocate`, which sees the same pointer again and frees
+    /// or reports it on its slow path. Never takes a lock, allocates or blocks.
+    @inlinable @inline(__always)
+    public func free(_ pointer: UnsafeMutableRawPointer) -> Bool {
+        let offset = UInt(bitPattern: pointer) &- UInt(bitPattern: objects.directMap)
+        guard offset < objects.capacityBytes else { return false }
+        let owner = objects.owner(atOffset: offset)
+        return owner != 0 && objects.free(pointer, offset: offset, owner: owner)
+    }
+}

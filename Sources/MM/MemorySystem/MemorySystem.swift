@@ -27,7 +27,7 @@ public final class MemorySystem: Sendable {
     @usableFromInline let virtualBase: UInt
     @usableFromInline let virtualBytes: UInt
     let pages: PageAllocator
-    let slab: SlabAllocator
+    @usableFromInline let slab: SlabAllocator
     let virtual: VirtualAllocator
     let events: EventHub
     let reclaim: ReclaimEngine

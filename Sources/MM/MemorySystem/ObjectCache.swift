@@ -34,14 +34,16 @@ public final class ObjectCache: Sendable {
     /// The flags the cache was made with.
     public let flags: Flags
     @usableFromInline let objects: ObjectFastPath
+    @usableFromInline let slab: SlabAllocator
     @usableFromInline let slowPath: SlowPath
     @usableFromInline let index: Int
     let cache: SlabCache
     private let destroyed = Atomic<Bool>(false)
 
-    init(cache: SlabCache, objects: ObjectFastPath, slowPath: SlowPath) {
+    init(cache: SlabCache, slab: SlabAllocator, objects: ObjectFastPath, slowPath: SlowPath) {
         self.cache = cache
         self.objects = objects
+        self.slab = slab
         self.slowPath = slowPath
         self.index = cache.index
         name = cache.name
@@ -95,11 +97,11 @@ public final class ObjectCache: Sendable {
         if offset < objects.capacityBytes {
             let owner = objects.owner(atOffset: offset)
             if owner == UInt32(truncatingIfNeeded: index &+ 1) {
-                if !objects.free(pointer, offset: offset, owner: owner) { objects.slab.freeSlow(pointer) }
+                if !objects.free(pointer, offset: offset, owner: owner) { slab.freeSlow(pointer) }
                 return
             }
         }
-        objects.slab.deallocateFromOtherSlab(pointer, expected: index)
+        slab.deallocateFromOtherSlab(pointer, expected: index)
     }
 
     /// Destroys the cache: returns every free object and slab to the page
@@ -112,6 +114,6 @@ public final class ObjectCache: Sendable {
     @discardableResult
     public func destroy() -> Int {
         guard !destroyed.exchange(true, ordering: .acquiringAndReleasing) else { return 0 }
-        return objects.slab.destroy(cache)
+        return slab.destroy(cache)
     }
 }

@@ -15,7 +15,7 @@ import Synchronization
 /// fresh canary (never allocated); anything unusual goes to the slow path,
 /// which names the problem.
 @usableFromInline
-struct ObjectFastPath: @unchecked Sendable {  // raw pointers into tables owned by `slab`, which it keeps alive
+struct ObjectFastPath: @unchecked Sendable {  // raw pointers into the slab layer's tables; its holder keeps that layer alive
     @usableFromInline let directMap: UnsafeMutableRawPointer
     @usableFromInline let capacityBytes: UInt
     @usableFromInline let frames: UnsafeMutablePointer<PageFrame>
@@ -24,10 +24,11 @@ struct ObjectFastPath: @unchecked Sendable {  // raw pointers into tables owned 
     /// `FastPathGate.closedKey` while every object request must take the
     /// slow path: one compare with the magazines' system checks both.
     @usableFromInline let fastPathKey: UnsafeMutablePointer<Atomic<UInt64>>
-    @usableFromInline let slab: SlabAllocator
 
+    /// Plain values only (no reference to `slab`): copying the fast path
+    /// costs no reference counting, and the process allocator keeps a copy
+    /// in a global. Whoever holds one keeps `slab` alive.
     init(slab: SlabAllocator, gate: FastPathGate) {
-        self.slab = slab
         directMap = slab.pages.arena.directMap
         capacityBytes = UInt(slab.pages.arena.capacity)
         frames = slab.pages.arena.frames
