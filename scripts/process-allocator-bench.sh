@@ -4,7 +4,10 @@
 # server, producer/consumer, four threads, a realloc string builder, large-block churn)
 # under glibc, swift-mm (LD_PRELOAD=libmmmalloc.so) and each installed allocator:
 # best of RUNS wall time and the peak RSS of that process, then ratios swift-mm ÷
-# each other allocator and their geometric means.
+# each other allocator and their geometric means. A second table subtracts each
+# allocator's fixed peak RSS (the `idle` shape: one malloc and free, so its code,
+# the libraries it loads and its initialisation; for swift-mm that is mostly the
+# Swift runtime's shared libraries) to show what the workload itself costs.
 # Usage: scripts/process-allocator-bench.sh [--hardening] [RUNS]   (default 3)
 #   --hardening: swift-mm with MM_HARDENING=full against swift-mm with the default
 #   (what the guarded mode costs), instead of against the other allocators.
@@ -29,7 +32,7 @@ fi
     path=$(find_library "${pair#*:}")
     if [[ -n "$path" ]]; then preload[${pair%%:*}]=$path; names+=("${pair%%:*}"); else echo "(${pair%%:*} not installed: skipped)" >&2; fi
 done
-shapes=(larson prodcons threads realloc large)
+shapes=(larson prodcons threads realloc large idle)
 for shape in "${shapes[@]}"; do
     for name in "${names[@]}"; do
         best=""
@@ -47,7 +50,8 @@ for line in open(sys.argv[1]):
     shape, name, _, seconds, rss = line.split()
     rows[(shape, name)] = (float(seconds), int(rss))
 names = sys.argv[2:]
-shapes = sorted({s for s, _ in rows}, key=["larson", "prodcons", "threads", "realloc", "large"].index)
+shapes = [s for s in ["larson", "prodcons", "threads", "realloc", "large"] if (s, "swift-mm") in rows]
+idle = {n: rows[("idle", n)][1] for n in names}
 others = [n for n in names if n != "swift-mm"]
 print("| shape | " + " | ".join(f"swift-mm time ÷ {n}" for n in others) + " | " + " | ".join(f"peak RSS ÷ {n}" for n in others) + " |")
 print("|---|" + "---|" * (2 * len(others)))
@@ -62,6 +66,21 @@ for s in shapes:
     print(f"| {s} | " + " | ".join(cells_t) + " | " + " | ".join(cells_r) + " |")
 print("| geometric mean | " + " | ".join(f"{math.exp(sum(logs[n][0]) / len(shapes)):.2f}" for n in others) + " | "
       + " | ".join(f"{math.exp(sum(logs[n][1]) / len(shapes)):.2f}" for n in others) + " |")
+print()
+print("Peak RSS above each allocator's idle peak (" + ", ".join(f"{n} {idle[n] / 1024:.1f} MiB" for n in names) + "):")
+print()
+print("| shape | swift-mm above idle | " + " | ".join(f"÷ {n} above idle" for n in others) + " |")
+print("|---|---|" + "---|" * len(others))
+logs = {n: [] for n in others}
+for s in shapes:
+    mm = max(rows[(s, "swift-mm")][1] - idle["swift-mm"], 1024)
+    cells = []
+    for n in others:
+        # At least 1 MiB above idle on both sides: smaller differences are page-granular noise.
+        r = mm / max(rows[(s, n)][1] - idle[n], 1024)
+        logs[n].append(math.log(r)); cells.append(f"{r:.2f}")
+    print(f"| {s} | {mm / 1024:.1f} MiB | " + " | ".join(cells) + " |")
+print("| geometric mean | | " + " | ".join(f"{math.exp(sum(logs[n]) / len(shapes)):.2f}" for n in others) + " |")
 print()
 print("absolute (best of runs): " + "; ".join(f"{s}: " + ", ".join(f"{n} {rows[(s, n)][0]:.3f} s {rows[(s, n)][1] >> 10} MiB" for n in names) for s in shapes))
 PY

@@ -9,6 +9,8 @@
 //   threads       4 threads, each allocating and freeing batches of 8–256 B
 //   realloc       a string builder: 20 000 strings grown by realloc to 64 KiB
 //   large         large-allocation churn: 64 KiB–4 MiB blocks, touched, freed
+//   idle          one malloc and free: the allocator's fixed peak RSS (its code,
+//                 the libraries it loads, its initialisation), to subtract
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdint.h>
@@ -137,13 +139,14 @@ static void large(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2) { fprintf(stderr, "usage: alloc-bench larson|prodcons|threads|realloc|large\n"); return 64; }
+    if (argc != 2) { fprintf(stderr, "usage: alloc-bench larson|prodcons|threads|realloc|large|idle\n"); return 64; }
     double start = now();
     if (!strcmp(argv[1], "larson")) larson();
     else if (!strcmp(argv[1], "prodcons")) prodcons();
     else if (!strcmp(argv[1], "threads")) threads();
     else if (!strcmp(argv[1], "realloc")) builder();
     else if (!strcmp(argv[1], "large")) large();
+    else if (!strcmp(argv[1], "idle")) { void *volatile p = malloc(16); free(p); }
     else { fprintf(stderr, "unknown shape %s\n", argv[1]); return 64; }
     double seconds = now() - start;
     struct rusage usage; getrusage(RUSAGE_SELF, &usage);
