@@ -58,6 +58,13 @@ for probe in overflow-1 overflow-32 memcpy-overflow use-after-free overflow-larg
     echo "probe $probe: caught with a report with MM_HARDENING=full"
 done
 
+# MM_HARDENING=full scrubs a freed large allocation where its data most likely is: the
+# pages of its header and its red zone (its first and last bytes).
+timeout -s KILL 60 env LD_PRELOAD="$lib" MM_HARDENING=full "$work/mmmalloc-probe" large-read-after-free > "$work/probe.out" 2> "$work/probe.err" \
+    && grep -q '^hidden$' "$work/probe.out" \
+    || { echo "probe large-read-after-free: data readable after free with MM_HARDENING=full" >&2; cat "$work/probe.out" "$work/probe.err" >&2; exit 1; }
+echo "probe large-read-after-free: first and last bytes scrubbed with MM_HARDENING=full"
+
 # A bad setting is a message and the default, never a crash.
 env LD_PRELOAD="$lib" MM_CAPACITY=lots MM_LIMIT=little MM_HARDENING=maybe MM_POLICY=eager MM_STATS=always \
     python3 -c 'print("ok")' > "$work/env.out" 2> "$work/env.err"

@@ -21,6 +21,10 @@
 #include <time.h>
 
 static uint64_t step(uint64_t *s) { *s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17; return *s; }
+// Tells the compiler that the memory at p is read elsewhere: without it, a store
+// to a block that is freed later and never read is dead, and -O2 deletes it
+// (the `large` shape then never touched the last page of its blocks).
+static void escape(void *p) { __asm__ volatile("" : : "g"(p) : "memory"); }
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec / 1e9; }
 
 // larson
@@ -35,6 +39,7 @@ static void *larson_worker(void *raw) {
         size_t n = 16 + step(&a->seed) % 1009;
         a->slots[k] = malloc(n);
         ((char *)a->slots[k])[0] = (char)n;
+        escape(a->slots[k]);
     }
     return NULL;
 }
@@ -96,7 +101,7 @@ static void *batch_worker(void *raw) {
     uint64_t seed = (uint64_t)(uintptr_t)raw;
     void *held[500];
     for (int round = 0; round < 4000; round++) {
-        for (int i = 0; i < 500; i++) { held[i] = malloc(8 + step(&seed) % 249); ((char *)held[i])[0] = 1; }
+        for (int i = 0; i < 500; i++) { held[i] = malloc(8 + step(&seed) % 249); ((char *)held[i])[0] = 1; escape(held[i]); }
         for (int i = 0; i < 500; i++) free(held[i]);
     }
     return NULL;
@@ -118,6 +123,7 @@ static void builder(void) {
             if (length + piece + 1 > capacity) { capacity = capacity ? capacity * 3 / 2 + piece : 32 + piece; text = realloc(text, capacity); }
             memset(text + length, 'a' + (int)(piece % 26), piece);
             length += piece; text[length] = 0;
+            escape(text);
         }
         free(text);
     }
@@ -134,6 +140,7 @@ static void large(void) {
         held[k] = malloc(n);
         memset(held[k], 1, 4096);
         ((char *)held[k])[n - 1] = 1;
+        escape(held[k]);
     }
     for (int k = 0; k < 16; k++) free(held[k]);
 }

@@ -21,9 +21,12 @@ import Glibc
 /// - The red zone (0xbb): an overflow into it, by one byte or more.
 ///
 /// Checked at `free`, which then fills the allocation with 0x6b (its data is
-/// gone, zero-on-free in effect; above 64 KiB only its first and last 4 KiB,
-/// so that a freed 4 MiB buffer does not cost a pass over 4 MiB) and marks
-/// its header freed: another `free` of it is a double free. Freed
+/// gone, zero-on-free in effect) and marks its header freed: another `free`
+/// of it is a double free. Above 64 KiB only the allocation's bytes in two
+/// pages are filled: the page of its header and the page of its red zone,
+/// which the allocation itself wrote, so the fill never faults in a page the
+/// program did not touch (a freed 4 MiB buffer of which a program used the
+/// first kilobyte costs neither a pass over 4 MiB nor a page fault). Freed
 /// allocations up to 64 KiB wait in the thread's quarantine (the last 64)
 /// before swift-mm gets them back, and leave it only if their 0x6b are
 /// intact: a write after free is caught when it leaves, at the latest when
@@ -55,10 +58,22 @@ enum GuardedAllocation {
     /// Sizes from this up do not fit a header.
     static var largestSize: Int { 1 << 32 }
     /// Allocations up to this size are poisoned whole and quarantined when
-    /// freed; larger ones are poisoned in their first and last
-    /// `poisonedEdgeBytes` and go back at once.
+    /// freed; larger ones are poisoned in the pages of their header and red
+    /// zone (`poisonedEdges`) and go back at once.
     static var wholePoisonBytes: Int { 64 << 10 }
-    static var poisonedEdgeBytes: Int { 4 << 10 }
+    static var pageBytes: Int { 4096 }
+
+    /// The ranges of a large allocation of `size` bytes at `address` that its
+    /// free fills with poison: from its start to the end of the header's page,
+    /// and from the start of the page holding its last byte to its end —
+    /// pages that the header and the red zone made resident when it was
+    /// allocated (the two ranges meet when the allocation spans two pages).
+    @inline(__always)
+    static func poisonedEdges(_ address: UInt, size: Int) -> (head: Int, tailStart: Int) {
+        let head = min(size, pageBytes - Int(address & UInt(pageBytes - 1)))
+        let lastPage = Int((address + UInt(size) - 1) & ~UInt(pageBytes - 1)) - Int(address)
+        return (head, max(head, lastPage))
+    }
 
     @inline(__always)
     static func encode(_ address: UInt, size: Int, offsetShift: Int, freed: Bool) -> UInt {
@@ -152,8 +167,9 @@ enum GuardedAllocation {
         (user - 16).storeBytes(of: encode(address, size: header.size, offsetShift: header.offsetShift, freed: true), as: UInt.self)
         let block = user - (1 << header.offsetShift)
         guard header.size <= wholePoisonBytes else {
-            user.initializeMemory(as: UInt8.self, repeating: poisonByte, count: poisonedEdgeBytes)
-            (user + header.size - poisonedEdgeBytes).initializeMemory(as: UInt8.self, repeating: poisonByte, count: poisonedEdgeBytes)
+            let edges = poisonedEdges(address, size: header.size)
+            user.initializeMemory(as: UInt8.self, repeating: poisonByte, count: edges.head)
+            (user + edges.tailStart).initializeMemory(as: UInt8.self, repeating: poisonByte, count: header.size - edges.tailStart)
             mm.deallocate(block)
             return
         }

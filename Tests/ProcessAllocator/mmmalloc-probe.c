@@ -35,6 +35,17 @@ int main(int argc, char **argv) {
         big[1 << 20] = 5;  // the first byte past 1 MiB
         free(big);
     }
+    else if (strcmp(argv[1], "large-read-after-free") == 0) {
+        // A large allocation's first and last bytes after its free: with MM_HARDENING=full
+        // they are poison (the pages of its header and red zone are filled), not the data.
+        volatile char *v = q;
+        for (int i = 0; i < 64; i++) { v[i] = 'S'; v[100000 - 1 - i] = 'S'; }
+        free(q);
+        int leaked = 0;
+        for (int i = 0; i < 64; i++) leaked |= v[i] == 'S' || v[100000 - 1 - i] == 'S';
+        printf(leaked ? "leaked\n" : "hidden\n");
+        return 0;
+    }
     else return 64;
     printf("survived\n");
     return 0;
