@@ -73,9 +73,12 @@ func mmProcessMalloc(_ size: Int) -> UnsafeMutableRawPointer? {
     // A magazine hit needs no re-entrancy mark (it allocates nothing and takes no lock), but
     // only outside the allocator, whose own code may be in the middle of updating the magazines.
     let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
-    if slots.pointee.mallocDepth | slots.pointee.forkGateDepth == 0, !GuardedAllocation.isOn,
-       let fastPath = ProcessAllocator.existingFastPath, let p = fastPath.allocate(byteCount: cSize(size)) {
-        return p
+    if slots.pointee.mallocDepth | slots.pointee.forkGateDepth == 0, let fastPath = ProcessAllocator.existingFastPath {
+        if !GuardedAllocation.isOn {
+            if let p = fastPath.allocate(byteCount: cSize(size)) { return p }
+        } else if let p = GuardedAllocation.allocateFromMagazine(fastPath, size: size) {
+            return p
+        }
     }
     return mallocOutsideMagazine(size)
 }

@@ -115,11 +115,29 @@ enum GuardedAllocation {
         let offset = max(headerBytes, alignment)
         guard size >= 0, size < largestSize - offset - redZoneBytes,
               let block = allocateBlock(mm, alignment, offset + size + redZoneBytes) else { return nil }
+        return arm(block, offset: offset, size: size, zeroed: zeroed)
+    }
+
+    /// `malloc`'s guarded allocation from the calling thread's magazine
+    /// alone (no lock, no re-entrancy mark): nil on a miss, or when the
+    /// guarded size is beyond the kmalloc classes.
+    @inline(__always)
+    static func allocateFromMagazine(_ fastPath: _MagazineFastPath, size: Int) -> UnsafeMutableRawPointer? {
+        guard size >= 0, size <= MemorySystem.kmallocMaxSize - headerBytes - redZoneBytes,
+              let block = fastPath.allocate(byteCount: headerBytes + size + redZoneBytes) else { return nil }
+        return arm(block, offset: headerBytes, size: size, zeroed: false)
+    }
+
+    /// Writes the header, guard word and red zone of a guarded allocation
+    /// of `size` bytes at `block + offset`; returns the user pointer.
+    @inline(__always)
+    static func arm(_ block: UnsafeMutableRawPointer, offset: Int, size: Int, zeroed: Bool) -> UnsafeMutableRawPointer {
         let user = block + offset
         (user - 16).storeBytes(of: encode(UInt(bitPattern: user), size: size, offsetShift: offset.trailingZeroBitCount,
                                           freed: false), as: UInt.self)
         (user - 8).storeBytes(of: guardWord, as: UInt.self)
-        (user + size).initializeMemory(as: UInt8.self, repeating: redZoneByte, count: redZoneBytes)
+        (user + size).storeBytes(of: guardWord, as: UInt.self)
+        (user + size + 8).storeBytes(of: guardWord, as: UInt.self)
         if zeroed { user.initializeMemory(as: UInt8.self, repeating: 0, count: size) }
         return user
     }
@@ -217,7 +235,15 @@ enum GuardedAllocation {
                 .writeAfterFree, operation: "quarantine", pointer: user + bad,
                 detail: "byte \(bad) of this freed \(header.size)-byte allocation is 0x\(String(user.load(fromByteOffset: bad, as: UInt8.self), radix: 16)), not the poison 0x6b: it was written after it was freed")
         }
-        mm.deallocate(user - (1 << header.offsetShift))
+        giveBack(mm, user - (1 << header.offsetShift))
+    }
+
+    /// Returns a guarded allocation's block to swift-mm: a push onto the
+    /// thread's magazine when it is a kmalloc object and there is room.
+    @inline(__always)
+    static func giveBack(_ mm: MemorySystem, _ block: UnsafeMutableRawPointer) {
+        if let fastPath = ProcessAllocator.existingFastPath, fastPath.free(block) { return }
+        mm.deallocate(block)
     }
 
     /// Checks and gives back every allocation in the calling thread's quarantine.
