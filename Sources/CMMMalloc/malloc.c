@@ -8,6 +8,10 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 // swift-mm serves allocations once the program's main() starts: by then every
 // library constructor (libstdc++'s, the Swift runtime's) has run, in whatever
@@ -54,10 +58,100 @@ void cmm_quarantine_arm_thread_exit(void) {
 int cmm_process_policy_kind = 0;
 void cmm_set_policy_kind(int kind) { cmm_process_policy_kind = kind; }
 
-size_t cmm_libc_usable_size(void *pointer) {
-    static size_t (*libc)(void *) = 0;
-    if (!libc) libc = (size_t (*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
-    return libc ? libc(pointer) : 0;
+// glibc's allocator behind RTLD_NEXT (see CMMMalloc.h). State 0: not looked up,
+// 1: a thread is looking it up, 2: ready.
+static struct {
+    void *(*malloc)(size_t);
+    void (*free)(void *);
+    void *(*calloc)(size_t, size_t);
+    void *(*realloc)(void *, size_t);
+    void *(*memalign)(size_t, size_t);
+    size_t (*usable_size)(void *);
+} cmm_glibc;
+static int cmm_glibc_state = 0;
+static _Thread_local int cmm_glibc_resolving __attribute__((tls_model("initial-exec")));
+
+// The bootstrap region: a bump allocator whose blocks carry their size in the
+// 16 bytes before them. Blocks are never reused; the region serves only the
+// allocations made while glibc's functions are being looked up.
+#define CMM_BOOTSTRAP_BYTES (64 << 10)
+static unsigned char cmm_bootstrap[CMM_BOOTSTRAP_BYTES] __attribute__((aligned(4096)));
+static size_t cmm_bootstrap_used = 0;
+
+static int cmm_in_bootstrap(const void *pointer) {
+    return (const unsigned char *)pointer >= cmm_bootstrap && (const unsigned char *)pointer < cmm_bootstrap + CMM_BOOTSTRAP_BYTES;
+}
+
+static void *cmm_bootstrap_alloc(size_t alignment, size_t size) {
+    if (alignment < 16) alignment = 16;
+    if (size > CMM_BOOTSTRAP_BYTES || alignment > 4096) { errno = ENOMEM; return 0; }
+    size_t used = __atomic_load_n(&cmm_bootstrap_used, __ATOMIC_RELAXED);
+    for (;;) {
+        size_t start = (used + 16 + alignment - 1) & ~(alignment - 1);
+        size_t end = (start + size + 15) & ~(size_t)15;
+        if (end > CMM_BOOTSTRAP_BYTES) { errno = ENOMEM; return 0; }
+        if (__atomic_compare_exchange_n(&cmm_bootstrap_used, &used, end, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+            *(size_t *)(cmm_bootstrap + start - 16) = size;
+            return cmm_bootstrap + start;  // static storage: zero-filled, never handed out twice
+        }
+    }
+}
+
+// Whether glibc's functions are ready; looks them up on the first call. False
+// only for a call made on the looking-up thread while it looks them up.
+static int cmm_glibc_ready(void) {
+    if (__atomic_load_n(&cmm_glibc_state, __ATOMIC_ACQUIRE) == 2) return 1;
+    if (cmm_glibc_resolving) return 0;
+    int expected = 0;
+    if (!__atomic_compare_exchange_n(&cmm_glibc_state, &expected, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        while (__atomic_load_n(&cmm_glibc_state, __ATOMIC_ACQUIRE) != 2) sched_yield();
+        return 1;
+    }
+    cmm_glibc_resolving = 1;
+    cmm_glibc.malloc = (void *(*)(size_t))dlsym(RTLD_NEXT, "__libc_malloc");
+    cmm_glibc.free = (void (*)(void *))dlsym(RTLD_NEXT, "__libc_free");
+    cmm_glibc.calloc = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "__libc_calloc");
+    cmm_glibc.realloc = (void *(*)(void *, size_t))dlsym(RTLD_NEXT, "__libc_realloc");
+    cmm_glibc.memalign = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "__libc_memalign");
+    cmm_glibc.usable_size = (size_t (*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
+    cmm_glibc_resolving = 0;
+    if (!cmm_glibc.malloc || !cmm_glibc.free || !cmm_glibc.calloc || !cmm_glibc.realloc || !cmm_glibc.memalign || !cmm_glibc.usable_size) {
+        static const char message[] = "libmmmalloc: glibc's allocator (__libc_malloc and the rest) was not found after this library\n";
+        (void)!write(2, message, sizeof message - 1);
+        abort();
+    }
+    __atomic_store_n(&cmm_glibc_state, 2, __ATOMIC_RELEASE);
+    return 1;
+}
+
+void *cmm_glibc_malloc(size_t size) { return cmm_glibc_ready() ? cmm_glibc.malloc(size) : cmm_bootstrap_alloc(16, size); }
+void *cmm_glibc_memalign(size_t alignment, size_t size) {
+    return cmm_glibc_ready() ? cmm_glibc.memalign(alignment, size) : cmm_bootstrap_alloc(alignment, size);
+}
+void *cmm_glibc_calloc(size_t count, size_t size) {
+    if (cmm_glibc_ready()) return cmm_glibc.calloc(count, size);
+    size_t bytes;
+    if (__builtin_mul_overflow(count, size, &bytes)) { errno = ENOMEM; return 0; }
+    return cmm_bootstrap_alloc(16, bytes);
+}
+void cmm_glibc_free(void *pointer) {
+    if (!pointer || cmm_in_bootstrap(pointer)) return;
+    if (cmm_glibc_ready()) cmm_glibc.free(pointer);
+}
+size_t cmm_glibc_usable_size(void *pointer) {
+    if (!pointer) return 0;
+    if (cmm_in_bootstrap(pointer)) return *(size_t *)((unsigned char *)pointer - 16);
+    return cmm_glibc_ready() ? cmm_glibc.usable_size(pointer) : 0;
+}
+void *cmm_glibc_realloc(void *pointer, size_t size) {
+    if (!pointer || !cmm_in_bootstrap(pointer)) {
+        if (cmm_glibc_ready()) return cmm_glibc.realloc(pointer, size);
+        return pointer ? 0 : cmm_bootstrap_alloc(16, size);
+    }
+    size_t old = *(size_t *)((unsigned char *)pointer - 16);
+    void *moved = cmm_glibc_malloc(size);
+    if (moved) memcpy(moved, pointer, old < size ? old : size);
+    return moved;
 }
 
 // Swift entry points.
@@ -83,6 +177,18 @@ void *pvalloc(size_t size) { return mm_process_aligned(4096, size, 1); }
 size_t malloc_usable_size(void *pointer) { return mm_process_usable_size(pointer); }
 void free_sized(void *pointer, size_t size) { (void)size; mm_process_free(pointer); }
 void free_aligned_sized(void *pointer, size_t alignment, size_t size) { (void)alignment; (void)size; mm_process_free(pointer); }
+
+// glibc's internal names for the same functions, which a program (or a
+// library) may call directly: taken over too, so that a pointer from
+// `malloc` given to `__libc_free`, or the other way round, goes to the
+// allocator that owns it (glibc's own calls inside libc do not come here).
+void *__libc_malloc(size_t size) { return mm_process_malloc(size); }
+void __libc_free(void *pointer) { mm_process_free(pointer); }
+void *__libc_calloc(size_t count, size_t size) { return mm_process_calloc(count, size); }
+void *__libc_realloc(void *pointer, size_t size) { return mm_process_realloc(pointer, size); }
+void *__libc_memalign(size_t alignment, size_t size) { return mm_process_aligned(alignment, size, 0); }
+void *__libc_valloc(size_t size) { return mm_process_aligned(4096, size, 0); }
+void *__libc_pvalloc(size_t size) { return mm_process_aligned(4096, size, 1); }
 
 // mmmalloc.h
 uint64_t mm_process_scope_enter(unsigned flags);

@@ -39,7 +39,7 @@ func mmScopeExit(_ token: UInt64) {
 
 @_cdecl("mm_process_malloc_policy")
 func mmMallocPolicy(_ size: Int, _ policy: Int32) -> UnsafeMutableRawPointer? {
-    guard let mm = processSystem() else { return __libc_malloc(size) }
+    guard let mm = processSystem() else { return cmm_glibc_malloc(size) }
     let bytes = max(16, size)  // max_align_t, as malloc
     if GuardedAllocation.isOn {
         guard (0...6).contains(policy) else {

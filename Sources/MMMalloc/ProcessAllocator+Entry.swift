@@ -94,7 +94,7 @@ private func mallocOutsideMagazine(_ size: Int) -> UnsafeMutableRawPointer? {
         // The default policy as a constant, so that the inlined fast path folds its checks.
         if cmm_policy_kind() == 0 { return mm.allocate(byteCount: cSize(size), policy: .standard) }
         return mm.allocate(byteCount: cSize(size), policy: ProcessAllocator.policy)
-    }) else { return __libc_malloc(size) }
+    }) else { return cmm_glibc_malloc(size) }
     return result ?? failed(nil)
 }
 
@@ -117,7 +117,7 @@ private func freeOutsideMagazine(_ pointer: UnsafeMutableRawPointer) {
     if let system = owner(of: pointer) {
         release(pointer, to: system)
     } else {
-        __libc_free(pointer)
+        cmm_glibc_free(pointer)
     }
 }
 
@@ -132,7 +132,7 @@ func mmProcessCalloc(_ count: Int, _ size: Int) -> UnsafeMutableRawPointer? {
         var zeroed = ProcessAllocator.policy
         zeroed.zeroed = true
         return mm.allocate(byteCount: cSize(Int(bytes)), policy: zeroed)
-    }) else { return __libc_calloc(count, size) }
+    }) else { return cmm_glibc_calloc(count, size) }
     return result ?? failed(nil)
 }
 
@@ -143,7 +143,7 @@ func mmProcessRealloc(_ pointer: UnsafeMutableRawPointer?, _ size: Int) -> Unsaf
         mmProcessFree(pointer)
         return nil
     }
-    guard let system = owner(of: pointer) else { return __libc_realloc(pointer, size) }
+    guard let system = owner(of: pointer) else { return cmm_glibc_realloc(pointer, size) }
     let old: Int
     if GuardedAllocation.isOn {
         guard let known = GuardedAllocation.size(of: pointer) else {
@@ -198,7 +198,7 @@ func mmProcessAligned(_ alignment: Int, _ size: Int, _ pageRounded: Int32) -> Un
         GuardedAllocation.isOn
             ? GuardedAllocation.allocate(mm, size: bytes, alignment: max(16, alignment), zeroed: false, block: guardedBlock)
             : allocateAligned(mm, alignment: alignment, size: bytes)
-    }) else { return __libc_memalign(alignment, bytes) }
+    }) else { return cmm_glibc_memalign(alignment, bytes) }
     return result ?? failed(nil)
 }
 
@@ -213,7 +213,7 @@ func mmProcessPosixMemalign(_ result: UnsafeMutablePointer<UnsafeMutableRawPoint
 @_cdecl("mm_process_usable_size")
 func mmProcessUsableSize(_ pointer: UnsafeMutableRawPointer?) -> Int {
     guard let pointer else { return 0 }
-    guard let system = owner(of: pointer) else { return cmm_libc_usable_size(pointer) }
+    guard let system = owner(of: pointer) else { return cmm_glibc_usable_size(pointer) }
     let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
     slots.pointee.mallocDepth += 1
     defer { slots.pointee.mallocDepth -= 1 }

@@ -3,6 +3,7 @@
 // swift-mm's from main on): a NOFS scope, the policies, a shrinker that
 // reclaim calls under pressure, and the statistics.
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +79,14 @@ int main(void) {
     CHECK(calls > 0, "reclaim called the C shrinker");
     mm_unregister_shrinker(handle);
     while (cached > 0) free(cache[--cached]);
+    // glibc's internal names are swift-mm's too: 100 bytes take kmalloc-128
+    // (glibc would give 104), and either name frees the other's pointer.
+    void *__libc_malloc(size_t size);
+    void __libc_free(void *pointer);
+    void *a = __libc_malloc(100), *b = malloc(100);
+    CHECK(malloc_usable_size(a) == 128 && malloc_usable_size(b) == 128, "__libc_malloc is swift-mm's");
+    free(a);
+    __libc_free(b);
     mm_stats_print(STDOUT_FILENO);
     printf("mmmalloc.h: ok (the shrinker was called %s)\n", calls > 0 ? "under pressure" : "never");
     return 0;

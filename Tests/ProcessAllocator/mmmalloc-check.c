@@ -145,8 +145,38 @@ static void forking(void) {
     printf("fork: ok\n");
 }
 
+// glibc's internal names, which programs may call: whatever serves malloc must
+// accept a pointer from either name freed through the other.
+void *__libc_malloc(size_t size);
+void __libc_free(void *pointer);
+void *__libc_calloc(size_t count, size_t size);
+void *__libc_realloc(void *pointer, size_t size);
+void *__libc_memalign(size_t alignment, size_t size);
+static void libc_names(void) {
+    for (int round = 0; round < 1000; round++) {
+        size_t n = 1 + next() % 5000;
+        unsigned char *a = __libc_malloc(n), *b = malloc(n);
+        CHECK(a && b, "__libc_malloc and malloc");
+        fill(a, n, 1); fill(b, n, 2);
+        a = __libc_realloc(a, n * 2);
+        b = realloc(b, n * 2);
+        CHECK(a && b && verify(a, n, 1) && verify(b, n, 2), "__libc_realloc and realloc keep the contents");
+        free(a); __libc_free(b);
+    }
+    unsigned char *z = __libc_calloc(100, 10);
+    int zeroed = 1;
+    for (int i = 0; i < 1000; i++) zeroed &= z[i] == 0;
+    CHECK(zeroed, "__libc_calloc zeroes");
+    free(z);
+    void *m = __libc_memalign(4096, 100);
+    CHECK(m && ((uintptr_t)m & 4095) == 0, "__libc_memalign aligns");
+    free(m);
+    printf("glibc's internal names, mixed with the standard ones: ok\n");
+}
+
 int main(void) {
     edge_cases();
+    libc_names();
     realloc_chains();
     threads();
     forking();

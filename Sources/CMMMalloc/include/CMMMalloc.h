@@ -12,15 +12,18 @@
 extern "C" {
 #endif
 
-// glibc's allocator under its exported internal names (GLIBC_2.2.5).
-void *__libc_malloc(size_t size);
-void __libc_free(void *pointer);
-void *__libc_calloc(size_t count, size_t size);
-void *__libc_realloc(void *pointer, size_t size);
-void *__libc_memalign(size_t alignment, size_t size);
-
-/// glibc's malloc_usable_size, for pointers glibc allocated (looked up once with RTLD_NEXT).
-size_t cmm_libc_usable_size(void *pointer);
+/// glibc's allocator, for what swift-mm must not serve. libmmmalloc defines
+/// malloc and glibc's `__libc_malloc` family itself, so these reach glibc's
+/// through `dlsym(RTLD_NEXT, …)`, resolved on first use. Calls made while
+/// that lookup runs (a dynamic loader that allocates) are served from a
+/// 64 KiB static bootstrap region, which the functions below also free
+/// (nothing), reallocate (a copy into glibc's memory) and size.
+void *cmm_glibc_malloc(size_t size);
+void cmm_glibc_free(void *pointer);
+void *cmm_glibc_calloc(size_t count, size_t size);
+void *cmm_glibc_realloc(void *pointer, size_t size);
+void *cmm_glibc_memalign(size_t alignment, size_t size);
+size_t cmm_glibc_usable_size(void *pointer);
 
 /// Whether the program's main() has started (every library constructor has
 /// run): swift-mm serves allocations from then on.
