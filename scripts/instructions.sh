@@ -7,6 +7,9 @@
 # tcmalloc, mimalloc via LD_PRELOAD). Deterministic: the repeatable figure on
 # a noisy machine. Each loop runs twice (N and 2N iterations); the difference
 # divided by N is one iteration (allocation + free + loop), set-up cancelled.
+# Last, `cpair16`: a C program's malloc(16) + free pair (Benchmarks/ProcessAllocator/c-pair.c)
+# through libmmmalloc.so and through each other allocator: what a C caller pays,
+# the entry into the allocator included.
 # Usage: scripts/instructions.sh [--without-free-checks] [N]   (default 100000)
 #   --without-free-checks builds swift-mm with MM_UNSAFE_NO_FREE_CHECKS (in a
 #   scratch directory of its own): the object free fast path without its slot
@@ -52,4 +55,21 @@ for allocator in glibc jemalloc tcmalloc mimalloc; do
         printf "%-18s %-10s %s\n" "malloc$size" "$allocator" "$(per_iteration "$preload" "malloc$size")"
     done
     printf "%-18s %-10s %s\n" batch64/object "$allocator" "$(per_object "$preload" mallocbatch64)"
+done
+
+swift build -c release --product mmmalloc >&2
+cpair=$(mktemp); mmmalloc=$(mktemp --suffix=.so)
+trap 'rm -f "$stripped" "$cpair" "$mmmalloc"' EXIT
+cc -O2 -o "$cpair" Benchmarks/ProcessAllocator/c-pair.c
+cp .build/release/libmmmalloc.so "$mmmalloc" && strip -g "$mmmalloc"
+count_c() { LD_PRELOAD="$1" valgrind --tool=callgrind --callgrind-out-file=/dev/null "$cpair" "$2" 2>&1 | awk '/Collected/ { print $4 }'; }
+c_per_iteration() { local a b; a=$(count_c "$1" "$n"); b=$(count_c "$1" $((2 * n))); echo $(( (b - a) / n )); }
+printf "%-18s %-10s %s\n" cpair16 swift-mm "$(c_per_iteration "$mmmalloc")"
+for allocator in glibc jemalloc tcmalloc mimalloc; do
+    preload=""
+    if [[ $allocator != glibc ]]; then
+        preload=$(find_library "${libraries[$allocator]}")
+        [[ -n "$preload" ]] || continue
+    fi
+    printf "%-18s %-10s %s\n" cpair16 "$allocator" "$(c_per_iteration "$preload")"
 done
