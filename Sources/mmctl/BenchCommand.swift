@@ -161,26 +161,45 @@ func bestNanosecondsPerIteration(iterations: Int, repetitions: Int = 5, _ body: 
     return best
 }
 
-/// The controls for thread-scaling figures: the same two-threads-against-one
-/// measurement of loops that share nothing. `arithmetic` is integer
-/// arithmetic in registers; `memory` pops a pointer from a private stack,
-/// writes a byte where it points and pushes it back — the loads, stores and
-/// branches of a magazine hit, on memory no other thread touches. On an idle
-/// machine with a core per thread both are ≈ 2. On this kind of VM the
-/// arithmetic loop scales ≈ 1.95 while the memory loop scales 1.0–1.7 (two
-/// vCPUs that share a physical core's load/store units look exactly like
-/// that), so an allocator's scaling is divided by the memory control: what is
-/// left is the allocator's own sharing.
-struct ScalingControl {
-    /// Two threads' throughput ÷ one thread's, arithmetic loop.
+/// Thread scaling measured against controls, loops that share nothing:
+/// `arithmetic` is integer arithmetic in registers; `memory` pops a pointer
+/// from a private stack, writes a byte where it points and pushes it back —
+/// the loads, stores and branches of a magazine hit, on memory no other
+/// thread touches. On a machine with a free core per thread both scale ≈ 2.
+/// On this kind of VM arithmetic scales ≈ 1.95 while the memory loop scales
+/// anywhere from 0.8 to 2.0 from one moment to the next (two vCPUs that
+/// share a physical core's load/store units some of the time look exactly
+/// like that). So the subject and the memory control are measured in
+/// alternation, one thread then two, five rounds, and each round's subject
+/// scaling is divided by the control's of the same round: the median of
+/// those is the allocator's own scaling, with the machine's taken out.
+struct ThreadScaling {
+    /// The subject's two-thread throughput ÷ one-thread throughput (median of the rounds).
+    var subject: Double
+    /// The arithmetic control's scaling (best of three, measured once).
     var arithmetic: Double
-    /// Two threads' throughput ÷ one thread's, private-memory loop.
+    /// The memory control's scaling (median of the rounds).
     var memory: Double
+    /// The median over rounds of subject scaling ÷ memory-control scaling.
+    var relative: Double
 
-    /// Both controls, best of five runs each.
-    static func measure(iterationsPerThread: Int) -> ScalingControl {
-        ScalingControl(arithmetic: scaling(iterationsPerThread: iterationsPerThread, arithmeticLoop),
-                       memory: scaling(iterationsPerThread: iterationsPerThread, memoryLoop))
+    /// Measures `throughput(threads)` (operations per second with that many
+    /// threads) and the controls with `iterationsPerThread` control iterations.
+    static func measure(iterationsPerThread: Int, rounds: Int = 5,
+                        _ throughput: (_ threads: Int) -> Double) -> ThreadScaling {
+        let arithmetic = bestScaling(iterationsPerThread: iterationsPerThread, arithmeticLoop)
+        var subject: [Double] = [], memory: [Double] = [], relative: [Double] = []
+        for _ in 0..<rounds {
+            let control1 = loopThroughput(threads: 1, iterationsPerThread: iterationsPerThread, memoryLoop)
+            let subject1 = throughput(1)
+            let control2 = loopThroughput(threads: 2, iterationsPerThread: iterationsPerThread, memoryLoop)
+            let subject2 = throughput(2)
+            subject.append(subject2 / subject1)
+            memory.append(control2 / control1)
+            relative.append((subject2 / subject1) / (control2 / control1))
+        }
+        func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+        return ThreadScaling(subject: median(subject), arithmetic: arithmetic, memory: median(memory), relative: median(relative))
     }
 
     private static func arithmeticLoop(_ thread: Int, _ iterations: Int) -> UInt64 {
@@ -207,25 +226,28 @@ struct ScalingControl {
         return sum &+ UInt64(objects.load(as: UInt8.self))
     }
 
-    private static func scaling(iterationsPerThread: Int, _ loop: @escaping @Sendable (Int, Int) -> UInt64) -> Double {
-        func throughput(_ threads: Int) -> Double {
-            var best = 0.0
-            for _ in 0..<5 {
-                let start = Atomic<Int>(0)
-                let sink = Atomic<UInt64>(0)
-                let elapsed = ContinuousClock().measure {
-                    runThreads(threads) { t in
-                        start.wrappingAdd(1, ordering: .acquiringAndReleasing)
-                        while start.load(ordering: .acquiring) < threads {}
-                        sink.wrappingAdd(loop(t, iterationsPerThread), ordering: .relaxed)   // keeps the loop
-                    }
-                }
-                let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-                best = max(best, Double(threads * iterationsPerThread) / seconds)
+    /// Iterations per second of `loop` on `threads` threads started together.
+    private static func loopThroughput(threads: Int, iterationsPerThread: Int,
+                                       _ loop: @escaping @Sendable (Int, Int) -> UInt64) -> Double {
+        let start = Atomic<Int>(0)
+        let sink = Atomic<UInt64>(0)
+        let elapsed = ContinuousClock().measure {
+            runThreads(threads) { t in
+                start.wrappingAdd(1, ordering: .acquiringAndReleasing)
+                while start.load(ordering: .acquiring) < threads {}
+                sink.wrappingAdd(loop(t, iterationsPerThread), ordering: .relaxed)   // keeps the loop
             }
-            return best
         }
-        let one = throughput(1)
-        return throughput(2) / one
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return Double(threads * iterationsPerThread) / seconds
+    }
+
+    private static func bestScaling(iterationsPerThread: Int, _ loop: @escaping @Sendable (Int, Int) -> UInt64) -> Double {
+        var one = 0.0, two = 0.0
+        for _ in 0..<3 {
+            one = max(one, loopThroughput(threads: 1, iterationsPerThread: iterationsPerThread, loop))
+            two = max(two, loopThroughput(threads: 2, iterationsPerThread: iterationsPerThread, loop))
+        }
+        return two / one
     }
 }
