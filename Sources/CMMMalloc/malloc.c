@@ -154,15 +154,16 @@ void *cmm_glibc_realloc(void *pointer, size_t size) {
     return moved;
 }
 
-// Swift entry points.
-void *mm_process_malloc(size_t size);
-void mm_process_free(void *pointer);
-void *mm_process_calloc(size_t count, size_t size);
-void *mm_process_realloc(void *pointer, size_t size);
-void *mm_process_reallocarray(void *pointer, size_t count, size_t size);
-int mm_process_posix_memalign(void **result, size_t alignment, size_t size);
-void *mm_process_aligned(size_t alignment, size_t size, int pageRounded);
-size_t mm_process_usable_size(void *pointer);
+// Swift entry points (hidden: the forwarders below reach them without the PLT).
+#define CMM_HIDDEN __attribute__((visibility("hidden")))
+CMM_HIDDEN void *mm_process_malloc(size_t size);
+CMM_HIDDEN void mm_process_free(void *pointer);
+CMM_HIDDEN void *mm_process_calloc(size_t count, size_t size);
+CMM_HIDDEN void *mm_process_realloc(void *pointer, size_t size);
+CMM_HIDDEN void *mm_process_reallocarray(void *pointer, size_t count, size_t size);
+CMM_HIDDEN int mm_process_posix_memalign(void **result, size_t alignment, size_t size);
+CMM_HIDDEN void *mm_process_aligned(size_t alignment, size_t size, int pageRounded);
+CMM_HIDDEN size_t mm_process_usable_size(void *pointer);
 
 void *malloc(size_t size) { return mm_process_malloc(size); }
 void free(void *pointer) { mm_process_free(pointer); }

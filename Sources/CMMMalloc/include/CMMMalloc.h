@@ -36,8 +36,9 @@ void cmm_set_errno(int value);
 /// and the key of its headers. Plain C globals, written once before the
 /// process system is published, so that reading them never runs a Swift
 /// lazy initialiser (a swift_once) on the allocation path.
-extern int cmm_guarded_on;
-extern unsigned long cmm_guarded_secret;
+// Hidden: read with one PC-relative load from this library's own code (no GOT).
+extern int cmm_guarded_on __attribute__((visibility("hidden")));
+extern unsigned long cmm_guarded_secret __attribute__((visibility("hidden")));
 static inline __attribute__((always_inline)) int cmm_guarded_is_on(void) { return cmm_guarded_on; }
 static inline __attribute__((always_inline)) unsigned long cmm_guarded_key(void) { return cmm_guarded_secret; }
 void cmm_guarded_turn_on(unsigned long secret);
@@ -61,7 +62,7 @@ void cmm_quarantine_arm_thread_exit(void);
 
 /// MM_POLICY as a number (0 standard, 1 failFast, 2 retryWhileProgress,
 /// 3 nonBlocking), written once before the process system is published.
-extern int cmm_process_policy_kind;
+extern int cmm_process_policy_kind __attribute__((visibility("hidden")));
 static inline __attribute__((always_inline)) int cmm_policy_kind(void) { return cmm_process_policy_kind; }
 void cmm_set_policy_kind(int kind);
 
