@@ -65,6 +65,13 @@ timeout -s KILL 60 env LD_PRELOAD="$lib" MM_HARDENING=full "$work/mmmalloc-probe
     || { echo "probe large-read-after-free: data readable after free with MM_HARDENING=full" >&2; cat "$work/probe.out" "$work/probe.err" >&2; exit 1; }
 echo "probe large-read-after-free: first and last bytes scrubbed with MM_HARDENING=full"
 
+# The bootstrap region that serves allocations made while glibc's functions are looked up
+# (a dlsym that allocates), tested on its own: glibc 2.36's dlsym never reaches it.
+cc -O1 -Wall -pthread -I Sources/CMMMalloc/include -o "$work/bootstrap-check" Tests/ProcessAllocator/bootstrap-check.c -ldl
+timeout -s KILL 60 "$work/bootstrap-check" > "$work/bootstrap.out" 2>&1 && grep -q "^bootstrap region: ok$" "$work/bootstrap.out" \
+    || { echo "bootstrap region check failed (or hung: a re-entered lookup that waits for itself)" >&2; cat "$work/bootstrap.out" >&2; exit 1; }
+echo "bootstrap region: allocations during the lookup of glibc's functions are served, sized, moved and ignored by free"
+
 # A bad setting is a message and the default, never a crash.
 env LD_PRELOAD="$lib" MM_CAPACITY=lots MM_LIMIT=little MM_HARDENING=maybe MM_POLICY=eager MM_STATS=always \
     python3 -c 'print("ok")' > "$work/env.out" 2> "$work/env.err"
