@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: Apache-2.0
+@_spi(ProcessAllocator) @testable import MM
+import Testing
+
+/// The process allocator's copy of the object fast path (`_MagazineFastPath`):
+/// the same magazines as `allocate`/`deallocate`, and the same checks. Every
+/// pointer it refuses is one that `deallocate` then frees or reports.
+@Suite("Magazine fast path (the process allocator's)")
+struct MagazineFastPathTests {
+    private func makeReportingSystem() throws -> MemorySystem {
+        var config = MemoryConfiguration(capacity: 16 << 20)
+        config.logsEvents = false
+        config.hardeningAction = .report
+        return try MemorySystem(config)
+    }
+
+    @Test("it pops and pushes the same magazines as allocate and deallocate")
+    func sharesMagazines() throws {
+        let mm = try makeReportingSystem()
+        let fast = mm._magazineFastPath
+        let p = try #require(mm.allocate(byteCount: 48))
+        mm.deallocate(p)                                       // now on top of this thread's kmalloc-64 magazine
+        let q = try #require(fast.allocate(byteCount: 50))     // the same class
+        #expect(q == p)
+        #expect(fast.free(q))
+        #expect(mm.allocate(byteCount: 64) == p)               // and back through the system's own path
+        mm.deallocate(p)
+        #expect(fast.allocate(byteCount: 0) == nil && fast.allocate(byteCount: -1) == nil)
+        #expect(fast.allocate(byteCount: MemorySystem.kmallocMaxSize + 1) == nil)
+    }
+
+    @Test("a pointer it refuses is one deallocate reports: double free, interior, foreign; nothing is lost")
+    func refusalsAreReported() throws {
+        let mm = try makeReportingSystem()
+        let recorder = EventRecorder(mm)
+        let fast = mm._magazineFastPath
+        let p = try #require(fast.allocate(byteCount: 32) ?? mm.allocate(byteCount: 32))
+        #expect(fast.free(p))
+        #expect(!fast.free(p))                                  // a double free is refused…
+        mm.deallocate(p)                                        // …and reported by the slow path
+        let q = try #require(mm.allocate(byteCount: 32))
+        #expect(!fast.free(q + 8))                              // interior
+        mm.deallocate(q + 8)
+        var local = 0
+        let foreign = withUnsafeMutableBytes(of: &local) { $0.baseAddress! }
+        #expect(!fast.free(foreign))                            // not in the arena at all
+        #expect(recorder.violations.map(\.kind) == [.doubleFree, .interiorPointer], "\(recorder.violations)")
+        #expect(fast.free(q))                                   // q itself was never freed: it still is freeable
+    }
+
+    @Test("a full magazine refuses the push; deallocate then drains it")
+    func fullMagazine() throws {
+        let mm = try makeReportingSystem()
+        let recorder = EventRecorder(mm)
+        let fast = mm._magazineFastPath
+        let objects = (0..<3000).map { _ in mm.allocate(byteCount: 16)! }
+        var refused = 0
+        for p in objects where !fast.free(p) {
+            refused += 1
+            mm.deallocate(p)
+        }
+        #expect(refused > 0, "a magazine holds at most 1024 objects")
+        #expect(recorder.violations.isEmpty)
+    }
+}
