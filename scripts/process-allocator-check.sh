@@ -107,12 +107,18 @@ if command -v sqlite3 > /dev/null; then
     compare sqlite3 1 sh -c 'printf "create table t(x); insert into t select value from generate_series(1, 100000); select count(*), sum(x) from t;\n" | sqlite3'
 fi
 compare mmctl-scenarios 1 ./.build/release/mmctl scenarios
+# A Swift program of its own (class instances, arrays, dictionaries, strings): its first
+# allocations come from inside the Swift runtime, some while it holds its own locks — the
+# system must already exist then (creating it inside such a malloc waited for itself forever).
+swiftc -O -o "$work/swift-workload" Benchmarks/ProcessAllocator/swift-workload.swift
+compare swift-program 1 "$work/swift-workload" check
 # The same programs with every allocation guarded (MM_HARDENING=full): correct programs run unchanged.
 HARDENING=full compare c-program-full 1 "$work/mmmalloc-check"
 HARDENING=full compare c++-program-full 1 "$work/mmmalloc-cpp"
 HARDENING=full compare python-full 1 python3 -c "$python_workload"
 HARDENING=full compare git-full 1 git log --oneline -20
 HARDENING=full compare mmctl-scenarios-full 1 ./.build/release/mmctl scenarios
+HARDENING=full compare swift-program-full 1 "$work/swift-workload" check
 # The Swift flagship: its own swift-mm systems on top of a process that swift-mm serves
 # (its timing-dependent tables differ run to run, so only its exit status counts).
 timeout -s KILL 300 env LD_PRELOAD="$lib" ./.build/release/mmctl > "$work/flagship.mm" 2>&1 \

@@ -16,14 +16,16 @@
 // swift-mm serves allocations once the program's main() starts: by then every
 // library constructor (libstdc++'s, the Swift runtime's) has run, in whatever
 // order the loader chose. Before that, glibc serves them (and frees them later).
-// glibc hides the start of main() from Swift: wrapping __libc_start_main is
-// the one way to see it, for LD_PRELOAD and for a program that links the library.
-static int cmm_main_started = 0;
+// The system is created right before main(), outside any allocation (see
+// ProcessAllocator.swift). glibc hides the start of main() from Swift:
+// wrapping __libc_start_main is the one way to see it, for LD_PRELOAD and for
+// a program that links the library.
 typedef int (*cmm_main_fn)(int, char **, char **);
 static cmm_main_fn cmm_real_main = 0;
+__attribute__((visibility("hidden"))) void mm_process_start(void);
 
 static int cmm_wrapped_main(int argc, char **argv, char **envp) {
-    __atomic_store_n(&cmm_main_started, 1, __ATOMIC_RELEASE);
+    mm_process_start();
     return cmm_real_main(argc, argv, envp);
 }
 
@@ -35,7 +37,6 @@ int __libc_start_main(cmm_main_fn main, int argc, char **argv, void (*init)(void
     return real(cmm_wrapped_main, argc, argv, init, fini, rtld_fini, stack_end);
 }
 
-int cmm_malloc_is_constructed(void) { return __atomic_load_n(&cmm_main_started, __ATOMIC_ACQUIRE); }
 
 void cmm_set_errno(int value) { errno = value; }
 

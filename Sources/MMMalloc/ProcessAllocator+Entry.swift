@@ -68,6 +68,16 @@ private func guardedBlock(_ mm: MemorySystem, _ alignment: Int, _ bytes: Int) ->
         : allocateAligned(mm, alignment: alignment, size: bytes)
 }
 
+/// Creates the process system before the program's `main` (see
+/// `ProcessAllocator`); allocations made meanwhile go to glibc.
+@_cdecl("mm_process_start")
+func mmProcessStart() {
+    let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
+    slots.pointee.mallocDepth += 1
+    defer { slots.pointee.mallocDepth -= 1 }
+    ProcessAllocator.start()
+}
+
 @_cdecl("mm_process_malloc")
 func mmProcessMalloc(_ size: Int) -> UnsafeMutableRawPointer? {
     // A magazine hit needs no re-entrancy mark (it allocates nothing and takes no lock), but

@@ -5,9 +5,14 @@ import Glibc
 @_spi(ProcessAllocator) @_exported import MM
 import Synchronization
 
-/// The process-wide system behind `malloc`: created by the first allocation
-/// made after this library's constructor ran, configured from the
-/// environment (see `ProcessConfiguration`), never dropped.
+/// The process-wide system behind `malloc`: created just before the
+/// program's `main` runs (`start()`, called by the `__libc_start_main`
+/// wrapper), configured from the environment (see `ProcessConfiguration`),
+/// never dropped. Never inside an allocation: creating it runs ordinary
+/// Swift (arrays, strings, generic metadata), and an allocation may come
+/// from the Swift runtime while it holds one of its locks — the first
+/// `malloc` of a Swift program, made under the runtime's once for
+/// prespecialised `Array<UInt8>` metadata, would wait for itself forever.
 ///
 /// Re-entrancy: while a thread runs inside the allocator (`mallocDepth`) or
 /// holds one of swift-mm's locks (`forkGateDepth`), its allocations — made by
@@ -33,12 +38,10 @@ enum ProcessAllocator {
         }
     }
 
-    /// The system, if it is ready; creates it on the first call after the
-    /// library's constructor ran. The caller has set `mallocDepth`.
+    /// The system, if it is ready (from `main` on). The caller has set `mallocDepth`.
     @inline(__always)
     static func ready() -> Unmanaged<MemorySystem>? {
-        if state.load(ordering: .acquiring) == 2 { return system }
-        return initialise()
+        state.load(ordering: .acquiring) == 2 ? system : nil
     }
 
     /// The system if it is ready, without creating it (frees, size queries).
@@ -53,10 +56,12 @@ enum ProcessAllocator {
         state.load(ordering: .acquiring) == 2 ? fastPath : nil
     }
 
+    /// Creates the system (once): called before `main`, on the main thread,
+    /// with `mallocDepth` set, so that its own allocations go to glibc.
     @inline(never)
-    private static func initialise() -> Unmanaged<MemorySystem>? {
-        guard cmm_malloc_is_constructed() != 0,
-              state.compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing).exchanged else {
+    @discardableResult
+    static func start() -> Unmanaged<MemorySystem>? {
+        guard state.compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing).exchanged else {
             return state.load(ordering: .acquiring) == 2 ? system : nil
         }
         let settings = ProcessConfiguration.fromEnvironment()

@@ -47,6 +47,7 @@ void *mm_process_aligned(size_t alignment, size_t size, int pageRounded) {
 }
 size_t mm_process_usable_size(void *pointer) { return cmm_glibc_usable_size(pointer); }
 void mm_process_quarantine_flush(void) {}
+void mm_process_start(void) {}
 uint64_t mm_process_scope_enter(unsigned flags) { (void)flags; return 0; }
 void mm_process_scope_exit(uint64_t token) { (void)token; }
 void *mm_process_malloc_policy(size_t size, int policy) { (void)policy; return cmm_glibc_malloc(size); }

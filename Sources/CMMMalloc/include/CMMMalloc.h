@@ -25,10 +25,6 @@ void *cmm_glibc_realloc(void *pointer, size_t size);
 void *cmm_glibc_memalign(size_t alignment, size_t size);
 size_t cmm_glibc_usable_size(void *pointer);
 
-/// Whether the program's main() has started (every library constructor has
-/// run): swift-mm serves allocations from then on.
-int cmm_malloc_is_constructed(void);
-
 /// Sets errno (a macro Swift cannot assign through).
 void cmm_set_errno(int value);
 
