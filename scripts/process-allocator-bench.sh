@@ -2,6 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 # The allocator benchmarks of Benchmarks/ProcessAllocator/alloc-bench.c (Larson-style
 # server, producer/consumer, four threads, a realloc string builder, large-block churn)
+# and a Swift program's own allocations (swift-workload.swift: objects, arrays,
+# dictionaries, strings; the Swift runtime is loaded for every allocator there)
 # under glibc, swift-mm (LD_PRELOAD=libmmmalloc.so) and each installed allocator:
 # best of RUNS wall time and the peak RSS of that process, then ratios swift-mm ÷
 # each other allocator and their geometric means. A second table subtracts each
@@ -19,6 +21,8 @@ swift build -c release --product mmmalloc >&2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cc -O2 -pthread -o "$work/alloc-bench" Benchmarks/ProcessAllocator/alloc-bench.c
+# The `swift` shape: a Swift program's own allocations (Benchmarks/ProcessAllocator/swift-workload.swift).
+swiftc -O -o "$work/swift-workload" Benchmarks/ProcessAllocator/swift-workload.swift
 find_library() { ldconfig -p 2>/dev/null | awk -v lib="$1" '$1 == lib && !found { print $NF; found = 1 }'; }
 declare -A preload=([glibc]="" [swift-mm]="$PWD/.build/release/libmmmalloc.so")
 declare -A mode=([swift-mm]=trap)
@@ -32,12 +36,13 @@ fi
     path=$(find_library "${pair#*:}")
     if [[ -n "$path" ]]; then preload[${pair%%:*}]=$path; names+=("${pair%%:*}"); else echo "(${pair%%:*} not installed: skipped)" >&2; fi
 done
-shapes=(larson prodcons threads realloc large idle)
+shapes=(larson prodcons threads realloc large swift idle)
 for shape in "${shapes[@]}"; do
     for name in "${names[@]}"; do
         best=""
         for _ in $(seq "$runs"); do
-            line=$(env LD_PRELOAD="${preload[$name]}" MM_HARDENING="${mode[$name]:-trap}" "$work/alloc-bench" "$shape")
+            program=("$work/alloc-bench" "$shape"); [[ $shape == swift ]] && program=("$work/swift-workload")
+            line=$(env LD_PRELOAD="${preload[$name]}" MM_HARDENING="${mode[$name]:-trap}" "${program[@]}")
             best=$(printf "%s\n%s\n" "$best" "$line" | awk 'NF == 3' | sort -k2 -n | head -1)
         done
         echo "$shape $name $best" >> "$work/results"
@@ -50,7 +55,7 @@ for line in open(sys.argv[1]):
     shape, name, _, seconds, rss = line.split()
     rows[(shape, name)] = (float(seconds), int(rss))
 names = sys.argv[2:]
-shapes = [s for s in ["larson", "prodcons", "threads", "realloc", "large"] if (s, "swift-mm") in rows]
+shapes = [s for s in ["larson", "prodcons", "threads", "realloc", "large", "swift"] if (s, "swift-mm") in rows]
 idle = {n: rows[("idle", n)][1] for n in names}
 others = [n for n in names if n != "swift-mm"]
 print("| shape | " + " | ".join(f"swift-mm time ÷ {n}" for n in others) + " | " + " | ".join(f"peak RSS ÷ {n}" for n in others) + " |")
@@ -67,12 +72,15 @@ for s in shapes:
 print("| geometric mean | " + " | ".join(f"{math.exp(sum(logs[n][0]) / len(shapes)):.2f}" for n in others) + " | "
       + " | ".join(f"{math.exp(sum(logs[n][1]) / len(shapes)):.2f}" for n in others) + " |")
 print()
-print("Peak RSS above each allocator's idle peak (" + ", ".join(f"{n} {idle[n] / 1024:.1f} MiB" for n in names) + "):")
+# The C shapes only: the `swift` shape loads the Swift runtime under every allocator, so
+# its total ratio above is already like for like, and a C program's idle peak is not its base.
+c_shapes = [s for s in shapes if s != "swift"]
+print("Peak RSS of the C shapes above each allocator's idle peak (" + ", ".join(f"{n} {idle[n] / 1024:.1f} MiB" for n in names) + "):")
 print()
 print("| shape | swift-mm above idle | " + " | ".join(f"÷ {n} above idle" for n in others) + " |")
 print("|---|---|" + "---|" * len(others))
 logs = {n: [] for n in others}
-for s in shapes:
+for s in c_shapes:
     mm = max(rows[(s, "swift-mm")][1] - idle["swift-mm"], 1024)
     cells = []
     for n in others:
@@ -80,7 +88,7 @@ for s in shapes:
         r = mm / max(rows[(s, n)][1] - idle[n], 1024)
         logs[n].append(math.log(r)); cells.append(f"{r:.2f}")
     print(f"| {s} | {mm / 1024:.1f} MiB | " + " | ".join(cells) + " |")
-print("| geometric mean | | " + " | ".join(f"{math.exp(sum(logs[n]) / len(shapes)):.2f}" for n in others) + " |")
+print("| geometric mean | | " + " | ".join(f"{math.exp(sum(logs[n]) / len(c_shapes)):.2f}" for n in others) + " |")
 print()
 print("absolute (best of runs): " + "; ".join(f"{s}: " + ", ".join(f"{n} {rows[(s, n)][0]:.3f} s {rows[(s, n)][1] >> 10} MiB" for n in names) for s in shapes))
 PY
