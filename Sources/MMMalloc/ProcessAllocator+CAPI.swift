@@ -7,14 +7,9 @@ import Glibc
 // mmmalloc.h: scopes, a policy-taking malloc, shrinkers and statistics for C
 // callers of the process allocator.
 
-/// The system behind malloc, created if needed (these calls come after main).
+/// The system behind malloc (it exists from just before `main` on).
 private func processSystem() -> MemorySystem? {
-    if let mm = MemorySystem.process { return mm }
-    let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
-    guard slots.pointee.mallocDepth == 0 else { return nil }
-    slots.pointee.mallocDepth = 1
-    defer { slots.pointee.mallocDepth = 0 }
-    return ProcessAllocator.ready()?.takeUnretainedValue()
+    ProcessAllocator.existing?.takeUnretainedValue()
 }
 
 @_cdecl("mm_process_scope_enter")

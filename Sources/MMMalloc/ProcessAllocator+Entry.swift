@@ -25,7 +25,7 @@ private func withProcessSystem<R>(_ body: (MemorySystem) -> R) -> R? {
     guard slots.pointee.mallocDepth == 0 && slots.pointee.forkGateDepth == 0 else { return nil }
     slots.pointee.mallocDepth = 1
     defer { slots.pointee.mallocDepth = 0 }
-    guard let system = ProcessAllocator.ready() else { return nil }
+    guard let system = ProcessAllocator.existing else { return nil }
     return system._withUnsafeGuaranteedRef(body)
 }
 

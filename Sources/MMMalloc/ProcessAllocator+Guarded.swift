@@ -54,7 +54,9 @@ enum GuardedAllocation {
     static var redZoneBytes: Int { 16 }
     static var redZoneByte: UInt8 { 0xbb }
     static var poisonByte: UInt8 { 0x6b }
-    static var guardWord: UInt { 0xbbbb_bbbb_bbbb_bbbb }
+    /// Eight red-zone bytes: the guard word before an allocation, and the
+    /// red zone after it is two of them (`redZoneBytes` is 16).
+    static var guardWord: UInt { UInt(redZoneByte) &* 0x0101_0101_0101_0101 }
     /// Sizes from this up do not fit a header.
     static var largestSize: Int { 1 << 32 }
     /// Allocations up to this size are poisoned whole and quarantined when
@@ -136,7 +138,7 @@ enum GuardedAllocation {
         (user - 16).storeBytes(of: encode(UInt(bitPattern: user), size: size, offsetShift: offset.trailingZeroBitCount,
                                           freed: false), as: UInt.self)
         (user - 8).storeBytes(of: guardWord, as: UInt.self)
-        (user + size).storeBytes(of: guardWord, as: UInt.self)
+        (user + size).storeBytes(of: guardWord, as: UInt.self)      // the red zone, unaligned
         (user + size + 8).storeBytes(of: guardWord, as: UInt.self)
         if zeroed { user.initializeMemory(as: UInt8.self, repeating: 0, count: size) }
         return user

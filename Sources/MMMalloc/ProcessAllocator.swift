@@ -38,19 +38,14 @@ enum ProcessAllocator {
         }
     }
 
-    /// The system, if it is ready (from `main` on). The caller has set `mallocDepth`.
-    @inline(__always)
-    static func ready() -> Unmanaged<MemorySystem>? {
-        state.load(ordering: .acquiring) == 2 ? system : nil
-    }
-
-    /// The system if it is ready, without creating it (frees, size queries).
+    /// The system, if it is ready (from just before `main` on; never created
+    /// on an allocation path).
     @inline(__always)
     static var existing: Unmanaged<MemorySystem>? {
         state.load(ordering: .acquiring) == 2 ? system : nil
     }
 
-    /// The system's magazine fast paths if it is ready, without creating it.
+    /// The system's magazine fast paths, if it is ready.
     @inline(__always)
     static var existingFastPath: _MagazineFastPath? {
         state.load(ordering: .acquiring) == 2 ? fastPath : nil

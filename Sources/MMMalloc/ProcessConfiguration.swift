@@ -50,16 +50,18 @@ struct ProcessConfiguration {
         }
         configuration.name = "mmmalloc"
         configuration.logsEvents = environment("MM_VERBOSE") != nil
+        var guarded = false
         switch environment("MM_HARDENING") {
         case nil, "trap": configuration.hardeningAction = .trap
         case "report": configuration.hardeningAction = .report
         case "full":
             configuration.hardeningAction = .trap
+            guarded = true
         case let other?:
             ProcessAllocator.writeError("libmmmalloc: MM_HARDENING=\(other) is not trap, report or full; using trap")
         }
         var result = ProcessConfiguration(configuration: configuration)
-        result.guarded = environment("MM_HARDENING") == "full"
+        result.guarded = guarded
         switch environment("MM_POLICY") {
         case nil, "standard": break
         case "failFast": result.policyKind = 1
