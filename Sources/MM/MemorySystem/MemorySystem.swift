@@ -110,7 +110,7 @@ public final class MemorySystem: Sendable {
         self.faults = faults
         self.profile = profile
         self.pageFastPath = PageFastPath(pages)
-        self.objectFastPath = ObjectFastPath(slab: slab, gate: pages.gate)
+        self.objectFastPath = ObjectFastPath(slab: slab)
         if config.backgroundReclaim {
             let reclaimer = BackgroundReclaimer(engine: engine)
             pages.lowWatermarkHook.withLock { $0 = { [reclaimer] in reclaimer.wake() } }

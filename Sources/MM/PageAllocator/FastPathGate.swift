@@ -1,48 +1,50 @@
 // SPDX-License-Identifier: Apache-2.0
 import Synchronization
 
-/// Opens and closes the lock-free fast paths of one system. Both fast paths
-/// read one word of it: the page fast path serves requests while free pages
-/// are above `pageThreshold`, the object fast path while the calling
-/// thread's magazines are attached to `objectKey`. Closing sets the
-/// threshold to `Int.max` and the key to `closedKey`, which no magazine is
-/// ever attached to, so a closed gate costs the fast paths nothing extra.
+/// Opens and closes the lock-free fast paths of one system. The page fast
+/// path serves requests while free pages are above `pageThreshold`, a word
+/// it reads; closing sets that to `Int.max`. The object fast path serves a
+/// thread while its magazines' fast-path key is the system's identifier:
+/// the slab layer observes the gate and writes that key into every attached
+/// thread's magazines (0 while closed). Either way a closed gate costs the
+/// fast paths nothing extra.
 ///
 /// The gate is closed while something must see every request: fault
 /// injection (configured, or armed on some thread), allocation profiling, or
 /// a charging scope active anywhere (scopes are read on slow paths only).
 @usableFromInline
 final class FastPathGate: @unchecked Sendable {  // two words behind stable pointers, written with atomics
-    /// The object key of a closed gate: no system has this identifier.
-    @usableFromInline static let closedKey = UInt64.max
-
     /// Free pages above which the page fast path serves requests.
     @usableFromInline let pageThreshold: UnsafeMutablePointer<Atomic<Int>>
-    /// The identifier magazines must be attached to for the object fast path.
-    @usableFromInline let objectKey: UnsafeMutablePointer<Atomic<UInt64>>
-    private let systemID: UInt64
+    private let objectPathOpen = Atomic<Bool>(true)
+    /// Runs after every change, outside any lock of the gate (the slab layer's copy into the magazines).
+    private let objectPathObserver = Mutex<(@Sendable () -> Void)?>(nil)
     private let low: Atomic<Int>
     private let holds = Atomic<Int>(0)
     private let charging = Atomic<Bool>(false)
 
-    init(systemID: UInt64, low: Int) {
-        self.systemID = systemID
+    init(low: Int) {
         self.low = Atomic(low)
         pageThreshold = .allocate(capacity: 1)
         pageThreshold.initialize(to: Atomic(low))
-        objectKey = .allocate(capacity: 1)
-        objectKey.initialize(to: Atomic(systemID))
     }
 
     deinit {
         pageThreshold.deinitialize(count: 1)
         pageThreshold.deallocate()
-        objectKey.deinitialize(count: 1)
-        objectKey.deallocate()
     }
 
     /// Whether the fast paths are open.
-    var isOpen: Bool { objectKey.pointee.load(ordering: .relaxed) == systemID }
+    var isOpen: Bool { objectPathOpen.load(ordering: .relaxed) }
+
+    /// Whether the object fast path is open (the same as `isOpen`; what the slab layer reads).
+    var isObjectPathOpen: Bool { objectPathOpen.load(ordering: .relaxed) }
+
+    /// Sets the function that runs after every change of the gate.
+    func setObjectPathObserver(_ observer: @escaping @Sendable () -> Void) {
+        objectPathObserver.withLock { $0 = observer }
+        observer()
+    }
 
     /// Sets the number of reasons to keep the gate closed (fault injection
     /// configured or armed, profiling); 0 opens it unless charging is active.
@@ -66,6 +68,7 @@ final class FastPathGate: @unchecked Sendable {  // two words behind stable poin
     private func refresh() {
         let closed = holds.load(ordering: .relaxed) > 0 || charging.load(ordering: .relaxed)
         pageThreshold.pointee.store(closed ? Int.max : low.load(ordering: .relaxed), ordering: .relaxed)
-        objectKey.pointee.store(closed ? Self.closedKey : systemID, ordering: .relaxed)
+        objectPathOpen.store(!closed, ordering: .relaxed)
+        objectPathObserver.withLock { $0 }?()
     }
 }

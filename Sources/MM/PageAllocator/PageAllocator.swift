@@ -120,7 +120,7 @@ final class PageAllocator: PerThreadCacheOwner, @unchecked Sendable {  // immuta
         zone = Locked(ZoneState(buddy: BuddyZone(frames: arena.frames, pageCount: arena.pageCount, tick: 0)))
         freePagesHot = .allocate(capacity: 1)
         freePagesHot.initialize(to: Atomic(arena.pageCount))
-        gate = FastPathGate(systemID: systemID, low: watermarkWords.current.low)
+        gate = FastPathGate(low: watermarkWords.current.low)
         Self.lists.register(self, systemID: systemID)
     }
 
@@ -162,6 +162,10 @@ final class PageAllocator: PerThreadCacheOwner, @unchecked Sendable {  // immuta
         if lists.takeDrainRequest() { drain(lists, keepingFraction: 0) }
         return lists
     }
+
+    /// Always: the page lists' fast path reads the gate's free-page
+    /// threshold itself, not the lists' fast-path key.
+    var fastPathOpen: Bool { true }
 
     func takeBack(_ lists: PageLists) {
         zone.withLock { state in

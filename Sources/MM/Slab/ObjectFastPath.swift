@@ -20,20 +20,20 @@ struct ObjectFastPath: @unchecked Sendable {  // raw pointers into the slab laye
     @usableFromInline let capacityBytes: UInt
     @usableFromInline let frames: UnsafeMutablePointer<PageFrame>
     @usableFromInline let layouts: UnsafeMutablePointer<ObjectLayout>
-    /// The system's identifier while the fast path is open,
-    /// `FastPathGate.closedKey` while every object request must take the
-    /// slow path: one compare with the magazines' system checks both.
-    @usableFromInline let fastPathKey: UnsafeMutablePointer<Atomic<UInt64>>
+    /// The system's identifier: a thread's magazines serve this fast path
+    /// while their fast-path key equals it (attached to this system, its
+    /// gate open); one compare checks both.
+    @usableFromInline let systemID: UInt64
 
     /// Plain values only (no reference to `slab`): copying the fast path
     /// costs no reference counting, and the process allocator keeps a copy
     /// in a global. Whoever holds one keeps `slab` alive.
-    init(slab: SlabAllocator, gate: FastPathGate) {
+    init(slab: SlabAllocator) {
         directMap = slab.pages.arena.directMap
         capacityBytes = UInt(slab.pages.arena.capacity)
         frames = slab.pages.arena.frames
         layouts = slab.layouts
-        fastPathKey = gate.objectKey
+        systemID = slab.systemID
     }
 
     /// Pops an object of the cache at `index` from the calling thread's
@@ -41,7 +41,7 @@ struct ObjectFastPath: @unchecked Sendable {  // raw pointers into the slab laye
     @inlinable @inline(__always)
     func allocate(_ index: Int) -> UnsafeMutableRawPointer? {
         guard let m = ObjectMagazines.currentForFastPath,
-              m.systemID == fastPathKey.pointee.load(ordering: .relaxed), let p = m.pop(index) else { return nil }
+              m.fastPathKey == systemID, let p = m.pop(index) else { return nil }
         assert(UInt(bitPattern: p) &- UInt(bitPattern: directMap) < capacityBytes
                && (frames + Int((UInt(bitPattern: p) &- UInt(bitPattern: directMap)) &>> UInt(pageShift))).pointee.owner != 0,
                "swift-mm internal: a magazine of cache \(index) holds \(p), which is not in a slab")
@@ -71,26 +71,25 @@ struct ObjectFastPath: @unchecked Sendable {  // raw pointers into the slab laye
     /// frees to the slow path without a test of its own.
     @inlinable @inline(__always)
     func free(_ p: UnsafeMutableRawPointer, offset: UInt, owner: UInt32) -> Bool {
-        let index = Int(truncatingIfNeeded: owner &- 1)
         guard let m = ObjectMagazines.current else { return false }
-        let layout = layouts + index
-        let inSlab = offset & layout.pointee.slabMask
-        let slot = (inSlab &* layout.pointee.reciprocal) &>> 32
-        let canary = layout.pointee.freeCanary(UInt(bitPattern: p))
+        let magazine = m.magazine(owner: owner)
+        let inSlab = offset & magazine.pointee.slabMask
+        let canary = magazine.pointee.secret ^ UInt(bitPattern: p)
         let canaryWord = p + ObjectLayout.fastCanaryOffset
         #if MM_UNSAFE_NO_FREE_CHECKS
         // Only for measuring what the checks cost (scripts/instructions.sh
         // --without-free-checks): an interior pointer or a double free corrupts.
-        _ = (slot, canary, canaryWord)
-        guard m.systemID == fastPathKey.pointee.load(ordering: .relaxed), m.push(p, index) else { return false }
+        _ = (inSlab, canary, canaryWord)
+        guard m.fastPathKey == systemID, m.push(p, onto: magazine) else { return false }
         return true
         #else
         // The slot check comes first: it also proves the canary word aligned and inside the slot.
-        guard m.systemID == fastPathKey.pointee.load(ordering: .relaxed)
-              && slot &* UInt(bitPattern: layout.pointee.stride) == inSlab
-              && slot < UInt(bitPattern: layout.pointee.objectsPerSlab)
+        // A magazine without a stack has a zero slot bound, which no offset passes.
+        guard m.fastPathKey == systemID
+              && ObjectLayout.isSlotStart(inSlab, multiplier: magazine.pointee.slotMultiplier,
+                                                      bound: magazine.pointee.slotBound)
               && (canaryWord.load(as: UInt.self) ^ canary) > 1,
-              m.push(p, index) else { return false }
+              m.push(p, onto: magazine) else { return false }
         canaryWord.storeBytes(of: canary, as: UInt.self)
         return true
         #endif

@@ -24,8 +24,12 @@ struct ObjectLayout {
     @usableFromInline var stride: Int
     /// `slabBytes - 1`: the offset of an address inside its slab is `offset & slabMask`.
     @usableFromInline var slabMask: UInt
-    /// `ceil(2^32 / stride)`: slot index = `(offsetInSlab * reciprocal) >> 32`, exact below 2^17.
-    @usableFromInline var reciprocal: UInt
+    /// `ceil(2^64 / stride)` and a bound: an offset `n` in the slab (below
+    /// 2^32) is the start of one of its slots exactly when
+    /// `n &* slotMultiplier < slotBound` — one multiplication and one
+    /// comparison, no division (`isSlotStart`).
+    @usableFromInline var slotMultiplier: UInt
+    @usableFromInline var slotBound: UInt
     @usableFromInline var objectsPerSlab: Int
     /// Byte offset of the canary word: `fastCanaryOffset` in every cache the
     /// fast path serves; 0 in red-zoned 8-byte caches (link and canary share a word).
@@ -44,6 +48,29 @@ struct ObjectLayout {
     static let redZoneBytes = 16
     static let redZoneByte: UInt8 = 0xBB
     static let poisonByte: UInt8 = 0x6B
+
+    /// The slot test of `slots` slots of `stride` bytes from a slab's start.
+    ///
+    /// With `c = ceil(2^64 / stride)` and `e = stride * c - 2^64` (`0 ≤ e <
+    /// stride`), an offset `n = q * stride + r` below 2^32 gives `n * c mod
+    /// 2^64 = q * e` when `r = 0`, and a value of at least `c` otherwise (the
+    /// divisibility test of Lemire, Kaser and Kurz, "Faster remainder by
+    /// direct computation", 2019). Comparing with `slots * e` instead of `c`
+    /// also rejects the multiples past the last slot (the start of the
+    /// incomplete slot in the slab's tail), as `slots * e < 2^27 < c`. When the
+    /// stride is a power of two (`e = 0`) the slots fill the slab, and the
+    /// bound is `c`: every multiple inside the slab is a slot.
+    static func slotTest(stride: Int, slots: Int) -> (multiplier: UInt, bound: UInt) {
+        let c = UInt.max / UInt(stride) &+ 1
+        let e = UInt(stride) &* c
+        return (c, e == 0 ? c : UInt(slots) * e)
+    }
+
+    /// Whether `offsetInSlab` (below 2^32) is the start of a slot (`slotTest`).
+    @inlinable @inline(__always)
+    static func isSlotStart(_ offsetInSlab: UInt, multiplier: UInt, bound: UInt) -> Bool {
+        offsetInSlab &* multiplier < bound
+    }
 
     /// The free canary of the slot at `address`.
     @inlinable @inline(__always)
@@ -78,7 +105,7 @@ struct ObjectLayout {
         self.stride = stride
         self.slabOrder = order
         self.slabMask = UInt(pageSize << order) - 1
-        self.reciprocal = ((1 << 32) + UInt(stride) - 1) / UInt(stride)
+        (self.slotMultiplier, self.slotBound) = ObjectLayout.slotTest(stride: stride, slots: perSlab)
         self.objectsPerSlab = perSlab
         self.canaryOffset = stride >= 16 && (!redZone || size >= 16) ? ObjectLayout.fastCanaryOffset : 0
         self.secret = secret

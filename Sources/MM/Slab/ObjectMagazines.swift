@@ -28,6 +28,16 @@ struct Magazine: ~Copyable {
     /// positive (a record is zero-filled until the thread's first refill of
     /// the cache); not optional, so a pop needs no nil test.
     @usableFromInline var top: UnsafeMutableRawPointer
+    /// The cache's `ObjectLayout.slabMask`, slot test and `secret`, copied
+    /// when the stack is made (a cache's layout never changes): a free
+    /// checks the pointer with the magazine's own cache line, without a
+    /// lookup in the layout table. All zero while there is no stack, which
+    /// fails the slot test. With them a magazine is 64 bytes, so that an
+    /// index scales with one shift.
+    @usableFromInline var slabMask: UInt
+    @usableFromInline var slotMultiplier: UInt
+    @usableFromInline var slotBound: UInt
+    @usableFromInline var secret: UInt
 }
 
 /// A thread's magazines: one per cache index of one system. The mapping
@@ -73,6 +83,16 @@ extension PerThreadCache where Kind == MagazinesKind {
         return recordBase.assumingMemoryBound(to: Magazine.self) + index
     }
 
+    /// The magazine of the cache whose slab pages have owner `owner`
+    /// (index + 1): the record starts one magazine after the header, so
+    /// that is `header + owner * 64` — one shift, no decrement.
+    @inlinable @inline(__always)
+    func magazine(owner: UInt32) -> UnsafeMutablePointer<Magazine> {
+        assert(MemoryLayout<Magazine>.stride == Self.recordOffset, "swift-mm internal: a magazine is not 64 bytes")
+        return (UnsafeMutableRawPointer(header) + Int(truncatingIfNeeded: owner) &* Self.recordOffset)
+            .assumingMemoryBound(to: Magazine.self)
+    }
+
     /// Objects in the magazine of the cache at `index`.
     @inlinable @inline(__always)
     func count(_ index: Int) -> Int { magazine(index).pointee.count.load(ordering: .relaxed) }
@@ -92,7 +112,12 @@ extension PerThreadCache where Kind == MagazinesKind {
     /// Pushes a freed object onto the magazine at `index` if it has room.
     @inlinable @inline(__always)
     func push(_ p: UnsafeMutableRawPointer, _ index: Int) -> Bool {
-        let m = magazine(index)
+        push(p, onto: magazine(index))
+    }
+
+    /// Pushes a freed object onto magazine `m` (one of this record's) if it has room.
+    @inlinable @inline(__always)
+    func push(_ p: UnsafeMutableRawPointer, onto m: UnsafeMutablePointer<Magazine>) -> Bool {
         let n = m.pointee.count.load(ordering: .relaxed)
         guard n < m.pointee.limit else { return false }
         m.pointee.stack.unsafelyUnwrapped[n] = p
@@ -116,12 +141,18 @@ extension PerThreadCache where Kind == MagazinesKind {
     /// Whether the cache at `index` has a stack yet.
     func hasStack(_ index: Int) -> Bool { magazine(index).pointee.stack != nil }
 
-    /// Gives the cache at `index` a stack of `limit` entries (owner thread, once per cache).
-    func makeStack(_ index: Int, limit: Int) {
+    /// Gives the cache at `index`, laid out as `layout`, a stack of `limit`
+    /// entries (owner thread, once per cache while attached to its system).
+    func makeStack(_ index: Int, limit: Int, layout: ObjectLayout) {
         let storage = UnsafeMutablePointer<UnsafeMutableRawPointer>.allocate(capacity: limit + 1)
         storage.initialize(to: UnsafeMutableRawPointer(header))  // the spare entry below the base: read, never used
-        magazine(index).pointee.stack = storage + 1
-        magazine(index).pointee.limit = limit
+        let m = magazine(index)
+        m.pointee.stack = storage + 1
+        m.pointee.limit = limit
+        m.pointee.slabMask = layout.slabMask
+        m.pointee.slotMultiplier = layout.slotMultiplier
+        m.pointee.slotBound = layout.slotBound
+        m.pointee.secret = layout.secret
     }
 
     /// Leaves the stack of the cache at `index` no room, so that every free
@@ -137,6 +168,10 @@ extension PerThreadCache where Kind == MagazinesKind {
         m.pointee.stack = nil
         m.pointee.count.store(0, ordering: .relaxed)
         m.pointee.limit = 0
+        m.pointee.slabMask = 0
+        m.pointee.slotMultiplier = 0
+        m.pointee.slotBound = 0
+        m.pointee.secret = 0
     }
 
     /// Indices whose stacks exist (walks the records; slow).

@@ -119,7 +119,7 @@ extension SlabAllocator {
         }
         let m = magazinesForCurrentThread()
         let index = cache.index
-        if !m.hasStack(index) { m.makeStack(index, limit: cache.magazineLimit) }
+        if !m.hasStack(index) { m.makeStack(index, limit: cache.magazineLimit, layout: cache.layout) }
         if m.count(index) >= m.limit(index) {
             drain(m, index: index, keep: m.limit(index) / 2)
         }

@@ -46,6 +46,7 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
             }
         }
         Self.magazines.register(self, systemID: systemID)
+        pages.gate.setObjectPathObserver { [systemID] in SlabAllocator.magazines.refreshFastPath(systemID: systemID) }
     }
 
     /// Forgets every thread's cached objects (the system is being dropped).
@@ -145,6 +146,10 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
 
     /// Returns all objects of `m` and frees its stacks (thread exit, or the
     /// thread moving to another system).
+    /// Whether the object fast path may use the magazines (the system's
+    /// fast-path gate is open).
+    var fastPathOpen: Bool { pages.gate.isObjectPathOpen }
+
     func takeBack(_ m: ObjectMagazines) {
         for index in m.usedIndices(below: cacheCount) {
             drain(m, index: index, keep: 0)
@@ -186,7 +191,7 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
     /// free pages. No cache lock is held while pages are allocated.
     func refill(_ cache: SlabCache, _ m: ObjectMagazines, floor: Int) -> Bool {
         let index = cache.index
-        if !m.hasStack(index) { m.makeStack(index, limit: cache.magazineLimit) }
+        if !m.hasStack(index) { m.makeStack(index, limit: cache.magazineLimit, layout: cache.layout) }
         let stack = m.stack(index)
         let n = m.count(index)
         let want = max(1, cache.batch - n)

@@ -7,9 +7,16 @@ import Synchronization
 /// drain request other threads may set.
 @usableFromInline
 struct PerThreadCacheHeader: ~Copyable {
+    /// The attached system's identifier while its fast path may use the
+    /// cache, 0 while that system's fast-path gate is closed (or the cache is
+    /// attached to none): the object fast path compares it with its system's
+    /// constant identifier, one load and one compare. Written under the
+    /// registry's lock: by the owner thread when it attaches the cache, by
+    /// any thread that opens or closes the system's gate.
+    @usableFromInline let fastPathKey: Atomic<UInt64>
     /// The system whose memory the cache holds (0: none). The owner thread
     /// writes it when it attaches the cache; a system being dropped clears
-    /// it; fast paths compare it with their system's key.
+    /// it; slow paths compare it with their system's identifier.
     @usableFromInline let systemID: Atomic<UInt64>
     /// Set by another thread to ask the owner to return what it holds at its
     /// next slow path (kernel analogue: the IPI of `drain_all_pages`).
@@ -88,6 +95,16 @@ struct PerThreadCache<Kind: PerThreadCacheKind>: Hashable, @unchecked Sendable {
     @inlinable @inline(__always)
     var systemID: UInt64 { header.pointee.systemID.load(ordering: .relaxed) }
 
+    /// The attached system's identifier while its fast path is open, else 0.
+    @inlinable @inline(__always)
+    var fastPathKey: UInt64 { header.pointee.fastPathKey.load(ordering: .relaxed) }
+
+    /// Opens or closes the attached system's fast path for this cache
+    /// (under the registry's lock).
+    func setFastPathOpen(_ open: Bool) {
+        header.pointee.fastPathKey.store(open ? systemID : 0, ordering: .relaxed)
+    }
+
     /// Asks the owner to return what it holds at its next slow path.
     func requestDrain() { header.pointee.drainRequest.store(1, ordering: .relaxed) }
 
@@ -98,9 +115,12 @@ struct PerThreadCache<Kind: PerThreadCacheKind>: Hashable, @unchecked Sendable {
         return true
     }
 
-    /// Attaches the cache to `systemID` (0: none) and clears any drain request.
-    func setSystem(_ systemID: UInt64) {
+    /// Attaches the cache to `systemID` (0: none), its fast path open or
+    /// closed, and clears any drain request (under the registry's lock).
+    func setSystem(_ systemID: UInt64, fastPathOpen: Bool) {
+        header.pointee.fastPathKey.store(0, ordering: .relaxed)
         header.pointee.systemID.store(systemID, ordering: .relaxed)
+        if fastPathOpen && systemID != 0 { header.pointee.fastPathKey.store(systemID, ordering: .relaxed) }
         header.pointee.drainRequest.store(0, ordering: .relaxed)
     }
 
@@ -114,7 +134,7 @@ struct PerThreadCache<Kind: PerThreadCacheKind>: Hashable, @unchecked Sendable {
             fatalError("swift-mm: cannot map \(byteCount) bytes for a thread's \(Kind.self) (errno \(errno))")
         }
         let header = raw.bindMemory(to: PerThreadCacheHeader.self, capacity: 1)
-        header.initialize(to: PerThreadCacheHeader(systemID: Atomic(0), drainRequest: Atomic(0)))
+        header.initialize(to: PerThreadCacheHeader(fastPathKey: Atomic(0), systemID: Atomic(0), drainRequest: Atomic(0)))
         let cache = PerThreadCache(header: header)
         Kind.initializeRecord(at: cache.recordBase)
         Kind.threadSlot.pointee = raw

@@ -12,6 +12,10 @@ protocol PerThreadCacheOwner: AnyObject, Sendable {
     /// Drops what `cache` holds without returning it: the owner is being
     /// dropped and its memory goes with it. Called under the registry's lock.
     func forgetContents(_ cache: PerThreadCache<Kind>)
+    /// Whether the owner's fast path may use attached caches now (read
+    /// under the registry's lock, when a cache attaches and when the owner
+    /// calls `refreshFastPath`).
+    var fastPathOpen: Bool { get }
 }
 
 /// The live owners of one kind of per-thread cache, by system identifier,
@@ -48,7 +52,7 @@ final class PerThreadCacheRegistry<Owner: PerThreadCacheOwner>: Sendable {
             guard let entry = entries.removeValue(forKey: systemID) else { return }
             for cache in entry.attached where cache.systemID == systemID {
                 entry.owner.forgetContents(cache)
-                cache.setSystem(0)
+                cache.setSystem(0, fastPathOpen: false)
             }
         }
     }
@@ -59,7 +63,7 @@ final class PerThreadCacheRegistry<Owner: PerThreadCacheOwner>: Sendable {
         detach(cache)
         entries.withLock { entries in
             entries[systemID]?.attached.insert(cache)
-            cache.setSystem(systemID)
+            cache.setSystem(systemID, fastPathOpen: entries[systemID]?.owner.fastPathOpen ?? false)
         }
     }
 
@@ -72,7 +76,19 @@ final class PerThreadCacheRegistry<Owner: PerThreadCacheOwner>: Sendable {
             return entries[id]?.owner
         }
         owner?.takeBack(cache)
-        cache.setSystem(0)
+        entries.withLock { _ in cache.setSystem(0, fastPathOpen: false) }
+    }
+
+    /// Copies the owner's `fastPathOpen` into every cache attached to
+    /// `systemID`. The owner calls it after every change of that state; the
+    /// state is read under the lock, so concurrent calls and attaches all end
+    /// with the latest one.
+    func refreshFastPath(systemID: UInt64) {
+        entries.withLock { entries in
+            guard let entry = entries[systemID] else { return }
+            let open = entry.owner.fastPathOpen
+            for cache in entry.attached where cache.systemID == systemID { cache.setFastPathOpen(open) }
+        }
     }
 
     /// Runs `body` with the caches attached to `systemID`, under the

@@ -7,13 +7,13 @@ import Testing
 @Suite("Slab hardening")
 struct SlabHardeningTests {
     enum BadObjectFree: String, CaseIterable, Codable, Sendable {
-        case doubleFree, doubleFreeOneWord, doubleFreeAfterDrain, interior, misaligned, neverAllocated,
+        case doubleFree, doubleFreeOneWord, doubleFreeAfterDrain, interior, slabTail, misaligned, neverAllocated,
              neverAllocatedSmallest, wrongCache, pagesAsObject, objectAsPages, redZone
 
         var expectedKind: HardeningViolation.Kind {
             switch self {
             case .doubleFree, .doubleFreeOneWord, .doubleFreeAfterDrain: return .doubleFree
-            case .interior: return .interiorPointer
+            case .interior, .slabTail: return .interiorPointer
             case .misaligned: return .misalignedPointer
             case .neverAllocated, .neverAllocatedSmallest: return .neverAllocated
             case .wrongCache: return .wrongCache
@@ -44,6 +44,14 @@ struct SlabHardeningTests {
             case .interior:
                 let p = mm.allocate(byteCount: 256)!
                 mm.deallocate(p + 64)
+            case .slabTail:
+                // A multiple of the stride past the last slot: 4096 = 42 × 96 + 64, so kmalloc-96's
+                // slab ends in a 64-byte tail that starts where a 43rd slot would.
+                let p = mm.allocate(byteCount: 96)!
+                let layout = mm.slab.layouts[SizeClass.index(forBytes: 96)]
+                let tail = (UInt(bitPattern: p) & ~layout.slabMask) + UInt(layout.objectsPerSlab * layout.stride)
+                precondition(layout.stride == 96 && Int(layout.slabMask) + 1 > layout.objectsPerSlab * layout.stride)
+                mm.deallocate(UnsafeMutableRawPointer(bitPattern: tail)!)
             case .misaligned:
                 let p = mm.allocate(byteCount: 256)!
                 mm.deallocate(p + 3)
