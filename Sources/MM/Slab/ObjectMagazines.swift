@@ -11,29 +11,28 @@ import Synchronization
 /// Kernel analogue: `struct kmem_cache_cpu` / the per-CPU sheaves of SLUB,
 /// per thread here; Bonwick's magazines.
 ///
-/// `top` is a copy of the top entry: it keeps a pop off the count's
-/// dependency chain (the object comes from one load, not from a load of the
-/// count and then of the stack; an allocate+free pair went from 25 to ~15
-/// cycles of latency). Every stack has one spare entry below its base, so
-/// that a pop of the last object may read the entry under it.
+/// The stack is a cursor between two bounds: a pop compares the cursor with
+/// `base`, a push with `end`, and each moves it by one entry — no count to
+/// keep beside it. A record is zero-filled until the thread's first refill
+/// of the cache, and zero bounds refuse both. 64 bytes, one cache line: a
+/// free finds everything it checks here.
 @usableFromInline
 struct Magazine: ~Copyable {
-    /// The stack's base (nil until the thread's first refill of the cache).
-    @usableFromInline var stack: UnsafeMutablePointer<UnsafeMutableRawPointer>?
-    /// Objects on the stack (a relaxed atomic: statistics read it from other threads).
-    @usableFromInline let count: Atomic<Int>
+    /// The address after the top entry: `base` when the stack is empty. A
+    /// relaxed atomic (plain loads and stores): statistics read it from other threads.
+    @usableFromInline let cursor: Atomic<UInt>
+    /// The stack's first entry (0 until the thread's first refill of the
+    /// cache). A relaxed atomic: statistics read it from other threads.
+    @usableFromInline let base: Atomic<UInt>
+    /// `base + limit` entries: a push with the cursor there is refused.
+    @usableFromInline var end: UInt
     /// Objects the stack holds at most; 0 sends every free to the slow path.
     @usableFromInline var limit: Int
-    /// The object on top of the stack. Read only while the count is
-    /// positive (a record is zero-filled until the thread's first refill of
-    /// the cache); not optional, so a pop needs no nil test.
-    @usableFromInline var top: UnsafeMutableRawPointer
     /// The cache's `ObjectLayout.slabMask`, slot test and `secret`, copied
     /// when the stack is made (a cache's layout never changes): a free
     /// checks the pointer with the magazine's own cache line, without a
     /// lookup in the layout table. All zero while there is no stack, which
-    /// fails the slot test. With them a magazine is 64 bytes, so that an
-    /// index scales with one shift.
+    /// fails the slot test.
     @usableFromInline var slabMask: UInt
     @usableFromInline var slotMultiplier: UInt
     @usableFromInline var slotBound: UInt
@@ -60,7 +59,7 @@ enum MagazinesKind: PerThreadCacheKind {
 
     @usableFromInline
     static func initializeRecord(at record: UnsafeMutableRawPointer) {
-        // Zero-filled memory is a valid record: no stacks, counts, limits or tops.
+        // Zero-filled memory is a valid record: no stacks, bounds or limits.
         record.bindMemory(to: Magazine.self, capacity: maxObjectCaches)
     }
 
@@ -93,20 +92,25 @@ extension PerThreadCache where Kind == MagazinesKind {
             .assumingMemoryBound(to: Magazine.self)
     }
 
-    /// Objects in the magazine of the cache at `index`.
-    @inlinable @inline(__always)
-    func count(_ index: Int) -> Int { magazine(index).pointee.count.load(ordering: .relaxed) }
+    /// Objects in the magazine of the cache at `index`. Exact on the owner
+    /// thread; from another thread a snapshot, 0 while the stack is being made or freed.
+    func count(_ index: Int) -> Int {
+        let m = magazine(index)
+        let base = m.pointee.base.load(ordering: .relaxed)
+        let cursor = m.pointee.cursor.load(ordering: .relaxed)
+        guard base != 0, cursor >= base else { return 0 }
+        return Int((cursor &- base) / UInt(MemoryLayout<UnsafeMutableRawPointer>.stride))
+    }
 
     /// Pops an object from the magazine at `index`, or nil when it is empty.
     @inlinable @inline(__always)
     func pop(_ index: Int) -> UnsafeMutableRawPointer? {
         let m = magazine(index)
-        let n = m.pointee.count.load(ordering: .relaxed)
-        guard n > 0 else { return nil }
-        let p = m.pointee.top
-        m.pointee.top = m.pointee.stack.unsafelyUnwrapped[n &- 2]  // the spare entry when n == 1
-        m.pointee.count.store(n &- 1, ordering: .relaxed)
-        return p
+        let cursor = m.pointee.cursor.load(ordering: .relaxed)
+        guard cursor > m.pointee.base.load(ordering: .relaxed) else { return nil }
+        let top = cursor &- UInt(MemoryLayout<UnsafeMutableRawPointer>.stride)
+        m.pointee.cursor.store(top, ordering: .relaxed)
+        return UnsafeRawPointer(bitPattern: top).unsafelyUnwrapped.load(as: UnsafeMutableRawPointer.self)
     }
 
     /// Pushes a freed object onto the magazine at `index` if it has room.
@@ -118,36 +122,39 @@ extension PerThreadCache where Kind == MagazinesKind {
     /// Pushes a freed object onto magazine `m` (one of this record's) if it has room.
     @inlinable @inline(__always)
     func push(_ p: UnsafeMutableRawPointer, onto m: UnsafeMutablePointer<Magazine>) -> Bool {
-        let n = m.pointee.count.load(ordering: .relaxed)
-        guard n < m.pointee.limit else { return false }
-        m.pointee.stack.unsafelyUnwrapped[n] = p
-        m.pointee.top = p
-        m.pointee.count.store(n &+ 1, ordering: .relaxed)
+        let cursor = m.pointee.cursor.load(ordering: .relaxed)
+        guard cursor < m.pointee.end else { return false }
+        UnsafeMutableRawPointer(bitPattern: cursor).unsafelyUnwrapped.storeBytes(of: p, as: UnsafeMutableRawPointer.self)
+        m.pointee.cursor.store(cursor &+ UInt(MemoryLayout<UnsafeMutableRawPointer>.stride), ordering: .relaxed)
         return true
     }
 
     /// The stack of the magazine at `index` (slow paths move runs of it).
-    func stack(_ index: Int) -> UnsafeMutablePointer<UnsafeMutableRawPointer> { magazine(index).pointee.stack! }
+    func stack(_ index: Int) -> UnsafeMutablePointer<UnsafeMutableRawPointer> {
+        UnsafeMutablePointer(bitPattern: magazine(index).pointee.base.load(ordering: .relaxed))!
+    }
 
-    /// Sets the count at `index` and refreshes its top copy (slow paths).
+    /// Sets the count at `index` (slow paths; `0...limit`).
     func setCount(_ index: Int, _ n: Int) {
         let m = magazine(index)
-        if n > 0 { m.pointee.top = m.pointee.stack![n - 1] }
-        m.pointee.count.store(n, ordering: .relaxed)
+        precondition(n >= 0 && n <= m.pointee.limit, "swift-mm internal: magazine count \(n) outside 0...\(m.pointee.limit)")
+        let base = m.pointee.base.load(ordering: .relaxed)
+        m.pointee.cursor.store(base &+ UInt(n &* MemoryLayout<UnsafeMutableRawPointer>.stride), ordering: .relaxed)
     }
 
     func limit(_ index: Int) -> Int { magazine(index).pointee.limit }
 
     /// Whether the cache at `index` has a stack yet.
-    func hasStack(_ index: Int) -> Bool { magazine(index).pointee.stack != nil }
+    func hasStack(_ index: Int) -> Bool { magazine(index).pointee.base.load(ordering: .relaxed) != 0 }
 
     /// Gives the cache at `index`, laid out as `layout`, a stack of `limit`
     /// entries (owner thread, once per cache while attached to its system).
     func makeStack(_ index: Int, limit: Int, layout: ObjectLayout) {
-        let storage = UnsafeMutablePointer<UnsafeMutableRawPointer>.allocate(capacity: limit + 1)
-        storage.initialize(to: UnsafeMutableRawPointer(header))  // the spare entry below the base: read, never used
+        let storage = UInt(bitPattern: UnsafeMutablePointer<UnsafeMutableRawPointer>.allocate(capacity: max(1, limit)))
         let m = magazine(index)
-        m.pointee.stack = storage + 1
+        m.pointee.cursor.store(storage, ordering: .relaxed)  // before base: a reader sees 0 or an empty stack
+        m.pointee.base.store(storage, ordering: .relaxed)
+        m.pointee.end = storage &+ UInt(limit &* MemoryLayout<UnsafeMutableRawPointer>.stride)
         m.pointee.limit = limit
         m.pointee.slabMask = layout.slabMask
         m.pointee.slotMultiplier = layout.slotMultiplier
@@ -155,23 +162,30 @@ extension PerThreadCache where Kind == MagazinesKind {
         m.pointee.secret = layout.secret
     }
 
-    /// Leaves the stack of the cache at `index` no room, so that every free
-    /// of its objects takes the slow path (the cache became checked-only).
-    func closeStack(_ index: Int) { magazine(index).pointee.limit = 0 }
+    /// Leaves the stack of the cache at `index` no room (its count must be
+    /// 0), so that every free of its objects takes the slow path (the cache
+    /// became checked-only).
+    func closeStack(_ index: Int) {
+        let m = magazine(index)
+        m.pointee.limit = 0
+        m.pointee.end = m.pointee.base.load(ordering: .relaxed)
+    }
 
     /// Frees the stack of the cache at `index` (its objects must have been
     /// returned, or be forgotten) and forgets it.
     func freeStack(_ index: Int) {
         let m = magazine(index)
-        guard let stack = m.pointee.stack else { return }
-        (stack - 1).deallocate()
-        m.pointee.stack = nil
-        m.pointee.count.store(0, ordering: .relaxed)
+        let base = m.pointee.base.load(ordering: .relaxed)
+        guard base != 0 else { return }
+        m.pointee.base.store(0, ordering: .relaxed)  // before the cursor: a reader sees 0
+        m.pointee.cursor.store(0, ordering: .relaxed)
+        m.pointee.end = 0
         m.pointee.limit = 0
         m.pointee.slabMask = 0
         m.pointee.slotMultiplier = 0
         m.pointee.slotBound = 0
         m.pointee.secret = 0
+        UnsafeMutablePointer<UnsafeMutableRawPointer>(bitPattern: base)!.deallocate()
     }
 
     /// Indices whose stacks exist (walks the records; slow).

@@ -20,8 +20,9 @@ extension SlabAllocator {
                     problems.append("\(cache.name): magazine count \(n) outside 0...\(cache.magazineLimit)")
                     continue
                 }
-                if n > 0 && m.magazine(index).pointee.top != m.stack(index)[n - 1] {
-                    problems.append("\(cache.name): magazine top copy is not its top entry")
+                let mag = m.magazine(index)
+                if mag.pointee.limit > 0 && mag.pointee.end != UInt(bitPattern: m.stack(index) + mag.pointee.limit) {
+                    problems.append("\(cache.name): magazine end is not \(mag.pointee.limit) entries past its base")
                 }
                 for k in 0..<n {
                     problems += objectProblems(UInt(bitPattern: m.stack(index)[k]), cache, where: "magazine entry \(k)")
