@@ -1,9 +1,21 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "CMMShims.h"
 #include <pthread.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 
-_Thread_local cmm_thread_slots cmm_slots __attribute__((tls_model("initial-exec")));
+__attribute__((aligned(4096))) unsigned char cmm_empty_object_caches[CMM_EMPTY_OBJECT_CACHES_BYTES];
+
+// Every thread starts with its magazine slots on the empty record (a copy of
+// this initial image is every new thread's), never NULL.
+_Thread_local cmm_thread_slots cmm_slots __attribute__((tls_model("initial-exec"))) = {
+    .objectCaches = cmm_empty_object_caches,
+    .objectCachesForFastPath = cmm_empty_object_caches,
+};
+
+__attribute__((constructor)) static void cmm_protect_empty_object_caches(void) {
+    mprotect(cmm_empty_object_caches, sizeof cmm_empty_object_caches, PROT_READ);
+}
 
 #ifndef PR_SET_VMA
 #define PR_SET_VMA 0x53564d41

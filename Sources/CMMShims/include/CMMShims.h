@@ -41,6 +41,22 @@ typedef struct cmm_thread_slots {
 extern _Thread_local cmm_thread_slots cmm_slots
     __attribute__((tls_model("initial-exec")));
 
+/// Bytes of the empty magazine record: a header line and 1024 magazines of
+/// 64 bytes, rounded up to whole pages.
+#define CMM_EMPTY_OBJECT_CACHES_BYTES 69632
+
+/// A zero-filled, read-only magazine record (mapped read-only by a
+/// constructor): what a thread's magazine slots point to while it has no
+/// record of its own, or while its fast path must miss. Its fast-path key is
+/// 0, which no system has, so the fast paths take it without a null test
+/// and miss; a write to it is a crash, never silent corruption.
+extern unsigned char cmm_empty_object_caches[CMM_EMPTY_OBJECT_CACHES_BYTES];
+
+/// The empty magazine record.
+static inline __attribute__((always_inline)) void *cmm_empty_object_caches_record(void) {
+    return cmm_empty_object_caches;
+}
+
 static inline __attribute__((always_inline)) cmm_thread_slots *cmm_thread_slots_get(void) {
     return &cmm_slots;
 }

@@ -39,6 +39,9 @@ enum PageListsKind: PerThreadCacheKind {
     @inlinable @inline(__always)
     static var fastPathSlot: UnsafeMutablePointer<UnsafeMutableRawPointer?> { cmm_page_lists_fast_slot() }
 
+    /// None: the page fast path tests for a record.
+    @usableFromInline static var emptyRecord: UnsafeMutableRawPointer? { nil }
+
     @usableFromInline
     static func initializeRecord(at record: UnsafeMutableRawPointer) {
         record.bindMemory(to: PageListsRecord.self, capacity: 1).initialize(to: PageListsRecord(

@@ -40,8 +40,8 @@ struct ObjectFastPath: @unchecked Sendable {  // raw pointers into the slab laye
     /// magazine; nil on a miss.
     @inlinable @inline(__always)
     func allocate(_ index: Int) -> UnsafeMutableRawPointer? {
-        guard let m = ObjectMagazines.currentForFastPath,
-              m.fastPathKey == systemID, let p = m.pop(index) else { return nil }
+        let m = ObjectMagazines.currentOrEmptyForFastPath
+        guard m.fastPathKey == systemID, let p = m.pop(index) else { return nil }
         assert(UInt(bitPattern: p) &- UInt(bitPattern: directMap) < capacityBytes
                && (frames + Int((UInt(bitPattern: p) &- UInt(bitPattern: directMap)) &>> UInt(pageShift))).pointee.owner != 0,
                "swift-mm internal: a magazine of cache \(index) holds \(p), which is not in a slab")
@@ -71,7 +71,7 @@ struct ObjectFastPath: @unchecked Sendable {  // raw pointers into the slab laye
     /// frees to the slow path without a test of its own.
     @inlinable @inline(__always)
     func free(_ p: UnsafeMutableRawPointer, offset: UInt, owner: UInt32) -> Bool {
-        guard let m = ObjectMagazines.current else { return false }
+        let m = ObjectMagazines.currentOrEmpty
         let magazine = m.magazine(owner: owner)
         let inSlab = offset & magazine.pointee.slabMask
         let canary = magazine.pointee.secret ^ UInt(bitPattern: p)

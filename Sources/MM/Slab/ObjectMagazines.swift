@@ -22,12 +22,15 @@ struct Magazine: ~Copyable {
     /// relaxed atomic (plain loads and stores): statistics read it from other threads.
     @usableFromInline let cursor: Atomic<UInt>
     /// The stack's first entry (0 until the thread's first refill of the
-    /// cache). A relaxed atomic: statistics read it from other threads.
-    @usableFromInline let base: Atomic<UInt>
-    /// `base + limit` entries: a push with the cursor there is refused.
+    /// cache). The owner thread's; other threads read `sharedBase`.
+    @usableFromInline var base: UInt
+    /// `base` plus the stack's limit, in entries: a push with the cursor
+    /// there is refused. `base` when the limit is 0 (every free then takes
+    /// the slow path).
     @usableFromInline var end: UInt
-    /// Objects the stack holds at most; 0 sends every free to the slow path.
-    @usableFromInline var limit: Int
+    /// A copy of `base` that other threads may read (a relaxed atomic):
+    /// statistics, and a cache's destruction.
+    @usableFromInline let sharedBase: Atomic<UInt>
     /// The cache's `ObjectLayout.slabMask`, slot test and `secret`, copied
     /// when the stack is made (a cache's layout never changes): a free
     /// checks the pointer with the magazine's own cache line, without a
@@ -57,6 +60,10 @@ enum MagazinesKind: PerThreadCacheKind {
     @inlinable @inline(__always)
     static var fastPathSlot: UnsafeMutablePointer<UnsafeMutableRawPointer?> { cmm_object_caches_fast_slot() }
 
+    /// The C shim's read-only zero record (`cmm_empty_object_caches`).
+    @inlinable @inline(__always)
+    static var emptyRecord: UnsafeMutableRawPointer? { cmm_empty_object_caches_record() }
+
     @usableFromInline
     static func initializeRecord(at record: UnsafeMutableRawPointer) {
         // Zero-filled memory is a valid record: no stacks, bounds or limits.
@@ -75,6 +82,21 @@ enum MagazinesKind: PerThreadCacheKind {
 typealias ObjectMagazines = PerThreadCache<MagazinesKind>
 
 extension PerThreadCache where Kind == MagazinesKind {
+    /// The calling thread's magazines, or the empty record: never nil, so
+    /// the free fast path needs no null test (the empty record's fast-path
+    /// key matches no system).
+    @inlinable @inline(__always)
+    static var currentOrEmpty: ObjectMagazines {
+        ObjectMagazines(header: Kind.threadSlot.pointee.unsafelyUnwrapped.assumingMemoryBound(to: PerThreadCacheHeader.self))
+    }
+
+    /// `currentOrEmpty` as the allocation fast path may use it: the empty
+    /// record while the thread holds a `ReclaimCheckedMutex`.
+    @inlinable @inline(__always)
+    static var currentOrEmptyForFastPath: ObjectMagazines {
+        ObjectMagazines(header: Kind.fastPathSlot.pointee.unsafelyUnwrapped.assumingMemoryBound(to: PerThreadCacheHeader.self))
+    }
+
     /// The magazine of the cache at `index`.
     @inlinable @inline(__always)
     func magazine(_ index: Int) -> UnsafeMutablePointer<Magazine> {
@@ -96,7 +118,7 @@ extension PerThreadCache where Kind == MagazinesKind {
     /// thread; from another thread a snapshot, 0 while the stack is being made or freed.
     func count(_ index: Int) -> Int {
         let m = magazine(index)
-        let base = m.pointee.base.load(ordering: .relaxed)
+        let base = m.pointee.sharedBase.load(ordering: .relaxed)
         let cursor = m.pointee.cursor.load(ordering: .relaxed)
         guard base != 0, cursor >= base else { return 0 }
         return Int((cursor &- base) / UInt(MemoryLayout<UnsafeMutableRawPointer>.stride))
@@ -107,7 +129,7 @@ extension PerThreadCache where Kind == MagazinesKind {
     func pop(_ index: Int) -> UnsafeMutableRawPointer? {
         let m = magazine(index)
         let cursor = m.pointee.cursor.load(ordering: .relaxed)
-        guard cursor > m.pointee.base.load(ordering: .relaxed) else { return nil }
+        guard cursor > m.pointee.base else { return nil }
         let top = cursor &- UInt(MemoryLayout<UnsafeMutableRawPointer>.stride)
         m.pointee.cursor.store(top, ordering: .relaxed)
         return UnsafeRawPointer(bitPattern: top).unsafelyUnwrapped.load(as: UnsafeMutableRawPointer.self)
@@ -131,31 +153,35 @@ extension PerThreadCache where Kind == MagazinesKind {
 
     /// The stack of the magazine at `index` (slow paths move runs of it).
     func stack(_ index: Int) -> UnsafeMutablePointer<UnsafeMutableRawPointer> {
-        UnsafeMutablePointer(bitPattern: magazine(index).pointee.base.load(ordering: .relaxed))!
+        UnsafeMutablePointer(bitPattern: magazine(index).pointee.sharedBase.load(ordering: .relaxed))!
     }
 
     /// Sets the count at `index` (slow paths; `0...limit`).
     func setCount(_ index: Int, _ n: Int) {
         let m = magazine(index)
-        precondition(n >= 0 && n <= m.pointee.limit, "swift-mm internal: magazine count \(n) outside 0...\(m.pointee.limit)")
-        let base = m.pointee.base.load(ordering: .relaxed)
+        let base = m.pointee.sharedBase.load(ordering: .relaxed)
+        precondition(n >= 0 && n <= limit(index), "swift-mm internal: magazine count \(n) outside 0...\(limit(index))")
         m.pointee.cursor.store(base &+ UInt(n &* MemoryLayout<UnsafeMutableRawPointer>.stride), ordering: .relaxed)
     }
 
-    func limit(_ index: Int) -> Int { magazine(index).pointee.limit }
+    /// Objects the stack at `index` holds at most; 0 sends every free to the slow path.
+    func limit(_ index: Int) -> Int {
+        let m = magazine(index)
+        return Int((m.pointee.end &- m.pointee.base) / UInt(MemoryLayout<UnsafeMutableRawPointer>.stride))
+    }
 
     /// Whether the cache at `index` has a stack yet.
-    func hasStack(_ index: Int) -> Bool { magazine(index).pointee.base.load(ordering: .relaxed) != 0 }
+    func hasStack(_ index: Int) -> Bool { magazine(index).pointee.sharedBase.load(ordering: .relaxed) != 0 }
 
     /// Gives the cache at `index`, laid out as `layout`, a stack of `limit`
     /// entries (owner thread, once per cache while attached to its system).
     func makeStack(_ index: Int, limit: Int, layout: ObjectLayout) {
         let storage = UInt(bitPattern: UnsafeMutablePointer<UnsafeMutableRawPointer>.allocate(capacity: max(1, limit)))
         let m = magazine(index)
-        m.pointee.cursor.store(storage, ordering: .relaxed)  // before base: a reader sees 0 or an empty stack
-        m.pointee.base.store(storage, ordering: .relaxed)
+        m.pointee.cursor.store(storage, ordering: .relaxed)  // before the base: a reader sees 0 or an empty stack
+        m.pointee.sharedBase.store(storage, ordering: .relaxed)
+        m.pointee.base = storage
         m.pointee.end = storage &+ UInt(limit &* MemoryLayout<UnsafeMutableRawPointer>.stride)
-        m.pointee.limit = limit
         m.pointee.slabMask = layout.slabMask
         m.pointee.slotMultiplier = layout.slotMultiplier
         m.pointee.slotBound = layout.slotBound
@@ -167,20 +193,19 @@ extension PerThreadCache where Kind == MagazinesKind {
     /// became checked-only).
     func closeStack(_ index: Int) {
         let m = magazine(index)
-        m.pointee.limit = 0
-        m.pointee.end = m.pointee.base.load(ordering: .relaxed)
+        m.pointee.end = m.pointee.sharedBase.load(ordering: .relaxed)
     }
 
     /// Frees the stack of the cache at `index` (its objects must have been
     /// returned, or be forgotten) and forgets it.
     func freeStack(_ index: Int) {
         let m = magazine(index)
-        let base = m.pointee.base.load(ordering: .relaxed)
+        let base = m.pointee.sharedBase.load(ordering: .relaxed)
         guard base != 0 else { return }
-        m.pointee.base.store(0, ordering: .relaxed)  // before the cursor: a reader sees 0
+        m.pointee.sharedBase.store(0, ordering: .relaxed)  // before the cursor: a reader sees 0
         m.pointee.cursor.store(0, ordering: .relaxed)
+        m.pointee.base = 0
         m.pointee.end = 0
-        m.pointee.limit = 0
         m.pointee.slabMask = 0
         m.pointee.slotMultiplier = 0
         m.pointee.slotBound = 0

@@ -21,8 +21,11 @@ extension SlabAllocator {
                     continue
                 }
                 let mag = m.magazine(index)
-                if mag.pointee.limit > 0 && mag.pointee.end != UInt(bitPattern: m.stack(index) + mag.pointee.limit) {
-                    problems.append("\(cache.name): magazine end is not \(mag.pointee.limit) entries past its base")
+                if mag.pointee.base != mag.pointee.sharedBase.load(ordering: .relaxed) {
+                    problems.append("\(cache.name): magazine base and its shared copy differ")
+                }
+                if m.limit(index) != 0 && m.limit(index) != cache.magazineLimit {
+                    problems.append("\(cache.name): magazine limit \(m.limit(index)), not 0 or \(cache.magazineLimit)")
                 }
                 for k in 0..<n {
                     problems += objectProblems(UInt(bitPattern: m.stack(index)[k]), cache, where: "magazine entry \(k)")

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+import CMMShims
 import Synchronization
 
 /// One system's object layer: the kmalloc classes and user caches, the
@@ -32,6 +33,8 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
         self.pages = pages
         self.recordFree = recordFree
         self.uncharge = uncharge
+        precondition(ObjectMagazines.recordOffset + MagazinesKind.recordByteCount <= Int(CMM_EMPTY_OBJECT_CACHES_BYTES),
+                     "swift-mm internal: the empty magazine record is smaller than a record")
         layouts = .allocate(capacity: maxObjectCaches)
         table = .allocate(capacity: maxObjectCaches)
         table.initialize(repeating: nil, count: maxObjectCaches)

@@ -38,8 +38,12 @@ protocol PerThreadCacheKind {
     /// `%fs`-relative address, no allocation, no lazy initialisation).
     static var threadSlot: UnsafeMutablePointer<UnsafeMutableRawPointer?> { get }
     /// The slot the fast paths read: `threadSlot`'s value while the thread
-    /// holds no `ReclaimCheckedMutex`, nil while it holds one.
+    /// holds no `ReclaimCheckedMutex`, `emptyRecord` while it holds one.
     static var fastPathSlot: UnsafeMutablePointer<UnsafeMutableRawPointer?> { get }
+    /// What both slots hold while the thread has no record: nil, or a
+    /// read-only record whose fast-path key no system has (so fast paths
+    /// need no null test).
+    static var emptyRecord: UnsafeMutableRawPointer? { get }
     /// Puts a fresh record in place at `record` (the memory is zero-filled).
     static func initializeRecord(at record: UnsafeMutableRawPointer)
     /// The key whose destructor hands the thread's cache back at thread exit.
@@ -75,7 +79,7 @@ struct PerThreadCache<Kind: PerThreadCacheKind>: Hashable, @unchecked Sendable {
     /// The calling thread's cache, if it has one.
     @inlinable @inline(__always)
     static var current: PerThreadCache? {
-        guard let raw = Kind.threadSlot.pointee else { return nil }
+        guard let raw = Kind.threadSlot.pointee, raw != Kind.emptyRecord else { return nil }
         return PerThreadCache(header: raw.assumingMemoryBound(to: PerThreadCacheHeader.self))
     }
 
@@ -87,7 +91,7 @@ struct PerThreadCache<Kind: PerThreadCacheKind>: Hashable, @unchecked Sendable {
     /// `ReclaimCheckedMutex` held): one thread-local load.
     @inlinable @inline(__always)
     static var currentForFastPath: PerThreadCache? {
-        guard let raw = Kind.fastPathSlot.pointee else { return nil }
+        guard let raw = Kind.fastPathSlot.pointee, raw != Kind.emptyRecord else { return nil }
         return PerThreadCache(header: raw.assumingMemoryBound(to: PerThreadCacheHeader.self))
     }
 
@@ -147,7 +151,7 @@ struct PerThreadCache<Kind: PerThreadCacheKind>: Hashable, @unchecked Sendable {
     /// If it is the calling thread's, the thread's slot is cleared first.
     func destroy() {
         if Kind.threadSlot.pointee == UnsafeMutableRawPointer(header) {
-            Kind.threadSlot.pointee = nil
+            Kind.threadSlot.pointee = Kind.emptyRecord
             ThreadSlots.refreshFastPathSlots()
         }
         munmap(UnsafeMutableRawPointer(header), Self.byteCount)

@@ -37,6 +37,36 @@ struct ObjectFastPathTests {
         #expect(checked == geometries.count)
     }
 
+    @Test("a thread without magazines meets the empty record: every fast path misses, nothing is written to it")
+    func emptyRecord() throws {
+        let mm = try makeSystem()
+        let recordMiss = Atomic<Bool>(false)
+        let served = Atomic<Bool>(false)
+        runThreads(1) { _ in
+            // A fresh thread: its slots hold the shared read-only empty record, not NULL.
+            let m = ObjectMagazines.currentOrEmpty
+            recordMiss.store(ObjectMagazines.current == nil && m.header == ObjectMagazines.currentOrEmptyForFastPath.header
+                             && UnsafeMutableRawPointer(m.header) == MagazinesKind.emptyRecord && m.fastPathKey == 0,
+                             ordering: .relaxed)
+            // Its first request misses the fast path and is served by the slow path, which makes a record.
+            let p = mm.allocate(byteCount: 32)
+            served.store(p != nil && ObjectMagazines.current != nil, ordering: .relaxed)
+            if let p { mm.deallocate(p) }
+        }
+        let sawEmpty = recordMiss.load(ordering: .relaxed)
+        let wasServed = served.load(ordering: .relaxed)
+        #expect(sawEmpty)
+        #expect(wasServed)
+        mm._checkInvariants()
+    }
+
+    @Test("the empty record is read-only: a write to it crashes instead of corrupting every thread")
+    func emptyRecordIsReadOnly() async {
+        await #expect(processExitsWith: .failure) {
+            MagazinesKind.emptyRecord!.storeBytes(of: 1, toByteOffset: 64 * 3 + 8, as: UInt.self)
+        }
+    }
+
     /// Spins until `phase` reaches `value`; records a failure after 20 s instead of hanging.
     private func wait(for value: Int, _ phase: borrowing Atomic<Int>, _ who: String) -> Bool {
         let deadline = ContinuousClock.now + .seconds(20)
