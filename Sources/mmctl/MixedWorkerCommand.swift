@@ -27,13 +27,9 @@ struct MixedWorker: ParsableCommand {
             var config = MemoryConfiguration(capacity: 512 << 20)
             config.logsEvents = false
             let mm = try MemorySystem(config)
-            seconds = MixedWorkload.seconds(operations: operations, runs: 1,
-                                            allocate: { mm.allocate(byteCount: $0).unsafelyUnwrapped },
-                                            free: { mm.deallocate($0) })
+            seconds = MixedWorkload.seconds(operations: operations, runs: 1, SwiftMMMixedAllocator(mm: mm))
         case .malloc:
-            seconds = MixedWorkload.seconds(operations: operations, runs: 1,
-                                            allocate: { systemMalloc($0).unsafelyUnwrapped },
-                                            free: { systemFree($0) })
+            seconds = MixedWorkload.seconds(operations: operations, runs: 1, MallocMixedAllocator())
         }
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
@@ -56,4 +52,17 @@ struct MixedWorker: ParsableCommand {
         }
         return (seconds, kib << 10)
     }
+}
+
+/// The mixed workload on a swift-mm system.
+struct SwiftMMMixedAllocator: MixedWorkloadAllocator {
+    let mm: MemorySystem
+    @inline(__always) func allocate(_ size: Int) -> UnsafeMutableRawPointer { mm.allocate(byteCount: size).unsafelyUnwrapped }
+    @inline(__always) func free(_ pointer: UnsafeMutableRawPointer) { mm.deallocate(pointer) }
+}
+
+/// The mixed workload on the process's `malloc` (glibc's, or what LD_PRELOAD put in its place).
+struct MallocMixedAllocator: MixedWorkloadAllocator {
+    @inline(__always) func allocate(_ size: Int) -> UnsafeMutableRawPointer { systemMalloc(size).unsafelyUnwrapped }
+    @inline(__always) func free(_ pointer: UnsafeMutableRawPointer) { systemFree(pointer) }
 }

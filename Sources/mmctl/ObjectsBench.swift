@@ -249,18 +249,35 @@ final class BatchExchange: @unchecked Sendable {  // buffers and queues are guar
     }
 }
 
+/// What the mixed workload allocates with: swift-mm or the process's
+/// `malloc`, called directly (the workload is generic over it, so neither
+/// pays for a closure call or reference counting per operation).
+protocol MixedWorkloadAllocator: Sendable {
+    func allocate(_ size: Int) -> UnsafeMutableRawPointer
+    func free(_ pointer: UnsafeMutableRawPointer)
+}
+
 /// A realistic mix, the same for every allocator: two threads, each doing
 /// `operations` steps from its own fixed seed (1 and 2). A step allocates
 /// (writing the first and last byte) when fewer than 4096 objects are live
 /// or on a coin flip, and otherwise frees a random live object. Sizes follow
 /// a Pareto distribution (α = 1.2, from 16 B, capped at 64 KiB: most are
-/// small, a few large); one allocation in 2000 is 1 MiB instead.
+/// small, a few large); one allocation in 2000 is 1 MiB instead. Each thread
+/// draws its sizes before the clock starts (a ring of 65536, from its seed):
+/// the power function that shapes them would otherwise take a third of the
+/// time, the same for every allocator, and flatten every ratio.
 enum MixedWorkload {
     static let summary = "Pareto 16 B–64 KiB α 1.2, 1 MiB at p = 1/2000, ≤ 8192 live per thread, random frees, seeds 1 and 2"
 
+    /// Sizes drawn per thread before timing; the steps cycle through them.
+    static let sizeRing = 1 << 16
+
     /// Wall-clock seconds for both threads to finish, best of `runs`.
-    static func seconds(operations: Int, runs: Int = 3, allocate: @escaping @Sendable (Int) -> UnsafeMutableRawPointer,
-                        free: @escaping @Sendable (UnsafeMutableRawPointer) -> Void) -> Double {
+    static func seconds<A: MixedWorkloadAllocator>(operations: Int, runs: Int = 3, _ allocator: A) -> Double {
+        let sizes: [[Int]] = (0..<2).map { t in
+            var rng = SeededGenerator(seed: UInt64(t + 1) &* 0x9E37_79B9)
+            return (0..<sizeRing).map { _ in rng.next() % 2000 == 7 ? 1 << 20 : paretoSize(rng.next()) }
+        }
         var best = Double.infinity
         for _ in 0..<runs {
             let elapsed = ContinuousClock().measure {
@@ -268,22 +285,26 @@ enum MixedWorkload {
                     var rng = SeededGenerator(seed: UInt64(t + 1))
                     var live: [(UnsafeMutableRawPointer, Int)] = []
                     live.reserveCapacity(8192)
-                    for _ in 0..<operations {
-                        let r = rng.next()
-                        if live.count < 4096 || (live.count < 8192 && r & 1 == 0) {
-                            let size = r % 2000 == 7 ? 1 << 20 : paretoSize(rng.next())
-                            let p = allocate(size)
-                            p.storeBytes(of: 1, as: UInt8.self)
-                            p.storeBytes(of: 2, toByteOffset: size - 1, as: UInt8.self)
-                            live.append((p, size))
-                        } else {
-                            let i = Int((r >> 1) % UInt64(live.count))
-                            free(live[i].0)
-                            live.swapAt(i, live.count - 1)
-                            live.removeLast()
+                    sizes[t].withUnsafeBufferPointer { sizes in
+                        var next = 0
+                        for _ in 0..<operations {
+                            let r = rng.next()
+                            if live.count < 4096 || (live.count < 8192 && r & 1 == 0) {
+                                let size = sizes[next]
+                                next = (next &+ 1) & (sizeRing - 1)
+                                let p = allocator.allocate(size)
+                                p.storeBytes(of: 1, as: UInt8.self)
+                                p.storeBytes(of: 2, toByteOffset: size - 1, as: UInt8.self)
+                                live.append((p, size))
+                            } else {
+                                let i = Int((r >> 1) % UInt64(live.count))
+                                allocator.free(live[i].0)
+                                live.swapAt(i, live.count - 1)
+                                live.removeLast()
+                            }
                         }
                     }
-                    for (p, _) in live { free(p) }
+                    for (p, _) in live { allocator.free(p) }
                 }
             }
             best = min(best, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
