@@ -57,6 +57,8 @@ void cmm_quarantine_arm_thread_exit(void) {
     cmm_thread_quarantine.registered = 1;
 }
 int cmm_process_policy_kind = 0;
+unsigned char cmm_malloc_classes[64];
+void cmm_set_malloc_class(int entry, int classIndex) { cmm_malloc_classes[entry] = (unsigned char)classIndex; }
 void cmm_set_policy_kind(int kind) { cmm_process_policy_kind = kind; }
 
 // glibc's allocator behind RTLD_NEXT (see CMMMalloc.h). State 0: not looked up,
@@ -166,28 +168,45 @@ CMM_HIDDEN int mm_process_posix_memalign(void **result, size_t alignment, size_t
 CMM_HIDDEN void *mm_process_aligned(size_t alignment, size_t size, int pageRounded);
 CMM_HIDDEN size_t mm_process_usable_size(void *pointer);
 
-void *malloc(size_t size) { return mm_process_malloc(size); }
-void free(void *pointer) { mm_process_free(pointer); }
-void *calloc(size_t count, size_t size) { return mm_process_calloc(count, size); }
-void *realloc(void *pointer, size_t size) { return mm_process_realloc(pointer, size); }
-void *reallocarray(void *pointer, size_t count, size_t size) { return mm_process_reallocarray(pointer, count, size); }
-int posix_memalign(void **result, size_t alignment, size_t size) { return mm_process_posix_memalign(result, alignment, size); }
+// The forwarders whose arguments are the entry's, in the same registers, are
+// one jump: a C function here would add a frame (push, mov, pop) to every
+// call. Elsewhere than x86-64 and AArch64 they are plain calls.
+#if defined(__x86_64__) || defined(__aarch64__)
+#if defined(__x86_64__)
+#define CMM_JUMP(target) __asm__ volatile("jmp " #target)
+#else
+#define CMM_JUMP(target) __asm__ volatile("b " #target)
+#endif
+#define CMM_FORWARD(ret, name, params, target, args) __attribute__((naked)) ret name params { CMM_JUMP(target); }
+#define CMM_FORWARD_VOID(name, params, target, args) __attribute__((naked)) void name params { CMM_JUMP(target); }
+#else
+#define CMM_FORWARD(ret, name, params, target, args) ret name params { return target args; }
+#define CMM_FORWARD_VOID(name, params, target, args) void name params { target args; }
+#endif
+
+CMM_FORWARD(void *, malloc, (size_t size), mm_process_malloc, (size))
+CMM_FORWARD_VOID(free, (void *pointer), mm_process_free, (pointer))
+CMM_FORWARD(void *, calloc, (size_t count, size_t size), mm_process_calloc, (count, size))
+CMM_FORWARD(void *, realloc, (void *pointer, size_t size), mm_process_realloc, (pointer, size))
+CMM_FORWARD(void *, reallocarray, (void *pointer, size_t count, size_t size), mm_process_reallocarray, (pointer, count, size))
+CMM_FORWARD(int, posix_memalign, (void **result, size_t alignment, size_t size), mm_process_posix_memalign, (result, alignment, size))
 void *aligned_alloc(size_t alignment, size_t size) { return mm_process_aligned(alignment, size, 0); }
 void *memalign(size_t alignment, size_t size) { return mm_process_aligned(alignment, size, 0); }
 void *valloc(size_t size) { return mm_process_aligned(4096, size, 0); }
 void *pvalloc(size_t size) { return mm_process_aligned(4096, size, 1); }
-size_t malloc_usable_size(void *pointer) { return mm_process_usable_size(pointer); }
-void free_sized(void *pointer, size_t size) { (void)size; mm_process_free(pointer); }
-void free_aligned_sized(void *pointer, size_t alignment, size_t size) { (void)alignment; (void)size; mm_process_free(pointer); }
+CMM_FORWARD(size_t, malloc_usable_size, (void *pointer), mm_process_usable_size, (pointer))
+// The size and alignment go unused: the pointer's metadata has them.
+CMM_FORWARD_VOID(free_sized, (void *pointer, size_t size), mm_process_free, (pointer))
+CMM_FORWARD_VOID(free_aligned_sized, (void *pointer, size_t alignment, size_t size), mm_process_free, (pointer))
 
 // glibc's internal names for the same functions, which a program (or a
 // library) may call directly: taken over too, so that a pointer from
 // `malloc` given to `__libc_free`, or the other way round, goes to the
 // allocator that owns it (glibc's own calls inside libc do not come here).
-void *__libc_malloc(size_t size) { return mm_process_malloc(size); }
-void __libc_free(void *pointer) { mm_process_free(pointer); }
-void *__libc_calloc(size_t count, size_t size) { return mm_process_calloc(count, size); }
-void *__libc_realloc(void *pointer, size_t size) { return mm_process_realloc(pointer, size); }
+CMM_FORWARD(void *, __libc_malloc, (size_t size), mm_process_malloc, (size))
+CMM_FORWARD_VOID(__libc_free, (void *pointer), mm_process_free, (pointer))
+CMM_FORWARD(void *, __libc_calloc, (size_t count, size_t size), mm_process_calloc, (count, size))
+CMM_FORWARD(void *, __libc_realloc, (void *pointer, size_t size), mm_process_realloc, (pointer, size))
 void *__libc_memalign(size_t alignment, size_t size) { return mm_process_aligned(alignment, size, 0); }
 void *__libc_valloc(size_t size) { return mm_process_aligned(4096, size, 0); }
 void *__libc_pvalloc(size_t size) { return mm_process_aligned(4096, size, 1); }

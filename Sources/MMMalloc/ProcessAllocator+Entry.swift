@@ -83,9 +83,15 @@ func mmProcessMalloc(_ size: Int) -> UnsafeMutableRawPointer? {
     // A magazine hit needs no re-entrancy mark (it allocates nothing and takes no lock), but
     // only outside the allocator, whose own code may be in the middle of updating the magazines.
     let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
-    if slots.pointee.mallocDepth | slots.pointee.forkGateDepth == 0, let fastPath = ProcessAllocator.existingFastPath {
+    if slots.pointee.mallocDepth | slots.pointee.forkGateDepth == 0 && ProcessAllocator.isReady {
+        let fastPath = ProcessAllocator.readyFastPath
         if !GuardedAllocation.isOn {
-            if let p = fastPath.allocate(byteCount: cSize(size)) { return p }
+            let sizeMinusOne = UInt(bitPattern: size &- 1)
+            if sizeMinusOne < 1024 {
+                if let p = fastPath.allocate(sizeClass: Int(cmm_malloc_class(Int(sizeMinusOne)))) { return p }
+            } else if let p = fastPath.allocate(byteCount: cSize(size)) {
+                return p
+            }
         } else if let p = GuardedAllocation.allocateFromMagazine(fastPath, size: size) {
             return p
         }
@@ -114,7 +120,7 @@ func mmProcessFree(_ pointer: UnsafeMutableRawPointer?) {
     // A push onto the thread's magazine needs no re-entrancy mark either (see malloc).
     let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
     if slots.pointee.mallocDepth | slots.pointee.forkGateDepth == 0, !GuardedAllocation.isOn,
-       let fastPath = ProcessAllocator.existingFastPath, fastPath.free(pointer) {
+       ProcessAllocator.isReady, ProcessAllocator.readyFastPath.free(pointer) {
         return
     }
     freeOutsideMagazine(pointer)

@@ -51,6 +51,15 @@ enum ProcessAllocator {
         state.load(ordering: .acquiring) == 2 ? fastPath : nil
     }
 
+    /// Whether the system is ready (`existing` is not nil).
+    @inline(__always)
+    static var isReady: Bool { state.load(ordering: .acquiring) == 2 }
+
+    /// The system's magazine fast paths; only once `isReady` (they are set
+    /// before it is published, so this needs no test of its own).
+    @inline(__always)
+    static var readyFastPath: _MagazineFastPath { fastPath.unsafelyUnwrapped }
+
     /// Creates the system (once): called before `main`, on the main thread,
     /// with `mallocDepth` set, so that its own allocations go to glibc.
     @inline(never)
@@ -70,6 +79,7 @@ enum ProcessAllocator {
             }
             system = Unmanaged.passRetained(mm)
             fastPath = mm._magazineFastPath
+            for k in 0..<64 { cmm_set_malloc_class(Int32(k), Int32(_MagazineFastPath.sizeClass(forBytes: (k + 1) * 16))) }
             MemorySystem._installProcessSystem(mm)
             if settings.statsAtExit { atexit { ProcessAllocator.printStatistics() } }
             state.store(2, ordering: .releasing)

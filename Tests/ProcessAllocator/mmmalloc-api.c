@@ -87,6 +87,21 @@ int main(void) {
     CHECK(malloc_usable_size(a) == 128 && malloc_usable_size(b) == 128, "__libc_malloc is swift-mm's");
     free(a);
     __libc_free(b);
+    // Every size up to 8 KiB gets the smallest kmalloc class that holds it (at
+    // least 16 bytes): the table that serves sizes up to 1 KiB agrees with the arithmetic.
+    static const size_t classes[] = {16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192};
+    for (size_t size = 0; size <= 8192; size++) {
+        void *p = malloc(size);
+        size_t expected = 16;
+        for (size_t k = 0; k < sizeof classes / sizeof classes[0]; k++) {
+            if (classes[k] >= size) { expected = classes[k]; break; }
+        }
+        if (malloc_usable_size(p) != expected) {
+            fprintf(stderr, "malloc(%zu): usable size %zu, expected the %zu-byte class\n", size, malloc_usable_size(p), expected);
+            return 1;
+        }
+        free(p);
+    }
     mm_stats_print(STDOUT_FILENO);
     printf("mmmalloc.h: ok (the shrinker was called %s)\n", calls > 0 ? "under pressure" : "never");
     return 0;

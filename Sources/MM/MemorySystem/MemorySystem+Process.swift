@@ -73,6 +73,21 @@ public struct _MagazineFastPath: @unchecked Sendable {  // raw pointers into tab
         return objects.allocate(SizeClass.index(forBytes: byteCount))
     }
 
+    /// The kmalloc class index that serves a request of `byteCount` bytes
+    /// (1…8 KiB), for tables of the process allocator.
+    public static func sizeClass(forBytes byteCount: Int) -> Int {
+        precondition(byteCount > 0 && byteCount <= MM.kmallocMaxSize, "no kmalloc class serves \(byteCount) bytes")
+        return SizeClass.index(forBytes: byteCount)
+    }
+
+    /// A pop from the calling thread's magazine of the kmalloc class at
+    /// `sizeClass` (from `sizeClass(forBytes:)`); nil on a miss or while the
+    /// fast path is closed.
+    @inlinable @inline(__always)
+    public func allocate(sizeClass: Int) -> UnsafeMutableRawPointer? {
+        objects.allocate(sizeClass)
+    }
+
     /// A push onto the calling thread's magazine after the same checks as
     /// `deallocate` (slot boundary, double free, owning system). False when
     /// the pointer is not an object of the system's direct map, the magazine
