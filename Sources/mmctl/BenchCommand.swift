@@ -161,6 +161,24 @@ func bestNanosecondsPerIteration(iterations: Int, repetitions: Int = 5, _ body: 
     return best
 }
 
+/// The best nanoseconds per iteration of `first` and of `second`, measured
+/// in alternation (one repetition of each in turn), so that a disturbance of
+/// the machine falls on both rather than on whichever ran at that moment.
+func bestNanosecondsPerIteration(iterations: Int, repetitions: Int = 5, _ first: (Int) -> Void,
+                                 alternatingWith second: (Int) -> Void) -> (Double, Double) {
+    var best = (Double.infinity, Double.infinity)
+    let clock = ContinuousClock()
+    func nanoseconds(_ body: (Int) -> Void) -> Double {
+        let elapsed = clock.measure { body(iterations) }
+        return (Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9) / Double(iterations)
+    }
+    for _ in 0..<repetitions {
+        best.0 = min(best.0, nanoseconds(first))
+        best.1 = min(best.1, nanoseconds(second))
+    }
+    return best
+}
+
 /// Thread scaling measured against controls, loops that share nothing:
 /// `arithmetic` is integer arithmetic in registers; `memory` pops a pointer
 /// from a private stack, writes a byte where it points and pushes it back —

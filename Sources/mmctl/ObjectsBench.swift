@@ -26,20 +26,19 @@ struct ObjectsBench {
         var results: [BenchResult] = []
 
         for (size, key) in [(16, "pair16_vs_malloc"), (256, "pair256_vs_malloc"), (1024, "pair1k_vs_malloc")] {
-            let ours = bestNanosecondsPerIteration(iterations: pairs) { n in
+            let (ours, theirs) = bestNanosecondsPerIteration(iterations: pairs, { n in
                 for i in 0..<n {
                     let p = mm.allocate(byteCount: size).unsafelyUnwrapped
                     p.storeBytes(of: UInt8(truncatingIfNeeded: i), as: UInt8.self)
                     mm.deallocate(p)
                 }
-            }
-            let theirs = bestNanosecondsPerIteration(iterations: pairs) { n in
+            }, alternatingWith: { n in
                 for i in 0..<n {
                     let p = systemMalloc(size).unsafelyUnwrapped
                     p.storeBytes(of: UInt8(truncatingIfNeeded: i), as: UInt8.self)
                     systemFree(p)
                 }
-            }
+            })
             results.append(BenchResult(key: key, value: ours / theirs, goal: "<= 1.0",
                                        detail: String(format: "%d B pair: swift-mm %.2f ns, malloc %.2f ns", size, ours, theirs)))
         }
@@ -48,7 +47,7 @@ struct ObjectsBench {
         let rounds = max(10, Int(10_000 * scale))
         let slots = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 1000)
         defer { slots.deallocate() }
-        let oursBatch = bestNanosecondsPerIteration(iterations: rounds) { n in
+        let (oursBatch, theirsBatch) = bestNanosecondsPerIteration(iterations: rounds, { n in
             for _ in 0..<n {
                 for i in 0..<1000 {
                     let p = mm.allocate(byteCount: 64).unsafelyUnwrapped
@@ -57,8 +56,7 @@ struct ObjectsBench {
                 }
                 for i in 0..<1000 { mm.deallocate(slots[i].unsafelyUnwrapped) }
             }
-        }
-        let theirsBatch = bestNanosecondsPerIteration(iterations: rounds) { n in
+        }, alternatingWith: { n in
             for _ in 0..<n {
                 for i in 0..<1000 {
                     let p = systemMalloc(64).unsafelyUnwrapped
@@ -67,7 +65,7 @@ struct ObjectsBench {
                 }
                 for i in 0..<1000 { systemFree(slots[i]) }
             }
-        }
+        })
         results.append(BenchResult(key: "batch1000_vs_malloc", value: oursBatch / theirsBatch, goal: "<= 1.0",
                                    detail: String(format: "1000 × 64 B then FIFO frees: swift-mm %.0f ns, malloc %.0f ns per round",
                                                   oursBatch, theirsBatch)))

@@ -4,8 +4,8 @@
 
 extension SlabAllocator {
     /// The broken invariants of the object layer, in words: the calling
-    /// thread's magazines (count within limit, the top copy equal to the top
-    /// entry, every cached object a slot of its cache carrying the free or
+    /// thread's magazines (count within limit, the base equal to its shared
+    /// copy, the limit 0 or the cache's, every cached object a slot of its cache carrying the free or
     /// fresh canary), each depot (free canaries) and each cache's slab lists
     /// (free counts agreeing with `freeInSlabs`). Call it only while no
     /// other thread uses the system. Kernel analogue: `validate_slab_cache`.
