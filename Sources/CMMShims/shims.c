@@ -11,7 +11,11 @@ __attribute__((aligned(4096))) unsigned char cmm_empty_object_caches[CMM_EMPTY_O
 _Thread_local cmm_thread_slots cmm_slots __attribute__((tls_model("initial-exec"))) = {
     .objectCaches = cmm_empty_object_caches,
     .objectCachesForFastPath = cmm_empty_object_caches,
+    .objectCachesForMalloc = cmm_empty_object_caches,
 };
+
+int cmm_malloc_magazines = 0;
+void cmm_set_malloc_magazines(int on) { cmm_malloc_magazines = on; }
 
 __attribute__((constructor)) static void cmm_protect_empty_object_caches(void) {
     mprotect(cmm_empty_object_caches, sizeof cmm_empty_object_caches, PROT_READ);

@@ -23,8 +23,8 @@ private func cSize(_ size: Int) -> Int { size < 16 ? 16 : size }
 private func withProcessSystem<R>(_ body: (MemorySystem) -> R) -> R? {
     let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
     guard slots.pointee.mallocDepth == 0 && slots.pointee.forkGateDepth == 0 else { return nil }
-    slots.pointee.mallocDepth = 1
-    defer { slots.pointee.mallocDepth = 0 }
+    _ProcessAllocatorThread.enter()
+    defer { _ProcessAllocatorThread.leave() }
     guard let system = ProcessAllocator.existing else { return nil }
     return system._withUnsafeGuaranteedRef(body)
 }
@@ -44,9 +44,8 @@ private func owner(of pointer: UnsafeMutableRawPointer) -> Unmanaged<MemorySyste
 /// is not one).
 @inline(__always)
 private func release(_ pointer: UnsafeMutableRawPointer, to system: Unmanaged<MemorySystem>) {
-    let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
-    slots.pointee.mallocDepth += 1
-    defer { slots.pointee.mallocDepth -= 1 }
+    _ProcessAllocatorThread.enter()
+    defer { _ProcessAllocatorThread.leave() }
     system._withUnsafeGuaranteedRef { mm in
         if GuardedAllocation.isOn {
             GuardedAllocation.free(mm, pointer, operation: "free")
@@ -72,27 +71,23 @@ private func guardedBlock(_ mm: MemorySystem, _ alignment: Int, _ bytes: Int) ->
 /// `ProcessAllocator`); allocations made meanwhile go to glibc.
 @_cdecl("mm_process_start")
 func mmProcessStart() {
-    let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
-    slots.pointee.mallocDepth += 1
-    defer { slots.pointee.mallocDepth -= 1 }
+    _ProcessAllocatorThread.enter()
+    defer { _ProcessAllocatorThread.leave() }
     ProcessAllocator.start()
 }
 
 @_cdecl("mm_process_malloc")
 func mmProcessMalloc(_ size: Int) -> UnsafeMutableRawPointer? {
-    // A magazine hit needs no re-entrancy mark (it allocates nothing and takes no lock), but
-    // only outside the allocator, whose own code may be in the middle of updating the magazines.
-    let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
-    if slots.pointee.mallocDepth | slots.pointee.forkGateDepth == 0 && ProcessAllocator.isReady {
+    // A magazine hit needs no re-entrancy mark (it allocates nothing and takes no lock). The
+    // malloc slot is closed while this thread is inside the allocator (whose own code may be in
+    // the middle of updating the magazines) or holds an allocator lock, and under
+    // MM_HARDENING=full: one load tests all of that.
+    if ProcessAllocator.isReady {
         let fastPath = ProcessAllocator.readyFastPath
-        if !GuardedAllocation.isOn {
-            let sizeMinusOne = UInt(bitPattern: size &- 1)
-            if sizeMinusOne < 1024 {
-                if let p = fastPath.allocate(sizeClass: Int(cmm_malloc_class(Int(sizeMinusOne)))) { return p }
-            } else if let p = fastPath.allocate(byteCount: cSize(size)) {
-                return p
-            }
-        } else if let p = GuardedAllocation.allocateFromMagazine(fastPath, size: size) {
+        let sizeMinusOne = UInt(bitPattern: size &- 1)
+        if sizeMinusOne < 1024 {
+            if let p = fastPath.allocate(sizeClass: Int(cmm_malloc_class(Int(sizeMinusOne)))) { return p }
+        } else if let p = fastPath.allocate(byteCount: cSize(size)) {
             return p
         }
     }
@@ -103,6 +98,13 @@ func mmProcessMalloc(_ size: Int) -> UnsafeMutableRawPointer? {
 /// guarded allocation, or glibc's memory while this thread is inside the allocator.
 @inline(never)
 private func mallocOutsideMagazine(_ size: Int) -> UnsafeMutableRawPointer? {
+    // A guarded block of up to 8 KiB comes from the thread's magazine through its ordinary
+    // slot, when the thread may use it (outside the allocator, no allocator lock held).
+    let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
+    if GuardedAllocation.isOn && slots.pointee.mallocDepth | slots.pointee.forkGateDepth == 0 && ProcessAllocator.isReady,
+       let p = GuardedAllocation.allocateFromMagazine(ProcessAllocator.readyFastPath, size: size) {
+        return p
+    }
     guard let result = withProcessSystem({ mm in
         if GuardedAllocation.isOn {
             return GuardedAllocation.allocate(mm, size: size, alignment: 16, zeroed: false, block: guardedBlock)
@@ -118,11 +120,7 @@ private func mallocOutsideMagazine(_ size: Int) -> UnsafeMutableRawPointer? {
 func mmProcessFree(_ pointer: UnsafeMutableRawPointer?) {
     guard let pointer else { return }
     // A push onto the thread's magazine needs no re-entrancy mark either (see malloc).
-    let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
-    if slots.pointee.mallocDepth | slots.pointee.forkGateDepth == 0, !GuardedAllocation.isOn,
-       ProcessAllocator.isReady, ProcessAllocator.readyFastPath.free(pointer) {
-        return
-    }
+    if ProcessAllocator.isReady, ProcessAllocator.readyFastPath.free(pointer) { return }
     freeOutsideMagazine(pointer)
 }
 
@@ -230,9 +228,8 @@ func mmProcessPosixMemalign(_ result: UnsafeMutablePointer<UnsafeMutableRawPoint
 func mmProcessUsableSize(_ pointer: UnsafeMutableRawPointer?) -> Int {
     guard let pointer else { return 0 }
     guard let system = owner(of: pointer) else { return cmm_glibc_usable_size(pointer) }
-    let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
-    slots.pointee.mallocDepth += 1
-    defer { slots.pointee.mallocDepth -= 1 }
+    _ProcessAllocatorThread.enter()
+    defer { _ProcessAllocatorThread.leave() }
     if GuardedAllocation.isOn { return GuardedAllocation.size(of: pointer) ?? 0 }
     return system._withUnsafeGuaranteedRef { $0.usableSize(of: pointer) }
 }
@@ -242,8 +239,7 @@ func mmProcessUsableSize(_ pointer: UnsafeMutableRawPointer?) -> Int {
 @_cdecl("mm_process_quarantine_flush")
 func mmProcessQuarantineFlush() {
     guard GuardedAllocation.isOn, let system = ProcessAllocator.existing else { return }
-    let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
-    slots.pointee.mallocDepth += 1
-    defer { slots.pointee.mallocDepth -= 1 }
+    _ProcessAllocatorThread.enter()
+    defer { _ProcessAllocatorThread.leave() }
     system._withUnsafeGuaranteedRef { GuardedAllocation.flushQuarantine($0) }
 }

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 import CMMMalloc
+import CMMShims
 import Glibc
 @_spi(ProcessAllocator) import MM
 
@@ -126,7 +127,7 @@ enum GuardedAllocation {
     @inline(__always)
     static func allocateFromMagazine(_ fastPath: _MagazineFastPath, size: Int) -> UnsafeMutableRawPointer? {
         guard size >= 0, size <= MemorySystem.kmallocMaxSize - headerBytes - redZoneBytes,
-              let block = fastPath.allocate(byteCount: headerBytes + size + redZoneBytes) else { return nil }
+              let block = fastPath.allocate(byteCount: headerBytes + size + redZoneBytes, slot: .ordinary) else { return nil }
         return arm(block, offset: headerBytes, size: size, zeroed: false)
     }
 
@@ -244,7 +245,9 @@ enum GuardedAllocation {
     /// thread's magazine when it is a kmalloc object and there is room.
     @inline(__always)
     static func giveBack(_ mm: MemorySystem, _ block: UnsafeMutableRawPointer) {
-        if let fastPath = ProcessAllocator.existingFastPath, fastPath.free(block) { return }
+        // The caller is inside the allocator (its malloc slot closed) and holds no allocator lock.
+        if cmm_thread_slots_get().pointee.forkGateDepth == 0, let fastPath = ProcessAllocator.existingFastPath,
+           fastPath.free(block, slot: .ordinary) { return }
         mm.deallocate(block)
     }
 

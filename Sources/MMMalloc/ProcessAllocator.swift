@@ -81,6 +81,9 @@ enum ProcessAllocator {
             fastPath = mm._magazineFastPath
             for k in 0..<64 { cmm_set_malloc_class(Int32(k), Int32(_MagazineFastPath.sizeClass(forBytes: (k + 1) * 16))) }
             MemorySystem._installProcessSystem(mm)
+            // Under MM_HARDENING=full every malloc is guarded: its blocks come from the
+            // magazines through the ordinary slot, and the malloc slot stays closed.
+            if !settings.guarded { _MagazineFastPath.turnOnForMalloc() }
             if settings.statsAtExit { atexit { ProcessAllocator.printStatistics() } }
             state.store(2, ordering: .releasing)
             return system
@@ -94,9 +97,8 @@ enum ProcessAllocator {
     /// `MM_STATS=exit`: meminfo, slabinfo and vmstat to standard error.
     static func printStatistics() {
         guard let mm = existing else { return }
-        let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
-        slots.pointee.mallocDepth += 1
-        defer { slots.pointee.mallocDepth -= 1 }
+        _ProcessAllocatorThread.enter()
+        defer { _ProcessAllocatorThread.leave() }
         let s = mm.takeUnretainedValue().statistics()
         writeError("libmmmalloc statistics at exit\n" + s.meminfo + s.slabinfo + s.vmstat)
     }

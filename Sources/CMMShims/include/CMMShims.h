@@ -32,6 +32,12 @@ typedef struct cmm_thread_slots {
     // must reach the slow path, which checks them). One load instead of two.
     void *pageListsForFastPath;
     void *objectCachesForFastPath;
+    // What the process allocator's malloc and free read (libmmmalloc): the
+    // magazines while the thread is outside the allocator (mallocDepth 0),
+    // holds no allocator lock (forkGateDepth 0) and no ReclaimCheckedMutex,
+    // and malloc magazines are on; the empty record otherwise. One load
+    // replaces those tests on every call.
+    void *objectCachesForMalloc;
     // Nonzero while this thread runs inside the process allocator (libmmmalloc):
     // allocations made meanwhile (by the allocator's own Swift code, the runtime)
     // are served by glibc instead of re-entering swift-mm.
@@ -51,6 +57,17 @@ extern _Thread_local cmm_thread_slots cmm_slots
 /// 0, which no system has, so the fast paths take it without a null test
 /// and miss; a write to it is a crash, never silent corruption.
 extern unsigned char cmm_empty_object_caches[CMM_EMPTY_OBJECT_CACHES_BYTES];
+
+/// Whether malloc may use the threads' magazines (set once by the process
+/// allocator; off in MM_HARDENING=full, whose malloc guards every block).
+extern int cmm_malloc_magazines;
+static inline __attribute__((always_inline)) int cmm_malloc_magazines_on(void) { return cmm_malloc_magazines; }
+void cmm_set_malloc_magazines(int on);
+
+/// The object magazines as malloc sees them (see `objectCachesForMalloc`).
+static inline __attribute__((always_inline)) void **cmm_object_caches_malloc_slot(void) {
+    return &cmm_slots.objectCachesForMalloc;
+}
 
 /// The empty magazine record.
 static inline __attribute__((always_inline)) void *cmm_empty_object_caches_record(void) {

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+import CMMShims
 import Synchronization
 
 extension MemorySystem {
@@ -64,13 +65,41 @@ public struct _MagazineFastPath: @unchecked Sendable {  // raw pointers into tab
 
     init(objects: ObjectFastPath) { self.objects = objects }
 
+    /// Which of the thread's magazine slots a call goes through.
+    public enum Slot: Sendable {
+        /// The malloc slot: the magazines only while the thread is outside
+        /// the process allocator, holds no allocator lock or
+        /// `ReclaimCheckedMutex`, and malloc magazines are on
+        /// (`turnOnForMalloc`); the empty record otherwise, which every call misses.
+        case malloc
+        /// The thread's ordinary fast-path slot, for a caller that has
+        /// checked the thread is outside the allocator and holds no allocator lock.
+        case ordinary
+    }
+
+    /// Lets `malloc` and `free` use the threads' magazines (process-wide;
+    /// once, before they are called). The calling thread's slot is opened now,
+    /// every other thread's at its next slow path.
+    public static func turnOnForMalloc() {
+        cmm_set_malloc_magazines(1)
+        ThreadSlots.refreshFastPathSlots()
+    }
+
+    @inlinable @inline(__always)
+    static func magazines(_ slot: Slot) -> ObjectMagazines {
+        switch slot {
+        case .malloc: ObjectMagazines.currentOrEmptyForMalloc
+        case .ordinary: ObjectMagazines.currentOrEmptyForFastPath
+        }
+    }
+
     /// A pop from the calling thread's magazine of `byteCount`'s kmalloc
     /// class; nil on a miss, for a size outside 1…8 KiB, or while the fast
     /// path is closed. Never takes a lock, allocates or blocks.
     @inlinable @inline(__always)
-    public func allocate(byteCount: Int) -> UnsafeMutableRawPointer? {
+    public func allocate(byteCount: Int, slot: Slot = .malloc) -> UnsafeMutableRawPointer? {
         guard byteCount > 0 && byteCount <= MM.kmallocMaxSize else { return nil }
-        return objects.allocate(SizeClass.index(forBytes: byteCount))
+        return objects.allocate(SizeClass.index(forBytes: byteCount), from: Self.magazines(slot))
     }
 
     /// The kmalloc class index that serves a request of `byteCount` bytes
@@ -81,24 +110,43 @@ public struct _MagazineFastPath: @unchecked Sendable {  // raw pointers into tab
     }
 
     /// A pop from the calling thread's magazine of the kmalloc class at
-    /// `sizeClass` (from `sizeClass(forBytes:)`); nil on a miss or while the
-    /// fast path is closed.
+    /// `sizeClass` (from `sizeClass(forBytes:)`), through the malloc slot;
+    /// nil on a miss or while that slot is closed.
     @inlinable @inline(__always)
     public func allocate(sizeClass: Int) -> UnsafeMutableRawPointer? {
-        objects.allocate(sizeClass)
+        objects.allocate(sizeClass, from: ObjectMagazines.currentOrEmptyForMalloc)
     }
 
     /// A push onto the calling thread's magazine after the same checks as
     /// `deallocate` (slot boundary, double free, owning system). False when
     /// the pointer is not an object of the system's direct map, the magazine
-    /// is full, a check fails or the fast path is closed: the caller then
-    /// hands it to `deallocate`, which sees the same pointer again and frees
-    /// or reports it on its slow path. Never takes a lock, allocates or blocks.
+    /// is full, a check fails or the slot is closed: the caller then hands
+    /// it to `deallocate`, which sees the same pointer again and frees or
+    /// reports it on its slow path. Never takes a lock, allocates or blocks.
     @inlinable @inline(__always)
-    public func free(_ pointer: UnsafeMutableRawPointer) -> Bool {
+    public func free(_ pointer: UnsafeMutableRawPointer, slot: Slot = .malloc) -> Bool {
         let offset = UInt(bitPattern: pointer) &- UInt(bitPattern: objects.directMap)
         guard offset < objects.capacityBytes else { return false }
         let owner = objects.owner(atOffset: offset)
-        return owner != 0 && objects.free(pointer, offset: offset, owner: owner)
+        return owner != 0 && objects.free(pointer, offset: offset, owner: owner, into: Self.magazines(slot))
+    }
+}
+
+/// Marks the calling thread as inside the process allocator (nested): while
+/// it is, its allocations go to glibc and its malloc slot is closed.
+@_spi(ProcessAllocator)
+public enum _ProcessAllocatorThread {
+    /// Enters the allocator (one level deeper).
+    public static func enter() {
+        let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
+        slots.pointee.mallocDepth &+= 1
+        if slots.pointee.mallocDepth == 1 { ThreadSlots.refreshFastPathSlots() }
+    }
+
+    /// Leaves it (one level).
+    public static func leave() {
+        let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
+        slots.pointee.mallocDepth &-= 1
+        if slots.pointee.mallocDepth == 0 { ThreadSlots.refreshFastPathSlots() }
     }
 }

@@ -40,7 +40,13 @@ struct ObjectFastPath: @unchecked Sendable {  // raw pointers into the slab laye
     /// magazine; nil on a miss.
     @inlinable @inline(__always)
     func allocate(_ index: Int) -> UnsafeMutableRawPointer? {
-        let m = ObjectMagazines.currentOrEmptyForFastPath
+        allocate(index, from: ObjectMagazines.currentOrEmptyForFastPath)
+    }
+
+    /// Pops an object of the cache at `index` from the magazines `m` (the
+    /// calling thread's, or the empty record); nil on a miss.
+    @inlinable @inline(__always)
+    func allocate(_ index: Int, from m: ObjectMagazines) -> UnsafeMutableRawPointer? {
         guard m.fastPathKey == systemID, let p = m.pop(index) else { return nil }
         assert(UInt(bitPattern: p) &- UInt(bitPattern: directMap) < capacityBytes
                && (frames + Int((UInt(bitPattern: p) &- UInt(bitPattern: directMap)) &>> UInt(pageShift))).pointee.owner != 0,
@@ -71,7 +77,12 @@ struct ObjectFastPath: @unchecked Sendable {  // raw pointers into the slab laye
     /// frees to the slow path without a test of its own.
     @inlinable @inline(__always)
     func free(_ p: UnsafeMutableRawPointer, offset: UInt, owner: UInt32) -> Bool {
-        let m = ObjectMagazines.currentOrEmpty
+        free(p, offset: offset, owner: owner, into: ObjectMagazines.currentOrEmpty)
+    }
+
+    /// `free` onto the magazines `m` (the calling thread's, or the empty record).
+    @inlinable @inline(__always)
+    func free(_ p: UnsafeMutableRawPointer, offset: UInt, owner: UInt32, into m: ObjectMagazines) -> Bool {
         let magazine = m.magazine(owner: owner)
         let inSlab = offset & magazine.pointee.slabMask
         let canary = magazine.pointee.secret ^ UInt(bitPattern: p)

@@ -90,6 +90,15 @@ extension PerThreadCache where Kind == MagazinesKind {
         ObjectMagazines(header: Kind.threadSlot.pointee.unsafelyUnwrapped.assumingMemoryBound(to: PerThreadCacheHeader.self))
     }
 
+    /// `currentOrEmpty` as the process allocator's `malloc` and `free` may
+    /// use it: the empty record also while the thread is inside that
+    /// allocator or holds an allocator lock, or when malloc magazines are off.
+    @inlinable @inline(__always)
+    static var currentOrEmptyForMalloc: ObjectMagazines {
+        ObjectMagazines(header: cmm_object_caches_malloc_slot().pointee.unsafelyUnwrapped
+            .assumingMemoryBound(to: PerThreadCacheHeader.self))
+    }
+
     /// `currentOrEmpty` as the allocation fast path may use it: the empty
     /// record while the thread holds a `ReclaimCheckedMutex`.
     @inlinable @inline(__always)

@@ -29,8 +29,13 @@ enum ForkGate {
     @inline(__always)
     static func enter() {
         let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
-        if slots.pointee.forkGateDepth == 0 { cmm_fork_gate_read_lock() }
-        slots.pointee.forkGateDepth &+= 1
+        if slots.pointee.forkGateDepth == 0 {
+            cmm_fork_gate_read_lock()
+            slots.pointee.forkGateDepth = 1
+            ThreadSlots.refreshFastPathSlots()  // closes the malloc magazines while a lock is held
+        } else {
+            slots.pointee.forkGateDepth &+= 1
+        }
     }
 
     /// Leaves it (outermost one: releases the gate).
@@ -38,7 +43,10 @@ enum ForkGate {
     static func leave() {
         let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
         slots.pointee.forkGateDepth &-= 1
-        if slots.pointee.forkGateDepth == 0 { cmm_fork_gate_read_unlock() }
+        if slots.pointee.forkGateDepth == 0 {
+            cmm_fork_gate_read_unlock()
+            ThreadSlots.refreshFastPathSlots()
+        }
     }
 
     /// Counts the forks this process descends from (0 in the original

@@ -23,6 +23,7 @@ enum SystemThread {
             // never waits on, or fails for want of, the memory it is reclaiming
             // (the kernel's kswapd runs with PF_MEMALLOC for the same reason).
             cmm_thread_slots_get().pointee.mallocDepth = 1
+            ThreadSlots.refreshFastPathSlots()
             Unmanaged<Body>.fromOpaque(raw!).takeRetainedValue().run()
             return nil
         }, context)

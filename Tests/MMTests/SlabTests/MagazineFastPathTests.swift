@@ -8,6 +8,7 @@ import Testing
 @Suite("Magazine fast path (the process allocator's)")
 struct MagazineFastPathTests {
     private func makeReportingSystem() throws -> MemorySystem {
+        _MagazineFastPath.turnOnForMalloc()  // what libmmmalloc does at start (process-wide; only this type reads it)
         var config = MemoryConfiguration(capacity: 16 << 20)
         config.logsEvents = false
         config.hardeningAction = .report
@@ -46,6 +47,37 @@ struct MagazineFastPathTests {
         #expect(!fast.free(foreign))                            // not in the arena at all
         #expect(recorder.violations.map(\.kind) == [.doubleFree, .interiorPointer], "\(recorder.violations)")
         #expect(fast.free(q))                                   // q itself was never freed: it still is freeable
+    }
+
+    @Test("the malloc slot closes inside the allocator, under an allocator lock and under a checked lock, and reopens after")
+    func mallocSlotCloses() throws {
+        let mm = try makeReportingSystem()
+        let fast = mm._magazineFastPath
+        let p = try #require(mm.allocate(byteCount: 48))
+        mm.deallocate(p)                                        // a warm kmalloc-64 magazine; the record exists
+        func served() -> Bool {
+            guard let q = fast.allocate(byteCount: 64) else { return false }
+            mm.deallocate(q)
+            return true
+        }
+        #expect(served())
+        _ProcessAllocatorThread.enter()
+        _ProcessAllocatorThread.enter()
+        #expect(!served(), "the malloc slot served a thread inside the allocator")
+        #expect(fast.allocate(byteCount: 64, slot: .ordinary) != nil, "the ordinary slot is not the malloc slot's business")
+        _ProcessAllocatorThread.leave()
+        #expect(!served(), "one level out is still inside")
+        _ProcessAllocatorThread.leave()
+        #expect(served())
+        ForkGate.enter()
+        #expect(!served(), "the malloc slot served a thread holding an allocator lock")
+        ForkGate.leave()
+        #expect(served())
+        let lock = ReclaimCheckedMutex(0, name: "malloc-slot-test")
+        lock.withLock { _ in
+            #expect(!served(), "the malloc slot served a thread holding a ReclaimCheckedMutex")
+        }
+        #expect(served())
     }
 
     @Test("a full magazine refuses the push; deallocate then drains it")
