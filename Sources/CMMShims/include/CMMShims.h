@@ -61,7 +61,9 @@ extern unsigned char cmm_empty_object_caches[CMM_EMPTY_OBJECT_CACHES_BYTES];
 /// Whether malloc may use the threads' magazines (set once by the process
 /// allocator; off in MM_HARDENING=full, whose malloc guards every block).
 extern int cmm_malloc_magazines;
-static inline __attribute__((always_inline)) int cmm_malloc_magazines_on(void) { return cmm_malloc_magazines; }
+static inline __attribute__((always_inline)) int cmm_malloc_magazines_on(void) {
+    return __atomic_load_n(&cmm_malloc_magazines, __ATOMIC_RELAXED);
+}
 void cmm_set_malloc_magazines(int on);
 
 /// The object magazines as malloc sees them (see `objectCachesForMalloc`).
