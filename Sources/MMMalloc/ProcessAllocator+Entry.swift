@@ -82,7 +82,7 @@ func mmProcessMalloc(_ size: Int) -> UnsafeMutableRawPointer? {
     // malloc slot is closed while this thread is inside the allocator (whose own code may be in
     // the middle of updating the magazines) or holds an allocator lock, and under
     // MM_HARDENING=full: one load tests all of that.
-    if ProcessAllocator.isReady {
+    if ProcessAllocator.magazinesFirst {
         let fastPath = ProcessAllocator.readyFastPath
         let sizeMinusOne = UInt(bitPattern: size &- 1)
         if sizeMinusOne < 1024 {
@@ -120,7 +120,7 @@ private func mallocOutsideMagazine(_ size: Int) -> UnsafeMutableRawPointer? {
 func mmProcessFree(_ pointer: UnsafeMutableRawPointer?) {
     guard let pointer else { return }
     // A push onto the thread's magazine needs no re-entrancy mark either (see malloc).
-    if ProcessAllocator.isReady, ProcessAllocator.readyFastPath.free(pointer) { return }
+    if ProcessAllocator.magazinesFirst, ProcessAllocator.readyFastPath.free(pointer) { return }
     freeOutsideMagazine(pointer)
 }
 

@@ -55,6 +55,13 @@ enum ProcessAllocator {
     @inline(__always)
     static var isReady: Bool { state.load(ordering: .acquiring) == 2 }
 
+    /// Whether `malloc` and `free` try the magazines first: the system is
+    /// ready and `MM_HARDENING=full` is off (guarded blocks take their own
+    /// path). One load, as `isReady`.
+    @inline(__always)
+    static var magazinesFirst: Bool { mallocMagazines.load(ordering: .acquiring) }
+    private static let mallocMagazines = Atomic<Bool>(false)
+
     /// The system's magazine fast paths; only once `isReady` (they are set
     /// before it is published, so this needs no test of its own).
     @inline(__always)
@@ -84,6 +91,7 @@ enum ProcessAllocator {
             // Under MM_HARDENING=full every malloc is guarded: its blocks come from the
             // magazines through the ordinary slot, and the malloc slot stays closed.
             if !settings.guarded { _MagazineFastPath.turnOnForMalloc() }
+            mallocMagazines.store(!settings.guarded, ordering: .releasing)
             if settings.statsAtExit { atexit { ProcessAllocator.printStatistics() } }
             state.store(2, ordering: .releasing)
             return system

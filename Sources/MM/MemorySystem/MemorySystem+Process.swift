@@ -137,16 +137,18 @@ public struct _MagazineFastPath: @unchecked Sendable {  // raw pointers into tab
 @_spi(ProcessAllocator)
 public enum _ProcessAllocatorThread {
     /// Enters the allocator (one level deeper).
+    @inlinable @inline(__always)
     public static func enter() {
         let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
         slots.pointee.mallocDepth &+= 1
-        if slots.pointee.mallocDepth == 1 { ThreadSlots.refreshFastPathSlots() }
+        slots.pointee.objectCachesForMalloc = cmm_empty_object_caches_record()
     }
 
     /// Leaves it (one level).
+    @inlinable @inline(__always)
     public static func leave() {
         let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
         slots.pointee.mallocDepth &-= 1
-        if slots.pointee.mallocDepth == 0 { ThreadSlots.refreshFastPathSlots() }
+        ThreadSlots.refreshMallocSlot(slots)
     }
 }

@@ -32,7 +32,7 @@ enum ForkGate {
         if slots.pointee.forkGateDepth == 0 {
             cmm_fork_gate_read_lock()
             slots.pointee.forkGateDepth = 1
-            ThreadSlots.refreshFastPathSlots()  // closes the malloc magazines while a lock is held
+            ThreadSlots.refreshMallocSlot(slots)  // closes the malloc magazines while a lock is held
         } else {
             slots.pointee.forkGateDepth &+= 1
         }
@@ -45,7 +45,7 @@ enum ForkGate {
         slots.pointee.forkGateDepth &-= 1
         if slots.pointee.forkGateDepth == 0 {
             cmm_fork_gate_read_unlock()
-            ThreadSlots.refreshFastPathSlots()
+            ThreadSlots.refreshMallocSlot(slots)
         }
     }
 

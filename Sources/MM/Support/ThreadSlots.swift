@@ -2,6 +2,7 @@
 import CMMShims
 
 /// The calling thread's C thread-local slots, seen from Swift.
+@usableFromInline
 enum ThreadSlots {
     /// Points the fast paths' slots at the thread's caches while it holds no
     /// `ReclaimCheckedMutex`, and at nothing (the magazines' at the empty
@@ -16,8 +17,17 @@ enum ThreadSlots {
         let empty = cmm_empty_object_caches_record()
         slots.pointee.pageListsForFastPath = open ? slots.pointee.pageLists : nil
         slots.pointee.objectCachesForFastPath = open ? slots.pointee.objectCaches : empty
-        let mallocOpen = open && slots.pointee.mallocDepth == 0 && slots.pointee.forkGateDepth == 0
+        refreshMallocSlot(slots)
+    }
+
+    /// Sets the process allocator's malloc slot alone: the magazines while
+    /// the thread holds no `ReclaimCheckedMutex` or allocator lock, is
+    /// outside that allocator, and malloc magazines are on; else the empty
+    /// record. Cheap enough for every entry into the allocator.
+    @inlinable @inline(__always)
+    static func refreshMallocSlot(_ slots: UnsafeMutablePointer<cmm_thread_slots>) {
+        let open = slots.pointee.heldCheckedLocks | slots.pointee.mallocDepth | slots.pointee.forkGateDepth == 0
             && cmm_malloc_magazines_on() != 0
-        slots.pointee.objectCachesForMalloc = mallocOpen ? slots.pointee.objectCaches : empty
+        slots.pointee.objectCachesForMalloc = open ? slots.pointee.objectCaches : cmm_empty_object_caches_record()
     }
 }
