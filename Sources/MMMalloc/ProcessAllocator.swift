@@ -55,12 +55,12 @@ enum ProcessAllocator {
     @inline(__always)
     static var isReady: Bool { state.load(ordering: .acquiring) == 2 }
 
-    /// Whether `malloc` and `free` try the magazines first: the system is
-    /// ready and `MM_HARDENING=full` is off (guarded blocks take their own
-    /// path). One load, as `isReady`.
+    /// Whether `malloc` and `free` try the magazines first: malloc
+    /// magazines were turned on, which happens once the fast path is in place
+    /// and only when `MM_HARDENING=full` is off (guarded blocks take their
+    /// own path). One load, as `isReady`.
     @inline(__always)
-    static var magazinesFirst: Bool { mallocMagazines.load(ordering: .acquiring) }
-    private static let mallocMagazines = Atomic<Bool>(false)
+    static var magazinesFirst: Bool { cmm_malloc_magazines_on() != 0 }
 
     /// The system's magazine fast paths; only once `isReady` (they are set
     /// before it is published, so this needs no test of its own).
@@ -91,7 +91,6 @@ enum ProcessAllocator {
             // Under MM_HARDENING=full every malloc is guarded: its blocks come from the
             // magazines through the ordinary slot, and the malloc slot stays closed.
             if !settings.guarded { _MagazineFastPath.turnOnForMalloc() }
-            mallocMagazines.store(!settings.guarded, ordering: .releasing)
             if settings.statsAtExit { atexit { ProcessAllocator.printStatistics() } }
             state.store(2, ordering: .releasing)
             return system

@@ -59,10 +59,11 @@ extern _Thread_local cmm_thread_slots cmm_slots
 extern unsigned char cmm_empty_object_caches[CMM_EMPTY_OBJECT_CACHES_BYTES];
 
 /// Whether malloc may use the threads' magazines (set once by the process
-/// allocator; off in MM_HARDENING=full, whose malloc guards every block).
-extern int cmm_malloc_magazines;
+/// allocator, after its fast path is in place: a release store, read with
+/// acquire; off in MM_HARDENING=full, whose malloc guards every block).
+extern int cmm_malloc_magazines __attribute__((visibility("hidden")));  // one PC-relative load, no GOT
 static inline __attribute__((always_inline)) int cmm_malloc_magazines_on(void) {
-    return __atomic_load_n(&cmm_malloc_magazines, __ATOMIC_RELAXED);
+    return __atomic_load_n(&cmm_malloc_magazines, __ATOMIC_ACQUIRE);
 }
 void cmm_set_malloc_magazines(int on);
 

@@ -114,7 +114,7 @@ public struct _MagazineFastPath: @unchecked Sendable {  // raw pointers into tab
     /// nil on a miss or while that slot is closed.
     @inlinable @inline(__always)
     public func allocate(sizeClass: Int) -> UnsafeMutableRawPointer? {
-        objects.allocate(sizeClass, from: ObjectMagazines.currentOrEmptyForMalloc)
+        objects.allocate(sizeClass, from: Self.magazines(.malloc))
     }
 
     /// A push onto the calling thread's magazine after the same checks as

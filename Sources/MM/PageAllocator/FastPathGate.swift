@@ -34,10 +34,7 @@ final class FastPathGate: @unchecked Sendable {  // two words behind stable poin
         pageThreshold.deallocate()
     }
 
-    /// Whether the fast paths are open.
-    var isOpen: Bool { objectPathOpen.load(ordering: .relaxed) }
-
-    /// Whether the object fast path is open (the same as `isOpen`; what the slab layer reads).
+    /// Whether the fast paths are open (what the slab layer copies into the magazines).
     var isObjectPathOpen: Bool { objectPathOpen.load(ordering: .relaxed) }
 
     /// Sets the function that runs after every change of the gate.

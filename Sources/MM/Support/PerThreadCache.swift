@@ -122,9 +122,8 @@ struct PerThreadCache<Kind: PerThreadCacheKind>: Hashable, @unchecked Sendable {
     /// Attaches the cache to `systemID` (0: none), its fast path open or
     /// closed, and clears any drain request (under the registry's lock).
     func setSystem(_ systemID: UInt64, fastPathOpen: Bool) {
-        header.pointee.fastPathKey.store(0, ordering: .relaxed)
         header.pointee.systemID.store(systemID, ordering: .relaxed)
-        if fastPathOpen && systemID != 0 { header.pointee.fastPathKey.store(systemID, ordering: .relaxed) }
+        header.pointee.fastPathKey.store(fastPathOpen ? systemID : 0, ordering: .relaxed)
         header.pointee.drainRequest.store(0, ordering: .relaxed)
     }
 
