@@ -62,7 +62,12 @@ struct SwiftMMMixedAllocator: MixedWorkloadAllocator {
 }
 
 /// The mixed workload on the process's `malloc` (glibc's, or what LD_PRELOAD put in its place).
+/// The function pointers are read once, here: reading the lazy globals
+/// `systemMalloc`/`systemFree` in the loop would cost a `swift_once` call per
+/// operation that swift-mm's side does not pay.
 struct MallocMixedAllocator: MixedWorkloadAllocator {
-    @inline(__always) func allocate(_ size: Int) -> UnsafeMutableRawPointer { systemMalloc(size).unsafelyUnwrapped }
-    @inline(__always) func free(_ pointer: UnsafeMutableRawPointer) { systemFree(pointer) }
+    let mallocFunction = systemMalloc
+    let freeFunction = systemFree
+    @inline(__always) func allocate(_ size: Int) -> UnsafeMutableRawPointer { mallocFunction(size).unsafelyUnwrapped }
+    @inline(__always) func free(_ pointer: UnsafeMutableRawPointer) { freeFunction(pointer) }
 }

@@ -270,6 +270,9 @@ enum MixedWorkload {
     /// Sizes drawn per thread before timing; the steps cycle through them.
     static let sizeRing = 1 << 16
 
+    /// A thread frees on a coin flip once it holds half this many objects, and always at this many.
+    static let maximumLive = 8192
+
     /// Wall-clock seconds for both threads to finish, best of `runs`.
     static func seconds<A: MixedWorkloadAllocator>(operations: Int, runs: Int = 3, _ allocator: A) -> Double {
         let sizes: [[Int]] = (0..<2).map { t in
@@ -281,28 +284,33 @@ enum MixedWorkload {
             let elapsed = ContinuousClock().measure {
                 runThreads(2) { t in
                     var rng = SeededGenerator(seed: UInt64(t + 1))
-                    var live: [(UnsafeMutableRawPointer, Int)] = []
-                    live.reserveCapacity(8192)
+                    // The live objects in a plain buffer: the bookkeeping compiles to the same
+                    // few instructions whatever the allocator (an Array's uniqueness checks
+                    // depend on how the optimiser sees the allocator's calls, and did not).
+                    let live = UnsafeMutablePointer<UnsafeMutableRawPointer>.allocate(capacity: maximumLive)
+                    defer { live.deallocate() }
+                    var count = 0
                     sizes[t].withUnsafeBufferPointer { sizes in
                         var next = 0
                         for _ in 0..<operations {
                             let r = rng.next()
-                            if live.count < 4096 || (live.count < 8192 && r & 1 == 0) {
+                            if count < maximumLive / 2 || (count < maximumLive && r & 1 == 0) {
                                 let size = sizes[next]
                                 next = (next &+ 1) & (sizeRing - 1)
                                 let p = allocator.allocate(size)
                                 p.storeBytes(of: 1, as: UInt8.self)
-                                p.storeBytes(of: 2, toByteOffset: size - 1, as: UInt8.self)
-                                live.append((p, size))
+                                p.storeBytes(of: 2, toByteOffset: size &- 1, as: UInt8.self)
+                                live[count] = p
+                                count &+= 1
                             } else {
-                                let i = Int((r >> 1) % UInt64(live.count))
-                                allocator.free(live[i].0)
-                                live.swapAt(i, live.count - 1)
-                                live.removeLast()
+                                let i = Int(truncatingIfNeeded: (r &>> 1) % UInt64(truncatingIfNeeded: count))
+                                allocator.free(live[i])
+                                count &-= 1
+                                live[i] = live[count]
                             }
                         }
                     }
-                    for (p, _) in live { allocator.free(p) }
+                    for i in 0..<count { allocator.free(live[i]) }
                 }
             }
             best = min(best, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
