@@ -120,14 +120,49 @@ struct BuddyZone: @unchecked Sendable {  // raw pointers into the arena; guarded
     /// Takes a free block of exactly `order`, splitting a larger one if
     /// needed, and returns its first pfn; `nil` when no block is large
     /// enough. The caller sets the head's state. Kernel analogue: `__rmqueue_smallest` + `expand`.
+    ///
+    /// Warm memory first: the smallest block that holds memory (a list's
+    /// head is warm unless the whole list is released) is split before a
+    /// smaller released one is used, so that the process's resident memory
+    /// is reused instead of faulting in more (jemalloc likewise reuses dirty
+    /// extents before clean ones). Then the smallest released block, then
+    /// the frontier.
     mutating func take(order: Int) -> Int? {
-        var current = order
-        while current <= maxOrder && heads[current] == PageFrame.none { current += 1 }
-        if current > maxOrder {
-            guard advanceFrontier() else { return nil }
-            current = maxOrder
+        var smallestReleased: Int?
+        for current in order...maxOrder {
+            let head = heads[current]
+            guard head != PageFrame.none else { continue }
+            if frames[Int(head)].flags & PageFrame.flagReleased == 0 {
+                return split(Int(head), from: current, to: order)
+            }
+            if smallestReleased == nil { smallestReleased = current }
         }
-        let pfn = Int(heads[current])
+        if let current = smallestReleased { return split(Int(heads[current]), from: current, to: order) }
+        guard advanceFrontier() else { return nil }
+        return split(Int(heads[maxOrder]), from: maxOrder, to: order)
+    }
+
+    /// Takes a free block of exactly `order` whose memory is not resident
+    /// (released, or above the frontier) when there is one, else any block
+    /// as `take` would; returns its first pfn and whether it was released.
+    /// For callers that discard the block's direct-map memory anyway
+    /// (vmalloc): a released block needs no discard, and the warm blocks
+    /// stay for the callers that use them. Released blocks sit at the tails.
+    mutating func takeReleased(order: Int) -> (pfn: Int, released: Bool)? {
+        for current in order...maxOrder {
+            let tail = tails[current]
+            if tail != PageFrame.none && frames[Int(tail)].flags & PageFrame.flagReleased != 0 {
+                return (split(Int(tail), from: current, to: order), true)
+            }
+        }
+        if advanceFrontier() { return (split(Int(tails[maxOrder]), from: maxOrder, to: order), true) }
+        return take(order: order).map { ($0, false) }
+    }
+
+    /// Unlinks the free block `pfn` of order `current` and splits it down to
+    /// `order`, listing the upper halves (which inherit its released state).
+    private mutating func split(_ pfn: Int, from current: Int, to order: Int) -> Int {
+        var current = current
         unlink(pfn, order: current)
         let released = frames[pfn].flags & PageFrame.flagReleased
         while current > order {
@@ -146,15 +181,19 @@ struct BuddyZone: @unchecked Sendable {  // raw pointers into the arena; guarded
     /// Returns a block to the free lists, merging it with its free buddies.
     /// Returns the pfn and order of the resulting free block.
     /// Kernel analogue: `__free_one_page`.
+    ///
+    /// A block coming back from its owner may hold data, so the merged block
+    /// is not "released" — unless the caller says its memory is not resident
+    /// (`released`: vmalloc's frames, whose direct-map memory was discarded)
+    /// and every buddy it merges with is released too.
     @discardableResult
-    mutating func put(_ pfn: Int, order: Int, tick: UInt32) -> (pfn: Int, order: Int) {
-        // A block coming back from its owner may hold data, so the merged
-        // block is never "released", whatever its buddies were.
-        var pfn = pfn, order = order
+    mutating func put(_ pfn: Int, order: Int, tick: UInt32, released: Bool = false) -> (pfn: Int, order: Int) {
+        var pfn = pfn, order = order, released = released
         while order < maxOrder {
             let buddy = pfn ^ (1 << order)
             let b = frames[buddy]
             guard b.state == PageState.free.rawValue, Int(b.order) == order else { break }
+            if b.flags & PageFrame.flagReleased == 0 { released = false }
             unlink(buddy, order: order)
             // The higher of the two becomes a tail: clear its descriptor
             // entirely, so every tail of a free block is all zeros (and its
@@ -163,7 +202,8 @@ struct BuddyZone: @unchecked Sendable {  // raw pointers into the arena; guarded
             pfn = min(pfn, buddy)
             order += 1
         }
-        frames[pfn].flags &= PageFrame.flagEverAllocated  // not released; keeps double-free evidence
+        // Keeps the double-free evidence.
+        frames[pfn].flags = frames[pfn].flags & PageFrame.flagEverAllocated | (released ? PageFrame.flagReleased : 0)
         frames[pfn].freedTick = tick
         frames[pfn].owner = 0
         frames[pfn].group = 0

@@ -265,6 +265,30 @@ final class PageAllocator: PerThreadCacheOwner, @unchecked Sendable {  // immuta
             pfn = takeBlock(order: order, floor: floor, refill: nil)
         }
         guard let pfn else { return nil }
+        return markAllocated(pfn, order: order, chargedTo: groupID)
+    }
+
+    /// A block of `2^order` pages for a caller that discards its direct-map
+    /// memory (vmalloc, whose area has memory of its own): a released block
+    /// when there is one — nothing resident to discard, and the warm blocks
+    /// stay for the callers that use them — else any block; with `released`
+    /// saying which. Same floor and charging as `allocate`, and it never
+    /// blocks. It bypasses the per-thread lists, which hold warm blocks.
+    func allocateReleased(order: Int, floor: Int, chargedTo groupID: UInt32 = 0)
+        -> (pointer: UnsafeMutableRawPointer, released: Bool)? {
+        let block = zone.withLock { state -> (pfn: Int, released: Bool)? in
+            guard state.buddy.allows(order: order, floor: floor), let block = state.buddy.takeReleased(order: order) else {
+                return nil
+            }
+            state.counters.pgalloc += 1 << order
+            publish(state)
+            return block
+        }
+        guard let block else { return nil }
+        return (markAllocated(block.pfn, order: order, chargedTo: groupID), block.released)
+    }
+
+    private func markAllocated(_ pfn: Int, order: Int, chargedTo groupID: UInt32) -> UnsafeMutableRawPointer {
         let f = arena.frames + pfn
         f.pointee.state = PageState.allocated.rawValue
         f.pointee.order = UInt8(order)
@@ -316,17 +340,7 @@ final class PageAllocator: PerThreadCacheOwner, @unchecked Sendable {  // immuta
     /// calling thread's list or the buddy lists.
     @usableFromInline
     func freeSlow(_ pointer: UnsafeMutableRawPointer, order: Int) {
-        if let violation = validateFree(pointer, order: order) {
-            report(violation)
-            return
-        }
-        hooks.recordFree?(pointer)
-        let pfn = Int((UInt(bitPattern: pointer) &- UInt(bitPattern: arena.directMap)) >> UInt(pageShift))
-        let groupID = arena.frames[pfn].group
-        if groupID != 0 {
-            hooks.uncharge(groupID, pageSize << order)
-            arena.frames[pfn].group = 0
-        }
+        guard let pfn = acceptFree(pointer, order: order) else { return }
         if order < perThreadOrderCount, listLimits[order] > 0, freePages > watermarks.low {
             let lists = listsForCurrentThread()
             if lists.count(order) >= listLimits[order] { drain(lists, keepingFraction: 1) }
@@ -344,5 +358,38 @@ final class PageAllocator: PerThreadCacheOwner, @unchecked Sendable {  // immuta
         }
         waitQueue.notifyFreed()
         maybeRelease(after: merged, now: tick)
+    }
+
+    /// Frees a block whose direct-map memory is not resident (a vmalloc
+    /// area's frames, discarded when it was mapped): validated and uncharged
+    /// as in `freeSlow`, then onto the buddy lists as a released block, so
+    /// that it merges as one and is not taken for warm memory.
+    func freeReleased(_ pointer: UnsafeMutableRawPointer, order: Int) {
+        guard let pfn = acceptFree(pointer, order: order) else { return }
+        let tick = self.tick
+        zone.withLock { state in
+            arena.frames[pfn].state = PageState.tail.rawValue
+            state.buddy.put(pfn, order: order, tick: tick, released: true)
+            state.counters.pgfree += 1 << order
+            publish(state)
+        }
+        waitQueue.notifyFreed()
+    }
+
+    /// Validates a free (reporting a bad one: nil), tells the profiler and
+    /// uncharges the block's group; the block's pfn.
+    private func acceptFree(_ pointer: UnsafeMutableRawPointer, order: Int) -> Int? {
+        if let violation = validateFree(pointer, order: order) {
+            report(violation)
+            return nil
+        }
+        hooks.recordFree?(pointer)
+        let pfn = Int((UInt(bitPattern: pointer) &- UInt(bitPattern: arena.directMap)) >> UInt(pageShift))
+        let groupID = arena.frames[pfn].group
+        if groupID != 0 {
+            hooks.uncharge(groupID, pageSize << order)
+            arena.frames[pfn].group = 0
+        }
+        return pfn
     }
 }

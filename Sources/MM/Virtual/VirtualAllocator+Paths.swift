@@ -17,17 +17,32 @@ extension VirtualAllocator {
     /// and mapped into one area. Never blocks: if it cannot gather every page
     /// or make the mapping, the blocks go back and the slow path above decides
     /// what to do. Kernel analogue: `__vmalloc_node_range` (`vm_area_alloc_pages`).
+    ///
+    /// The area's memory is a mapping of its own, so its frames' direct-map
+    /// memory is not used: blocks of order ≥ 1 are taken released (never
+    /// touched, or returned to the OS) where possible, which costs no discard
+    /// and leaves the warm blocks to the direct map's users; the others are
+    /// discarded when the area is mapped.
     func allocate(byteCount: Int, floor: Int, chargedTo groupID: UInt32, site: CallSite?) -> VirtualAttempt {
         let total = (byteCount + pageSize - 1) >> pageShift
         var blocks: [(pfn: Int, order: Int)] = []
+        var resident: [(pfn: Int, order: Int)] = []
         func pfn(_ p: UnsafeMutableRawPointer) -> Int {
             Int((UInt(bitPattern: p) - UInt(bitPattern: pages.arena.directMap)) >> UInt(pageShift))
         }
         func giveBack() {
             // Never charged (the slow path charges a request once it succeeds): no uncharge either.
             for b in blocks { pages.arena.frames[b.pfn].group = 0 }
-            for b in blocks { pages.freeSlow(pages.arena.address(ofPage: b.pfn), order: b.order) }
+            for b in blocks {
+                let address = pages.arena.address(ofPage: b.pfn)
+                if resident.contains(where: { $0.pfn == b.pfn }) {
+                    pages.freeSlow(address, order: b.order)
+                } else {
+                    pages.freeReleased(address, order: b.order)
+                }
+            }
             blocks.removeAll()
+            resident.removeAll()
         }
         let largeFloor = Swift.max(floor, pages.watermarks.min)
         var remaining = total
@@ -35,7 +50,10 @@ extension VirtualAllocator {
             var got: (pfn: Int, order: Int)?
             var order = Swift.min(maxOrder, Int.bitWidth - 1 - remaining.leadingZeroBitCount)
             while order >= 1 && got == nil {
-                if let p = pages.allocate(order: order, floor: largeFloor, chargedTo: groupID) { got = (pfn(p), order) }
+                if let block = pages.allocateReleased(order: order, floor: largeFloor, chargedTo: groupID) {
+                    got = (pfn(block.pointer), order)
+                    if !block.released { resident.append(got!) }
+                }
                 order -= 1
             }
             if got == nil {
@@ -45,11 +63,12 @@ extension VirtualAllocator {
                     return .noPages(gathered: gathered, needed: total)
                 }
                 got = (pfn(p), 0)
+                resident.append(got!)
             }
             blocks.append(got!)
             remaining -= 1 << got!.order
         }
-        switch map(blocks: blocks, requested: byteCount, site: site) {
+        switch map(blocks: blocks, discarding: resident, requested: byteCount, site: site) {
         case .success(let address):
             return .mapped(UnsafeMutableRawPointer(bitPattern: address)!)
         case .failure(let failure):
@@ -64,7 +83,8 @@ extension VirtualAllocator {
         switch unmap(pointer) {
         case .success(let blocks):
             recordFree?(pointer)
-            for b in blocks { pages.freeSlow(pages.arena.address(ofPage: b.pfn), order: b.order) }
+            // Their direct-map memory was discarded (or never resident): they go back released.
+            for b in blocks { pages.freeReleased(pages.arena.address(ofPage: b.pfn), order: b.order) }
         case .failure(let kind):
             pages.report(HardeningViolation(kind: kind, operation: "deallocate", pointer: UInt(bitPattern: pointer),
                                             detail: "vmalloc region: \(kind == .interiorPointer ? "inside a live area, not at its start" : kind == .doubleFree ? "the area was already freed" : "no area starts here")"))

@@ -150,19 +150,25 @@ final class VirtualAllocator: Sendable {
     /// The area is one private anonymous mapping at its place in the
     /// region: its memory lives there, while the frames it holds account for
     /// it in the arena (they may be scattered all over it). The direct map's
-    /// view of those frames is discarded, run by run, so no memory is held
-    /// twice.
-    func map(blocks: [(pfn: Int, order: Int)], requested: Int, site: CallSite?) -> Result<UInt, VirtualFailure> {
+    /// view of the frames in `discarding` (those that may be resident) is
+    /// discarded, run by run, so no memory is held twice.
+    func map(blocks: [(pfn: Int, order: Int)], discarding: [(pfn: Int, order: Int)], requested: Int,
+             site: CallSite?) -> Result<UInt, VirtualFailure> {
         let pages = blocks.reduce(0) { $0 + (1 << $1.order) }
-        // Physically contiguous neighbours are discarded in one call.
-        var runs: [(pfn: Int, pages: Int)] = []
-        for b in blocks {
-            if let last = runs.last, last.pfn + last.pages == b.pfn {
-                runs[runs.count - 1].pages += 1 << b.order
-            } else {
-                runs.append((b.pfn, 1 << b.order))
+        // Physically contiguous neighbours count as one run, and are discarded in one call.
+        func runs(of blocks: [(pfn: Int, order: Int)]) -> [(pfn: Int, pages: Int)] {
+            var runs: [(pfn: Int, pages: Int)] = []
+            for b in blocks {
+                if let last = runs.last, last.pfn + last.pages == b.pfn {
+                    runs[runs.count - 1].pages += 1 << b.order
+                } else {
+                    runs.append((b.pfn, 1 << b.order))
+                }
             }
+            return runs
         }
+        let runCount = runs(of: blocks).count
+        let discardRuns = runs(of: discarding)
         return state.withLock { s in
             // The area is one VMA and splits the reservation once more.
             guard s.mappings + 2 <= mapLimit else {
@@ -177,8 +183,8 @@ final class VirtualAllocator: Sendable {
                 s.free.append(first..<(first + pages + 1))
                 return .failure(.system(e))
             }
-            for run in runs { _ = arena.discard(firstPage: run.pfn, pageCount: run.pages) }
-            s.areas[first] = VirtualArea(firstPage: first, pages: pages, blocks: blocks, runs: runs.count,
+            for run in discardRuns { _ = arena.discard(firstPage: run.pfn, pageCount: run.pages) }
+            s.areas[first] = VirtualArea(firstPage: first, pages: pages, blocks: blocks, runs: runCount,
                                          requested: requested, site: site)
             s.mappings += 2
             s.mappedPages += pages
