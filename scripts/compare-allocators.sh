@@ -49,8 +49,8 @@ print("|---|" + "---|" * (len(names) + 1))
 for k in keys:
     values = [runs[n].get(k) for n in names]
     present = [v for v in values if v is not None]
-    if k == "two_thread_scaling":
-        best = "-"  # swift-mm against itself: not a comparison
+    if k in ("two_thread_scaling", "two_thread_scaling_vs_control"):
+        best = "-"  # swift-mm against itself (and its control): not a comparison
     else:
         best = f"{(min(present) if k in higher_is_better else max(present)):.3f}"
     print(f"| {k} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in values) + f" | {best} |")
