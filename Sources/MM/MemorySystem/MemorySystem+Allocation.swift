@@ -121,6 +121,7 @@ extension MemorySystem {
         if offset < objectFastPath.capacityBytes {
             let owner = objectFastPath.owner(atOffset: offset)
             if owner != 0 {
+                if let size = objectFastPath.usableSize(p, offset: offset, owner: owner) { return size }
                 // Borrowed, not retained: realloc asks this on every call, from every thread.
                 let violation = slab.withCache(Int(owner) - 1) { slab.validate(p, in: $0, operation: "usableSize(of:)") }
                 if let violation {

@@ -64,6 +64,24 @@ struct ObjectFastPath: @unchecked Sendable {  // raw pointers into the slab laye
         return p
     }
 
+    /// The usable size of the live object at `p` (at `offset` in the direct
+    /// map, on a slab page of cache `owner - 1`), checked as the slow path's
+    /// `validate` checks it — the start of a slot, neither free nor never
+    /// allocated — in a multiply, a compare and a load; nil when the slow
+    /// path must look (to name the problem, or for the caches whose canary
+    /// shares the link word). What `malloc_usable_size` asks on every
+    /// `Array` and `String` growth in a Swift program.
+    @inlinable @inline(__always)
+    func usableSize(_ p: UnsafeRawPointer, offset: UInt, owner: UInt32) -> Int? {
+        let layout = layouts + Int(truncatingIfNeeded: owner &- 1)
+        guard layout.pointee.canaryOffset == ObjectLayout.fastCanaryOffset,
+              ObjectLayout.isSlotStart(offset & layout.pointee.slabMask, multiplier: layout.pointee.slotMultiplier,
+                                       bound: layout.pointee.slotBound),
+              ((p + ObjectLayout.fastCanaryOffset).load(as: UInt.self) ^ layout.pointee.freeCanary(UInt(bitPattern: p))) > 1
+        else { return nil }
+        return layout.pointee.size
+    }
+
     /// The cache index owning the direct-map page at `offset`, plus one (0: not a slab page).
     @inlinable @inline(__always)
     func owner(atOffset offset: UInt) -> UInt32 {

@@ -37,6 +37,28 @@ struct ObjectFastPathTests {
         #expect(checked == geometries.count)
     }
 
+    @Test("usableSize answers live objects at once and leaves every bad object pointer to validation", arguments: kmallocSizes)
+    func usableSizeChecks(size: Int) throws {
+        let mm = try makeSystem(capacity: 16 << 20, hardening: .report)
+        let recorder = EventRecorder(mm)
+        let fast = mm.objectFastPath
+        func fastAnswer(_ p: UnsafeRawPointer) -> Int? {
+            let offset = UInt(bitPattern: p) &- UInt(bitPattern: fast.directMap)
+            return fast.usableSize(p, offset: offset, owner: fast.owner(atOffset: offset & ~UInt(pageSize - 1)))
+        }
+        let p = try #require(mm.allocate(byteCount: size))
+        let q = try #require(mm.allocate(byteCount: size))
+        #expect(fastAnswer(p) == size && mm.usableSize(of: p) == size)
+        // Interior, and (for objects of 16 bytes or more) a freed object: the fast check declines,
+        // validation names the problem, the answer is 0.
+        #expect(fastAnswer(p + 8) == nil && mm.usableSize(of: p + 8) == 0)
+        mm.deallocate(q)
+        #expect(fastAnswer(q) == nil && mm.usableSize(of: q) == 0)
+        #expect(recorder.violations.map(\.kind) == [.interiorPointer, .doubleFree])
+        mm.deallocate(p)
+        #expect(mm._invariantViolations() == [])
+    }
+
     @Test("a thread without magazines meets the empty record: every fast path misses, nothing is written to it")
     func emptyRecord() throws {
         let mm = try makeSystem()
