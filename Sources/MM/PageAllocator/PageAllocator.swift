@@ -349,15 +349,7 @@ final class PageAllocator: PerThreadCacheOwner, @unchecked Sendable {  // immuta
             return
         }
         let tick = self.tick
-        let merged = zone.withLock { state in
-            arena.frames[pfn].state = PageState.tail.rawValue
-            let merged = state.buddy.put(pfn, order: order, tick: tick)
-            state.counters.pgfree += 1 << order
-            publish(state)
-            return merged
-        }
-        waitQueue.notifyFreed()
-        maybeRelease(after: merged, now: tick)
+        maybeRelease(after: putBack(pfn, order: order, tick: tick, released: false), now: tick)
     }
 
     /// Frees a block whose direct-map memory is not resident (a vmalloc
@@ -366,14 +358,22 @@ final class PageAllocator: PerThreadCacheOwner, @unchecked Sendable {  // immuta
     /// that it merges as one and is not taken for warm memory.
     func freeReleased(_ pointer: UnsafeMutableRawPointer, order: Int) {
         guard let pfn = acceptFree(pointer, order: order) else { return }
-        let tick = self.tick
-        zone.withLock { state in
+        putBack(pfn, order: order, tick: tick, released: true)
+    }
+
+    /// Puts an accepted block onto the buddy lists (merged with its free
+    /// buddies) and wakes the waiters for freed memory; the merged block.
+    @discardableResult
+    private func putBack(_ pfn: Int, order: Int, tick: UInt32, released: Bool) -> (pfn: Int, order: Int) {
+        let merged = zone.withLock { state in
             arena.frames[pfn].state = PageState.tail.rawValue
-            state.buddy.put(pfn, order: order, tick: tick, released: true)
+            let merged = state.buddy.put(pfn, order: order, tick: tick, released: released)
             state.counters.pgfree += 1 << order
             publish(state)
+            return merged
         }
         waitQueue.notifyFreed()
+        return merged
     }
 
     /// Validates a free (reporting a bad one: nil), tells the profiler and

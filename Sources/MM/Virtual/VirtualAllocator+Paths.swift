@@ -25,8 +25,8 @@ extension VirtualAllocator {
     /// discarded when the area is mapped.
     func allocate(byteCount: Int, floor: Int, chargedTo groupID: UInt32, site: CallSite?) -> VirtualAttempt {
         let total = (byteCount + pageSize - 1) >> pageShift
-        var blocks: [(pfn: Int, order: Int)] = []
-        var resident: [(pfn: Int, order: Int)] = []
+        // `resident`: the block may hold memory in the direct map, which mapping the area discards.
+        var blocks: [(pfn: Int, order: Int, resident: Bool)] = []
         func pfn(_ p: UnsafeMutableRawPointer) -> Int {
             Int((UInt(bitPattern: p) - UInt(bitPattern: pages.arena.directMap)) >> UInt(pageShift))
         }
@@ -35,24 +35,18 @@ extension VirtualAllocator {
             for b in blocks { pages.arena.frames[b.pfn].group = 0 }
             for b in blocks {
                 let address = pages.arena.address(ofPage: b.pfn)
-                if resident.contains(where: { $0.pfn == b.pfn }) {
-                    pages.freeSlow(address, order: b.order)
-                } else {
-                    pages.freeReleased(address, order: b.order)
-                }
+                if b.resident { pages.freeSlow(address, order: b.order) } else { pages.freeReleased(address, order: b.order) }
             }
             blocks.removeAll()
-            resident.removeAll()
         }
         let largeFloor = Swift.max(floor, pages.watermarks.min)
         var remaining = total
         while remaining > 0 {
-            var got: (pfn: Int, order: Int)?
+            var got: (pfn: Int, order: Int, resident: Bool)?
             var order = Swift.min(maxOrder, Int.bitWidth - 1 - remaining.leadingZeroBitCount)
             while order >= 1 && got == nil {
                 if let block = pages.allocateReleased(order: order, floor: largeFloor, chargedTo: groupID) {
-                    got = (pfn(block.pointer), order)
-                    if !block.released { resident.append(got!) }
+                    got = (pfn(block.pointer), order, !block.released)
                 }
                 order -= 1
             }
@@ -62,13 +56,12 @@ extension VirtualAllocator {
                     giveBack()
                     return .noPages(gathered: gathered, needed: total)
                 }
-                got = (pfn(p), 0)
-                resident.append(got!)
+                got = (pfn(p), 0, true)
             }
             blocks.append(got!)
             remaining -= 1 << got!.order
         }
-        switch map(blocks: blocks, discarding: resident, requested: byteCount, site: site) {
+        switch map(blocks: blocks, requested: byteCount, site: site) {
         case .success(let address):
             return .mapped(UnsafeMutableRawPointer(bitPattern: address)!)
         case .failure(let failure):

@@ -150,13 +150,13 @@ final class VirtualAllocator: Sendable {
     /// The area is one private anonymous mapping at its place in the
     /// region: its memory lives there, while the frames it holds account for
     /// it in the arena (they may be scattered all over it). The direct map's
-    /// view of the frames in `discarding` (those that may be resident) is
-    /// discarded, run by run, so no memory is held twice.
-    func map(blocks: [(pfn: Int, order: Int)], discarding: [(pfn: Int, order: Int)], requested: Int,
+    /// view of its `resident` blocks is discarded, run by run, so no memory
+    /// is held twice.
+    func map(blocks: [(pfn: Int, order: Int, resident: Bool)], requested: Int,
              site: CallSite?) -> Result<UInt, VirtualFailure> {
         let pages = blocks.reduce(0) { $0 + (1 << $1.order) }
         // Physically contiguous neighbours count as one run, and are discarded in one call.
-        func runs(of blocks: [(pfn: Int, order: Int)]) -> [(pfn: Int, pages: Int)] {
+        func runs(of blocks: [(pfn: Int, order: Int, resident: Bool)]) -> [(pfn: Int, pages: Int)] {
             var runs: [(pfn: Int, pages: Int)] = []
             for b in blocks {
                 if let last = runs.last, last.pfn + last.pages == b.pfn {
@@ -168,7 +168,7 @@ final class VirtualAllocator: Sendable {
             return runs
         }
         let runCount = runs(of: blocks).count
-        let discardRuns = runs(of: discarding)
+        let discardRuns = runs(of: blocks.filter(\.resident))
         return state.withLock { s in
             // The area is one VMA and splits the reservation once more.
             guard s.mappings + 2 <= mapLimit else {
@@ -184,7 +184,7 @@ final class VirtualAllocator: Sendable {
                 return .failure(.system(e))
             }
             for run in discardRuns { _ = arena.discard(firstPage: run.pfn, pageCount: run.pages) }
-            s.areas[first] = VirtualArea(firstPage: first, pages: pages, blocks: blocks, runs: runCount,
+            s.areas[first] = VirtualArea(firstPage: first, pages: pages, blocks: blocks.map { ($0.pfn, $0.order) }, runs: runCount,
                                          requested: requested, site: site)
             s.mappings += 2
             s.mappedPages += pages
