@@ -57,8 +57,6 @@ void cmm_quarantine_arm_thread_exit(void) {
     cmm_thread_quarantine.registered = 1;
 }
 int cmm_process_policy_kind = 0;
-unsigned char cmm_malloc_classes[64];
-void cmm_set_malloc_class(int entry, int classIndex) { cmm_malloc_classes[entry] = (unsigned char)classIndex; }
 void cmm_set_policy_kind(int kind) { cmm_process_policy_kind = kind; }
 
 // glibc's allocator behind RTLD_NEXT (see CMMMalloc.h). State 0: not looked up,

@@ -86,7 +86,9 @@ func mmProcessMalloc(_ size: Int) -> UnsafeMutableRawPointer? {
         let fastPath = ProcessAllocator.readyFastPath
         let sizeMinusOne = UInt(bitPattern: size &- 1)
         if sizeMinusOne < 1024 {
-            if let p = fastPath.allocate(sizeClass: Int(cmm_malloc_class(Int(sizeMinusOne)))) { return p }
+            // The class of max(size, 16): malloc aligns to 16, and setting bit 3 moves
+            // 1...8 bytes to the 16-byte class and no other size out of its class.
+            if let p = fastPath.allocate(sizeClass: Int(cmm_kmalloc_class_small(Int(sizeMinusOne | 8)))) { return p }
         } else if let p = fastPath.allocate(byteCount: cSize(size)) {
             return p
         }

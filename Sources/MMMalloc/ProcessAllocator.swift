@@ -86,7 +86,6 @@ enum ProcessAllocator {
             }
             system = Unmanaged.passRetained(mm)
             fastPath = mm._magazineFastPath
-            for k in 0..<64 { cmm_set_malloc_class(Int32(k), Int32(_MagazineFastPath.sizeClass(forBytes: (k + 1) * 16))) }
             MemorySystem._installProcessSystem(mm)
             // Under MM_HARDENING=full every malloc is guarded: its blocks come from the
             // magazines through the ordinary slot, and the malloc slot stays closed.

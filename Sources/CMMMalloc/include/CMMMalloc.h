@@ -62,17 +62,6 @@ extern int cmm_process_policy_kind __attribute__((visibility("hidden")));
 static inline __attribute__((always_inline)) int cmm_policy_kind(void) { return cmm_process_policy_kind; }
 void cmm_set_policy_kind(int kind);
 
-/// The kmalloc class index of a `malloc` of 1…1024 bytes, by `(size - 1) >> 4`
-/// (every class boundary up to 1 KiB is a multiple of 16; requests under 16
-/// bytes take the 16-byte class, as `malloc` aligns to 16): one load instead
-/// of the class arithmetic. Written once from Swift's size classes before
-/// the process system is published.
-extern unsigned char cmm_malloc_classes[64] __attribute__((visibility("hidden")));
-static inline __attribute__((always_inline)) int cmm_malloc_class(size_t sizeMinusOne) {
-    return cmm_malloc_classes[sizeMinusOne >> 4];
-}
-void cmm_set_malloc_class(int entry, int classIndex);
-
 #ifdef __cplusplus
 }
 #endif

@@ -114,6 +114,32 @@ void cmm_fork_gate_write_unlock(void);
 /// holds it for writing under the parent's thread id).
 void cmm_fork_gate_reinit(void);
 
+/// The kmalloc class index (0 = kmalloc-8 ... 9 = kmalloc-1k) of a request
+/// of 1...1024 bytes, by eight-byte steps: entry `(size - 1) >> 3`. Data, not
+/// logic: `SizeClass.index(forBytes:)` decides, and a test checks this table
+/// against the class list. It lives in the header, as a constant, because
+/// Swift has no constant array that another module's optimiser can see: here
+/// every module that inlines the allocation fast path gets its contents, so a
+/// request of constant size folds to its class, and a variable size is one
+/// load instead of a chain of comparisons that mispredicts on mixed sizes.
+static const unsigned char cmm_kmalloc_class_by_8_bytes[128] = {
+    [0] = 0,           //    1 ...    8: kmalloc-8
+    [1] = 1,           //    9 ...   16: kmalloc-16
+    [2 ... 3] = 2,     //   17 ...   32: kmalloc-32
+    [4 ... 7] = 3,     //   33 ...   64: kmalloc-64
+    [8 ... 11] = 4,    //   65 ...   96: kmalloc-96
+    [12 ... 15] = 5,   //   97 ...  128: kmalloc-128
+    [16 ... 23] = 6,   //  129 ...  192: kmalloc-192
+    [24 ... 31] = 7,   //  193 ...  256: kmalloc-256
+    [32 ... 63] = 8,   //  257 ...  512: kmalloc-512
+    [64 ... 127] = 9,  //  513 ... 1024: kmalloc-1k
+};
+
+/// `cmm_kmalloc_class_by_8_bytes[sizeMinusOne >> 3]`; `sizeMinusOne` must be below 1024.
+static inline __attribute__((always_inline)) unsigned char cmm_kmalloc_class_small(size_t sizeMinusOne) {
+    return cmm_kmalloc_class_by_8_bytes[sizeMinusOne >> 3];
+}
+
 #ifdef __cplusplus
 }
 #endif

@@ -103,7 +103,7 @@ public struct _MagazineFastPath: @unchecked Sendable {  // raw pointers into tab
     }
 
     /// The kmalloc class index that serves a request of `byteCount` bytes
-    /// (1…8 KiB), for tables of the process allocator.
+    /// (1…8 KiB): the `sizeClass` argument of `allocate(sizeClass:)`.
     public static func sizeClass(forBytes byteCount: Int) -> Int {
         precondition(byteCount > 0 && byteCount <= MM.kmallocMaxSize, "no kmalloc class serves \(byteCount) bytes")
         return SizeClass.index(forBytes: byteCount)

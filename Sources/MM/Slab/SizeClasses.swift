@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+import CMMShims
 
 /// The kmalloc size classes, in bytes: byte requests up to 8 KiB are served
 /// from the object cache of the smallest class that holds them.
@@ -19,12 +20,9 @@ enum SizeClass {
     /// Kernel analogue: `kmalloc_index`.
     @inlinable @inline(__always)
     static func index(forBytes byteCount: Int) -> Int {
-        if byteCount <= 64 {
-            return byteCount <= 8 ? 0 : (Int.bitWidth &- (byteCount &- 1).leadingZeroBitCount) &- 3
-        }
-        if byteCount <= 96 { return 4 }
-        if byteCount <= 128 { return 5 }
-        if byteCount <= 192 { return 6 }
+        // Up to 1 KiB one load from a constant table (CMMShims.h), which folds for a constant
+        // size; above it the classes are powers of two.
+        if byteCount <= 1024 { return Int(cmm_kmalloc_class_small(byteCount &- 1)) }
         return (Int.bitWidth &- (byteCount &- 1).leadingZeroBitCount) &- 1
     }
 }

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+import CMMShims
 @testable import MM
 import Testing
 
@@ -10,6 +11,11 @@ struct ObjectCacheTests {
         for size in 1...kmallocMaxSize {
             let expected = kmallocSizes.first { $0 >= size }!
             #expect(kmallocSizes[SizeClass.index(forBytes: size)] == expected, "size \(size)")
+        }
+        // libmmmalloc's malloc reads the same table with bit 3 of `size - 1` set: the class of
+        // max(size, 16), since malloc aligns to 16.
+        for size in 1...1024 {
+            #expect(Int(cmm_kmalloc_class_small((size - 1) | 8)) == SizeClass.index(forBytes: max(size, 16)), "malloc(\(size))")
         }
         for size in [1, 8, 9, 16, 17, 64, 65, 96, 97, 128, 129, 192, 193, 256, 257, 512, 1000, 2048, 4000, 8192] {
             let p = try #require(mm.allocate(byteCount: size))
