@@ -42,6 +42,10 @@ typedef struct cmm_thread_slots {
     // allocations made meanwhile (by the allocator's own Swift code, the runtime)
     // are served by glibc instead of re-entering swift-mm.
     uint64_t mallocDepth;
+    // Thread-only charging scopes (tokens and withThreadAllocationScope) this
+    // thread is in: while nonzero its fast paths are closed, so its allocations
+    // reach the slow path, which charges them; other threads keep theirs.
+    uint64_t threadChargingScopes;
 } cmm_thread_slots;
 
 extern _Thread_local cmm_thread_slots cmm_slots

@@ -11,7 +11,10 @@ import Synchronization
 ///
 /// The gate is closed while something must see every request: fault
 /// injection (configured, or armed on some thread), allocation profiling, or
-/// a charging scope active anywhere (scopes are read on slow paths only).
+/// a closure charging scope active anywhere (scopes are read on slow paths
+/// only, and tasks inherit closure scopes). A thread-only charging scope (a
+/// token, `withThreadAllocationScope`) closes its own thread's fast-path
+/// slots instead and leaves the gate open (`ThreadSlots`).
 @usableFromInline
 final class FastPathGate: @unchecked Sendable {  // two words behind stable pointers, written with atomics
     /// Free pages above which the page fast path serves requests.

@@ -103,6 +103,10 @@ public struct AllocationScope: Sendable, Equatable, CustomStringConvertible {
     public static let reclaiming = AllocationScope(flags: flagReclaiming)
 
     /// Allocations inside are charged to `group` unless their policy names one.
+    /// They take the slow path, which reads scopes. Entered as a closure scope
+    /// (`withAllocationScope`), whose tasks may run on any thread, it makes
+    /// every thread's fast paths step aside while it is active; entered as a
+    /// token or with `withThreadAllocationScope`, only its own thread's.
     /// Kernel: `set_active_memcg`.
     /// - Parameter group: the group charged.
     /// - Returns: the scope.

@@ -16,9 +16,13 @@ import Synchronization
 ///   per-thread stack with their cumulative value.
 ///
 /// All of it is read only on allocation slow paths.
-/// Charging scopes entered anywhere and not yet left. While any is active
-/// every system's fast path steps aside, so that every allocation is
-/// charged: the fast path cannot read scopes itself. Only the first entry
+/// Closure charging scopes (`withAllocationScope(.charging(g))`, bound in a
+/// `TaskLocal` that tasks inherit) entered anywhere and not yet left. While
+/// any is active every system's fast path steps aside, so that every
+/// allocation is charged: the fast path cannot read scopes itself, and a task
+/// that inherited the scope may run on any thread. Thread-only charging
+/// scopes (tokens, `withThreadAllocationScope`) close their own thread's fast
+/// paths instead (`ThreadSlots.enteredThreadChargingScope`). Only the first entry
 /// and the last exit call the observers (each system's gate, registered by
 /// `MemorySystem`), under the lock, so they see transitions in order.
 @usableFromInline
@@ -91,7 +95,7 @@ enum ScopeStorage {
         let state = ThreadScopeState.currentOrCreate()
         let outer = state.pointee.syncDepth > 0 ? state.pointee.syncStack[state.pointee.syncDepth - 1] : .none
         state.pointee.pushSync(outer.union(scope.entered()))
-        if scope.chargingGroup != 0 { ChargingScopes.entered() }
+        if scope.chargingGroup != 0 { ThreadSlots.enteredThreadChargingScope() }
     }
 
     /// Leaves the innermost synchronous closure scope of this thread.
@@ -99,6 +103,13 @@ enum ScopeStorage {
     static func exitSync(_ scope: AllocationScope) {
         ThreadScopeState.current.unsafelyUnwrapped.pointee.popSync()
         if scope.chargingGroup != 0 { ChargingScopes.exited() }
+    }
+
+    /// Leaves the innermost thread-only closure scope of this thread.
+    @inlinable
+    static func exitThreadOnly(_ scope: AllocationScope) {
+        ThreadScopeState.current.unsafelyUnwrapped.pointee.popSync()
+        if scope.chargingGroup != 0 { ThreadSlots.exitedThreadChargingScope() }
     }
 
     /// Orders guarantee and charging scopes across threads and tasks (R4).
@@ -220,7 +231,7 @@ struct ThreadScopeState {
     @inlinable
     mutating func pushToken(_ scope: AllocationScope) -> UInt64 {
         if tokenDepth == tokenCapacity { growTokens() }
-        if scope.chargingGroup != 0 { ChargingScopes.entered() }
+        if scope.chargingGroup != 0 { ThreadSlots.enteredThreadChargingScope() }
         nextStamp &+= 1
         let cumulative = tokenDepth > 0 ? tokens[tokenDepth &- 1].cumulative.union(scope) : scope
         (tokens + tokenDepth).initialize(to: TokenEntry(own: scope, cumulative: cumulative, stamp: nextStamp))
@@ -238,7 +249,7 @@ struct ThreadScopeState {
     mutating func popTopToken(stamp: UInt64) -> Bool {
         guard tokenDepth > 0 && tokens[tokenDepth &- 1].stamp == stamp else { return false }
         tokenDepth &-= 1
-        if tokens[tokenDepth].own.chargingGroup != 0 { ChargingScopes.exited() }
+        if tokens[tokenDepth].own.chargingGroup != 0 { ThreadSlots.exitedThreadChargingScope() }
         return true
     }
 
@@ -272,7 +283,7 @@ struct ThreadScopeState {
     mutating func removeToken(stamp: UInt64) -> Int? {
         if popTopToken(stamp: stamp) { return 0 }
         guard let index = index(ofToken: stamp) else { return nil }
-        if tokens[index].own.chargingGroup != 0 { ChargingScopes.exited() }
+        if tokens[index].own.chargingGroup != 0 { ThreadSlots.exitedThreadChargingScope() }
         (tokens + index).deinitialize(count: 1)
         (tokens + index).moveInitialize(from: tokens + index + 1, count: tokenDepth - index - 1)
         tokenDepth -= 1

@@ -51,7 +51,7 @@ public func withAllocationScope<R>(_ scope: AllocationScope, _ body: () async th
 @inlinable
 public func withThreadAllocationScope<R, E: Error>(_ scope: AllocationScope, _ body: () throws(E) -> R) throws(E) -> R {
     ScopeStorage.enterThreadOnly(scope)
-    defer { ScopeStorage.exitSync(scope) }
+    defer { ScopeStorage.exitThreadOnly(scope) }
     return try body()
 }
 

@@ -5,15 +5,15 @@ import CMMShims
 @usableFromInline
 enum ThreadSlots {
     /// Points the fast paths' slots at the thread's caches while it holds no
-    /// `ReclaimCheckedMutex`, and at nothing (the magazines' at the empty
-    /// record) while it holds one (its allocations must reach the slow path,
-    /// which checks them); and the process allocator's malloc slot at the
-    /// magazines only while, besides, the thread is outside that allocator
-    /// and holds no allocator lock. Called whenever one of those counts
-    /// crosses zero or a cache slot changes.
+    /// `ReclaimCheckedMutex` and is in no thread-only charging scope, and at
+    /// nothing (the magazines' at the empty record) otherwise (its
+    /// allocations must reach the slow path, which checks or charges them);
+    /// and the process allocator's malloc slot at the magazines only while,
+    /// besides, the thread is outside that allocator and holds no allocator
+    /// lock. Called whenever one of those counts crosses zero or a cache slot changes.
     static func refreshFastPathSlots() {
         let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
-        let open = slots.pointee.heldCheckedLocks == 0
+        let open = slots.pointee.heldCheckedLocks | slots.pointee.threadChargingScopes == 0
         let empty = cmm_empty_object_caches_record()
         slots.pointee.pageListsForFastPath = open ? slots.pointee.pageLists : nil
         slots.pointee.objectCachesForFastPath = open ? slots.pointee.objectCaches : empty
@@ -21,13 +21,36 @@ enum ThreadSlots {
     }
 
     /// Sets the process allocator's malloc slot alone: the magazines while
-    /// the thread holds no `ReclaimCheckedMutex` or allocator lock, is
-    /// outside that allocator, and malloc magazines are on; else the empty
-    /// record. Cheap enough for every entry into the allocator.
+    /// the thread holds no `ReclaimCheckedMutex` or allocator lock, is in no
+    /// thread-only charging scope, is outside that allocator, and malloc
+    /// magazines are on; else the empty record. Cheap enough for every entry into the allocator.
     @inlinable @inline(__always)
     static func refreshMallocSlot(_ slots: UnsafeMutablePointer<cmm_thread_slots>) {
-        let open = slots.pointee.heldCheckedLocks | slots.pointee.mallocDepth | slots.pointee.forkGateDepth == 0
+        let open = slots.pointee.heldCheckedLocks | slots.pointee.threadChargingScopes | slots.pointee.mallocDepth
+            | slots.pointee.forkGateDepth == 0
             && cmm_malloc_magazines_on() != 0
         slots.pointee.objectCachesForMalloc = open ? slots.pointee.objectCaches : cmm_empty_object_caches_record()
+    }
+
+    /// The calling thread entered a thread-only charging scope (a token or
+    /// `withThreadAllocationScope`): its fast paths close until it leaves the
+    /// last one. Only this thread observes such a scope, so no other thread's
+    /// fast path needs to step aside (a closure scope, which tasks inherit,
+    /// closes the gate of every system instead: `ChargingScopes`).
+    /// Kernel analogue: none needed there; `set_active_memcg` is read by
+    /// `kmalloc`'s slow path, and the per-CPU caches are not per task.
+    @usableFromInline
+    static func enteredThreadChargingScope() {
+        let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
+        slots.pointee.threadChargingScopes &+= 1
+        if slots.pointee.threadChargingScopes == 1 { refreshFastPathSlots() }
+    }
+
+    /// The calling thread left a thread-only charging scope.
+    @usableFromInline
+    static func exitedThreadChargingScope() {
+        let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
+        slots.pointee.threadChargingScopes &-= 1
+        if slots.pointee.threadChargingScopes == 0 { refreshFastPathSlots() }
     }
 }

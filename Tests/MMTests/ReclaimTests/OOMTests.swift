@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+import CMMShims
 @testable import MM
 import Synchronization
 import Testing
@@ -44,6 +45,53 @@ struct OOMTests {
             }
             precondition(!ChargingScopes.isActive)
             precondition(mm.pages.gate.pageThreshold.pointee.load(ordering: .relaxed) == open, "gate still closed")
+        }
+    }
+
+    @Test("a thread-only charging scope (a token, withThreadAllocationScope) closes its own thread's fast paths and leaves the gate open for every other thread")
+    func threadChargingScopeClosesOnlyItsThread() async {
+        // In a process of its own: another test's closure charging scope would close the gate.
+        await #expect(processExitsWith: .success) {
+            var config = MemoryConfiguration(capacity: 16 << 20)
+            config.logsEvents = false
+            config.backgroundReclaim = false
+            let mm = try! MemorySystem(config)
+            let group = mm.makeGroup(name: "g")
+            let open = mm.pages.watermarks.low
+            // Warm this thread's magazine and page list, so that an open fast path would serve
+            // the requests below without charging them.
+            mm.deallocate(mm.allocate(byteCount: 64)!)
+            mm.freePages(mm.allocatePages(order: 0)!, order: 0)
+            func chargedRequests(_ scopeName: String) {
+                precondition(!ChargingScopes.isActive, "\(scopeName): counted as a scope every thread must see")
+                precondition(mm.pages.gate.pageThreshold.pointee.load(ordering: .relaxed) == open,
+                             "\(scopeName): the gate closed for every thread")
+                precondition(mm.pages.gate.isObjectPathOpen, "\(scopeName): the object gate closed for every thread")
+                let object = mm.allocate(byteCount: 64)!
+                let page = mm.allocatePages(order: 0)!
+                precondition(group.usage == 64 + 4096, "\(scopeName): served by this thread's fast path, uncharged (usage \(group.usage))")
+                // Another thread meanwhile is outside the scope: nothing it allocates is charged.
+                let other = BackgroundThread {
+                    let q = mm.allocate(byteCount: 64)!
+                    precondition(group.usage == 64 + 4096, "\(scopeName): another thread's allocation was charged")
+                    mm.deallocate(q)
+                }
+                other.join()
+                mm.deallocate(object)
+                mm.freePages(page, order: 0)
+                precondition(group.usage == 0, "\(scopeName): not uncharged")
+            }
+            let token = AllocationScope.enter(.charging(group))
+            chargedRequests("a token")
+            token.exit()
+            withThreadAllocationScope(.charging(group)) { chargedRequests("withThreadAllocationScope") }
+            // Out of the scopes, this thread's fast paths serve it again, uncharged.
+            let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
+            precondition(slots.pointee.threadChargingScopes == 0)
+            precondition(slots.pointee.objectCachesForFastPath == slots.pointee.objectCaches, "fast path still closed")
+            let p = mm.allocate(byteCount: 64)!
+            precondition(group.usage == 0, "charged outside the scope")
+            mm.deallocate(p)
         }
     }
 

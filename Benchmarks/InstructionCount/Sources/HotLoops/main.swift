@@ -8,11 +8,13 @@
 // function with every loop in it grows past the optimiser's inlining budget
 // after the first few `@inlinable` fast paths, and the later loops would
 // measure an out-of-line call instead of the inlined fast path.
+import Dispatch
+import Foundation
 import Glibc
 import MM
 
 let loops = ["pair16", "pair1k", "page0", "page0_deallocate", "pair64k", "pair64", "pair64_charged", "batch64",
-             "malloc16", "malloc1k", "mallocbatch64"]
+             "pair64_beside_token_charging", "pair64_beside_closure_charging", "malloc16", "malloc1k", "mallocbatch64"]
 let arguments = CommandLine.arguments
 guard arguments.count == 3, loops.contains(arguments[1]), let n = Int(arguments[2]), n >= 0 else {
     print("usage: HotLoops <\(loops.joined(separator: "|"))> <iterations>")
@@ -48,6 +50,34 @@ func chargedPairs(_ mm: MemorySystem, _ n: Int) {
     policy.group = group
     for _ in 0..<1000 { mm.deallocate(mm.allocate(byteCount: 64, policy: policy)!) }
     for _ in 0..<n { mm.deallocate(mm.allocate(byteCount: 64, policy: policy)!) }
+}
+
+/// Uncharged 64 B pairs on this thread while another thread sits in a charging
+/// scope for the whole loop: a token (thread-only: this thread's fast path stays
+/// open) or a closure scope (which tasks inherit, so every thread steps aside).
+@inline(never)
+func pairsBesideCharging(_ mm: MemorySystem, _ n: Int, token: Bool) {
+    let group = mm.makeGroup(name: "elsewhere")
+    let entered = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)
+    let other = Thread {
+        if token {
+            let scope = AllocationScope.enter(.charging(group))
+            entered.signal()
+            done.wait()
+            scope.exit()
+        } else {
+            withAllocationScope(.charging(group)) {
+                entered.signal()
+                done.wait()
+            }
+        }
+        entered.signal()
+    }
+    other.start()
+    entered.wait()
+    pairs64(mm, n)
+    done.signal()
+    entered.wait()  // the scope has ended
 }
 
 /// 1000 × 64 B allocated, then freed in the same order (FIFO): one iteration is one round,
@@ -102,6 +132,8 @@ case "pair64k": pairs64k(mm, n)
 case "pair64": pairs64(mm, n)
 case "pair64_charged": chargedPairs(mm, n)
 case "batch64": batches(mm, n)
+case "pair64_beside_token_charging": pairsBesideCharging(mm, n, token: true)
+case "pair64_beside_closure_charging": pairsBesideCharging(mm, n, token: false)
 case "malloc16": mallocPairs(size: 16, n)
 case "malloc1k": mallocPairs(size: 1024, n)
 case "mallocbatch64": mallocBatches(n)
