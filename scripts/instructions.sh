@@ -36,14 +36,14 @@ count() {  # count PRELOAD LOOP ITERATIONS
 per_iteration() { local a b; a=$(count "$1" "$2" "$n"); b=$(count "$1" "$2" $((2 * n))); echo $(( (b - a) / n )); }
 find_library() { ldconfig -p 2>/dev/null | awk -v lib="$1" '$1 == lib && !found { print $NF; found = 1 }'; }
 
-printf "%-18s %-10s %s\n" loop allocator instructions_per_iteration
+printf "%-32s %-10s %s\n" loop allocator instructions_per_iteration
 for loop in pair16 pair1k page0 page0_deallocate pair64k pair64 pair64_charged pair64_beside_token_charging pair64_beside_closure_charging; do
-    printf "%-18s %-10s %s\n" "$loop" swift-mm "$(per_iteration "" "$loop")"
+    printf "%-32s %-10s %s\n" "$loop" swift-mm "$(per_iteration "" "$loop")"
 done
 # A round of batch64 is 1000 objects allocated then freed in order: printed per object
 # (fewer iterations: each is a thousand pairs).
 per_object() { local a b m=$(( n / 1000 > 10 ? n / 1000 : 10 )); a=$(count "$1" "$2" "$m"); b=$(count "$1" "$2" $((2 * m))); echo $(( (b - a) / m / 1000 )); }
-printf "%-18s %-10s %s\n" batch64/object swift-mm "$(per_object "" batch64)"
+printf "%-32s %-10s %s\n" batch64/object swift-mm "$(per_object "" batch64)"
 declare -A libraries=([jemalloc]=libjemalloc.so.2 [tcmalloc]=libtcmalloc_minimal.so.4 [mimalloc]=libmimalloc.so.2)
 for allocator in glibc jemalloc tcmalloc mimalloc; do
     preload=""
@@ -52,9 +52,9 @@ for allocator in glibc jemalloc tcmalloc mimalloc; do
         [[ -n "$preload" ]] || { echo "($allocator not installed: skipped)" >&2; continue; }
     fi
     for size in 16 1k; do
-        printf "%-18s %-10s %s\n" "malloc$size" "$allocator" "$(per_iteration "$preload" "malloc$size")"
+        printf "%-32s %-10s %s\n" "malloc$size" "$allocator" "$(per_iteration "$preload" "malloc$size")"
     done
-    printf "%-18s %-10s %s\n" batch64/object "$allocator" "$(per_object "$preload" mallocbatch64)"
+    printf "%-32s %-10s %s\n" batch64/object "$allocator" "$(per_object "$preload" mallocbatch64)"
 done
 
 swift build -c release --product mmmalloc >&2
@@ -64,12 +64,12 @@ cc -O2 -o "$cpair" Benchmarks/ProcessAllocator/c-pair.c
 cp .build/release/libmmmalloc.so "$mmmalloc" && strip -g "$mmmalloc"
 count_c() { LD_PRELOAD="$1" valgrind --tool=callgrind --callgrind-out-file=/dev/null "$cpair" "$2" 2>&1 | awk '/Collected/ { print $4 }'; }
 c_per_iteration() { local a b; a=$(count_c "$1" "$n"); b=$(count_c "$1" $((2 * n))); echo $(( (b - a) / n )); }
-printf "%-18s %-10s %s\n" cpair16 swift-mm "$(c_per_iteration "$mmmalloc")"
+printf "%-32s %-10s %s\n" cpair16 swift-mm "$(c_per_iteration "$mmmalloc")"
 for allocator in glibc jemalloc tcmalloc mimalloc; do
     preload=""
     if [[ $allocator != glibc ]]; then
         preload=$(find_library "${libraries[$allocator]}")
         [[ -n "$preload" ]] || continue
     fi
-    printf "%-18s %-10s %s\n" cpair16 "$allocator" "$(c_per_iteration "$preload")"
+    printf "%-32s %-10s %s\n" cpair16 "$allocator" "$(c_per_iteration "$preload")"
 done
