@@ -32,34 +32,25 @@ extension SlabAllocator {
     /// one object straight from the slabs, its poison verified.
     /// Kernel analogue: SLUB's `alloc_debug_processing`.
     private func allocateChecked(_ cache: SlabCache, floor: Int, site: CallSite?, chargedTo groupID: UInt32) -> UnsafeMutableRawPointer? {
-        var object: UnsafeMutableRawPointer?
-        var corruption: [HardeningViolation] = []
-        var destroyed = false
-        func take(_ s: inout SlabCacheState) {
-            destroyed = s.destroyed
-            guard !destroyed else { return }
-            withUnsafeMutablePointer(to: &object) { out in
-                let raw = UnsafeMutableRawPointer(out).assumingMemoryBound(to: UnsafeMutableRawPointer.self)
-                if cache.takeFromSlabs(&s, into: raw, max: 1, corruption: &corruption) == 0 { out.pointee = nil }
-            }
-            guard let object else { return }
-            s.counters.checkedAllocations += 1
-            if groupID != 0 { s.objectGroups[UInt(bitPattern: object)] = groupID }
-        }
-        cache.central.withLock { take(&$0) }
-        if destroyed {
+        // The lock's closures return what they found instead of writing captured variables:
+        // a variable captured by a local function is checked for exclusive access at run time
+        // (three swift_beginAccess calls an allocation, about 300 instructions).
+        var taken = cache.central.withLock { Self.takeChecked(cache, &$0, chargedTo: groupID) }
+        if taken.destroyed {
             pages.reportInvalid(InvalidRequest(operation: "allocate from \(cache.name)", reason: "the cache was destroyed",
                                                site: site))
             return nil
         }
-        if object == nil, let pfn = newSlab(cache, floor: floor) {
-            cache.central.withLock { s in
+        if taken.object == nil, let pfn = newSlab(cache, floor: floor) {
+            let corruption = taken.corruption
+            taken = cache.central.withLock { s in
                 cache.add(pfn, &s)
-                take(&s)
+                return Self.takeChecked(cache, &s, chargedTo: groupID)
             }
+            taken.corruption = corruption + taken.corruption
         }
-        for v in corruption { pages.report(v) }
-        guard let p = object else { return nil }
+        for v in taken.corruption { pages.report(v) }
+        guard let p = taken.object else { return nil }
         let layout = cache.layout
         if cache.flags.contains(.poison) {
             let start = layout.canaryOffset + 8
@@ -72,6 +63,27 @@ extension SlabAllocator {
         }
         (p + layout.canaryOffset).storeBytes(of: 0, as: UInt.self)
         return p
+    }
+
+    /// What `takeChecked` found under the cache's lock (the object is the
+    /// calling thread's from then on: it only leaves the lock, not the thread).
+    private struct CheckedTake: @unchecked Sendable {
+        var object: UnsafeMutableRawPointer?
+        var destroyed: Bool
+        var corruption: [HardeningViolation]
+    }
+
+    /// One object from the slabs of a checked cache, under its lock, recorded
+    /// as charged to `groupID` (when not 0); nil object when the slabs are empty.
+    private static func takeChecked(_ cache: SlabCache, _ s: inout SlabCacheState, chargedTo groupID: UInt32) -> CheckedTake {
+        var result = CheckedTake(object: nil, destroyed: s.destroyed, corruption: [])
+        guard !s.destroyed else { return result }
+        var object = UnsafeMutableRawPointer(bitPattern: 1)!  // written by takeFromSlabs when it takes one
+        guard cache.takeFromSlabs(&s, into: &object, max: 1, corruption: &result.corruption) == 1 else { return result }
+        s.counters.checkedAllocations += 1
+        if groupID != 0 { s.objectGroups[UInt(bitPattern: object)] = groupID }
+        result.object = object
+        return result
     }
 
     // MARK: Free slow path
