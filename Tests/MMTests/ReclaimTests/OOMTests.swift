@@ -25,16 +25,11 @@ struct OOMTests {
         #expect(mm._invariantViolations() == [])
     }
 
-    @Test("the page fast path steps aside while a charging scope is active anywhere, and comes back after")
+    @Test("the page fast path steps aside while a closure charging scope is active anywhere, and comes back after")
     func chargingScopeClosesTheGate() async {
         // In a process of its own: other tests' charging scopes would keep the gate closed.
         await #expect(processExitsWith: .success) {
-            var config = MemoryConfiguration(capacity: 16 << 20)
-            config.logsEvents = false
-            config.backgroundReclaim = false
-            let mm = try! MemorySystem(config)
-            let group = mm.makeGroup(name: "g")
-            let open = mm.pages.watermarks.low
+            let (mm, group, open) = gateTestSystem()
             precondition(mm.pages.gate.pageThreshold.pointee.load(ordering: .relaxed) == open)
             withAllocationScope(.charging(group)) {
                 precondition(ChargingScopes.isActive)
@@ -52,12 +47,7 @@ struct OOMTests {
     func threadChargingScopeClosesOnlyItsThread() async {
         // In a process of its own: another test's closure charging scope would close the gate.
         await #expect(processExitsWith: .success) {
-            var config = MemoryConfiguration(capacity: 16 << 20)
-            config.logsEvents = false
-            config.backgroundReclaim = false
-            let mm = try! MemorySystem(config)
-            let group = mm.makeGroup(name: "g")
-            let open = mm.pages.watermarks.low
+            let (mm, group, open) = gateTestSystem()
             // Warm this thread's magazine and page list, so that an open fast path would serve
             // the requests below without charging them.
             mm.deallocate(mm.allocate(byteCount: 64)!)
@@ -257,4 +247,14 @@ struct OOMChurnTests {
         #expect(s[counter: "fail_standard"] <= s[counter: "oom_kill"], "victims' own requests may fail, nobody else's")
         #expect(s.groups.isEmpty)
     }
+}
+
+/// For the exit tests of the fast-path gate: a quiet 16 MiB system, one group
+/// in it, and the page fast path's threshold while the gate is open (`low`).
+private func gateTestSystem() -> (MemorySystem, MemoryGroup, Int) {
+    var config = MemoryConfiguration(capacity: 16 << 20)
+    config.logsEvents = false
+    config.backgroundReclaim = false
+    let mm = try! MemorySystem(config)
+    return (mm, mm.makeGroup(name: "g"), mm.pages.watermarks.low)
 }
