@@ -42,12 +42,11 @@ extension SlabAllocator {
             return nil
         }
         if taken.object == nil, let pfn = newSlab(cache, floor: floor) {
-            let corruption = taken.corruption
+            for v in taken.corruption { pages.report(v) }
             taken = cache.central.withLock { s in
                 cache.add(pfn, &s)
                 return Self.takeChecked(cache, &s, chargedTo: groupID)
             }
-            taken.corruption = corruption + taken.corruption
         }
         for v in taken.corruption { pages.report(v) }
         guard let p = taken.object else { return nil }

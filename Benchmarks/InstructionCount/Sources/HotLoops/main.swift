@@ -58,7 +58,7 @@ func chargedPairs(_ mm: MemorySystem, _ n: Int) {
 @inline(never)
 func pairsBesideCharging(_ mm: MemorySystem, _ n: Int, token: Bool) {
     let group = mm.makeGroup(name: "elsewhere")
-    let entered = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)
+    let entered = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0), left = DispatchSemaphore(value: 0)
     let other = Thread {
         if token {
             let scope = AllocationScope.enter(.charging(group))
@@ -71,13 +71,13 @@ func pairsBesideCharging(_ mm: MemorySystem, _ n: Int, token: Bool) {
                 done.wait()
             }
         }
-        entered.signal()
+        left.signal()
     }
     other.start()
     entered.wait()
     pairs64(mm, n)
     done.signal()
-    entered.wait()  // the scope has ended
+    left.wait()
 }
 
 /// 1000 × 64 B allocated, then freed in the same order (FIFO): one iteration is one round,
