@@ -37,16 +37,20 @@ fi
     if [[ -n "$path" ]]; then preload[${pair%%:*}]=$path; names+=("${pair%%:*}"); else echo "(${pair%%:*} not installed: skipped)" >&2; fi
 done
 shapes=(larson prodcons threads realloc large swift idle)
+# The allocators take turns run by run (A B C, A B C, ...), not all runs of one
+# allocator in a row: a slow spell of the shared machine then falls on every
+# allocator's runs alike instead of on one cell, and the best of each is kept.
 for shape in "${shapes[@]}"; do
-    for name in "${names[@]}"; do
-        best=""
-        for _ in $(seq "$runs"); do
-            program=("$work/alloc-bench" "$shape"); [[ $shape == swift ]] && program=("$work/swift-workload")
+    declare -A best=()
+    program=("$work/alloc-bench" "$shape"); [[ $shape == swift ]] && program=("$work/swift-workload")
+    for _ in $(seq "$runs"); do
+        for name in "${names[@]}"; do
             line=$(env LD_PRELOAD="${preload[$name]}" MM_HARDENING="${mode[$name]:-trap}" "${program[@]}")
-            best=$(printf "%s\n%s\n" "$best" "$line" | awk 'NF == 3' | sort -k2 -n | head -1)
+            best[$name]=$(printf "%s\n%s\n" "${best[$name]:-}" "$line" | awk 'NF == 3' | sort -k2 -n | head -1)
         done
-        echo "$shape $name $best" >> "$work/results"
     done
+    for name in "${names[@]}"; do echo "$shape $name ${best[$name]}" >> "$work/results"; done
+    unset best
 done
 python3 - "$work/results" "${names[@]}" <<'PY'
 import math, sys

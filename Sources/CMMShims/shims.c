@@ -14,8 +14,8 @@ _Thread_local cmm_thread_slots cmm_slots __attribute__((tls_model("initial-exec"
     .objectCachesForMalloc = cmm_empty_object_caches,
 };
 
-int cmm_malloc_magazines = 0;
-void cmm_set_malloc_magazines(int on) { __atomic_store_n(&cmm_malloc_magazines, on, __ATOMIC_RELEASE); }
+unsigned long long cmm_malloc_magazines = 0;
+void cmm_set_malloc_magazines(unsigned long long key) { __atomic_store_n(&cmm_malloc_magazines, key, __ATOMIC_RELEASE); }
 
 __attribute__((constructor)) static void cmm_protect_empty_object_caches(void) {
     mprotect(cmm_empty_object_caches, sizeof cmm_empty_object_caches, PROT_READ);

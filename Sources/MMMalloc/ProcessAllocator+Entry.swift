@@ -82,16 +82,18 @@ func mmProcessMalloc(_ size: Int) -> UnsafeMutableRawPointer? {
     // malloc slot is closed while this thread is inside the allocator (whose own code may be in
     // the middle of updating the magazines) or holds an allocator lock, and under
     // MM_HARDENING=full: one load tests all of that.
-    if ProcessAllocator.magazinesFirst {
-        let fastPath = ProcessAllocator.readyFastPath
-        let sizeMinusOne = UInt(bitPattern: size &- 1)
-        if sizeMinusOne < 1024 {
-            // The class of max(size, 16): malloc aligns to 16, and setting bit 3 moves
-            // 1...8 bytes to the 16-byte class and no other size out of its class.
-            if let p = fastPath.allocate(sizeClass: Int(cmm_kmalloc_class_small(Int(sizeMinusOne | 8)))) { return p }
-        } else if let p = fastPath.allocate(byteCount: cSize(size)) {
+    // No test of its own for "malloc magazines are on": the pop compares the slot's key
+    // with theirs, and until they are on the slot is the empty record (see
+    // `_MagazineFastPath.allocateFromMallocSlot`).
+    let sizeMinusOne = UInt(bitPattern: size &- 1)
+    if sizeMinusOne < 1024 {
+        // The class of max(size, 16): malloc aligns to 16, and setting bit 3 moves
+        // 1...8 bytes to the 16-byte class and no other size out of its class.
+        if let p = _MagazineFastPath.allocateFromMallocSlot(sizeClass: Int(cmm_kmalloc_class_small(Int(sizeMinusOne | 8)))) {
             return p
         }
+    } else if let p = _MagazineFastPath.allocateFromMallocSlot(byteCount: cSize(size)) {
+        return p
     }
     return mallocOutsideMagazine(size)
 }
@@ -120,9 +122,10 @@ private func mallocOutsideMagazine(_ size: Int) -> UnsafeMutableRawPointer? {
 
 @_cdecl("mm_process_free")
 func mmProcessFree(_ pointer: UnsafeMutableRawPointer?) {
-    guard let pointer else { return }
     // A push onto the thread's magazine needs no re-entrancy mark either (see malloc).
+    // free(NULL) fails the push's range check and ends at the guard below.
     if ProcessAllocator.magazinesFirst, ProcessAllocator.readyFastPath.free(pointer) { return }
+    guard let pointer else { return }
     freeOutsideMagazine(pointer)
 }
 

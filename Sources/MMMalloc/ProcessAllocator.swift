@@ -60,7 +60,7 @@ enum ProcessAllocator {
     /// and only when `MM_HARDENING=full` is off (guarded blocks take their
     /// own path). One load, as `isReady`.
     @inline(__always)
-    static var magazinesFirst: Bool { cmm_malloc_magazines_on() != 0 }
+    static var magazinesFirst: Bool { cmm_malloc_magazines_key() != 0 }
 
     /// The system's magazine fast paths; only once `isReady` (they are set
     /// before it is published, so this needs no test of its own).
@@ -89,7 +89,7 @@ enum ProcessAllocator {
             MemorySystem._installProcessSystem(mm)
             // Under MM_HARDENING=full every malloc is guarded: its blocks come from the
             // magazines through the ordinary slot, and the malloc slot stays closed.
-            if !settings.guarded { _MagazineFastPath.turnOnForMalloc() }
+            if !settings.guarded { mm._magazineFastPath.turnOnForMalloc() }
             if settings.statsAtExit { atexit { ProcessAllocator.printStatistics() } }
             state.store(2, ordering: .releasing)
             return system

@@ -62,14 +62,17 @@ extern _Thread_local cmm_thread_slots cmm_slots
 /// and miss; a write to it is a crash, never silent corruption.
 extern unsigned char cmm_empty_object_caches[CMM_EMPTY_OBJECT_CACHES_BYTES];
 
-/// Whether malloc may use the threads' magazines (set once by the process
-/// allocator, after its fast path is in place: a release store, read with
-/// acquire; off in MM_HARDENING=full, whose malloc guards every block).
-extern int cmm_malloc_magazines __attribute__((visibility("hidden")));  // one PC-relative load, no GOT
-static inline __attribute__((always_inline)) int cmm_malloc_magazines_on(void) {
+/// Whether malloc may use the threads' magazines, as the key of the system
+/// whose magazines it uses (its identifier; 0 while off): set once by the
+/// process allocator after its fast path is in place (a release store, read
+/// with acquire); off in MM_HARDENING=full, whose malloc guards every block.
+/// malloc compares a thread's malloc slot's fast-path key with it directly,
+/// so its hit reads nothing of the process system itself.
+extern unsigned long long cmm_malloc_magazines __attribute__((visibility("hidden")));  // one PC-relative load, no GOT
+static inline __attribute__((always_inline)) unsigned long long cmm_malloc_magazines_key(void) {
     return __atomic_load_n(&cmm_malloc_magazines, __ATOMIC_ACQUIRE);
 }
-void cmm_set_malloc_magazines(int on);
+void cmm_set_malloc_magazines(unsigned long long key);
 
 /// The object magazines as malloc sees them (see `objectCachesForMalloc`).
 static inline __attribute__((always_inline)) void **cmm_object_caches_malloc_slot(void) {

@@ -77,12 +77,33 @@ public struct _MagazineFastPath: @unchecked Sendable {  // raw pointers into tab
         case ordinary
     }
 
-    /// Lets `malloc` and `free` use the threads' magazines (process-wide;
-    /// once, before they are called). The calling thread's slot is opened now,
-    /// every other thread's at its next slow path.
-    public static func turnOnForMalloc() {
-        cmm_set_malloc_magazines(1)
+    /// Lets `malloc` and `free` use the threads' magazines of this fast
+    /// path's system (process-wide; once, before they are called): its
+    /// identifier becomes the key `allocateFromMallocSlot` compares with.
+    /// The calling thread's slot is opened now, every other thread's at its
+    /// next slow path.
+    public func turnOnForMalloc() {
+        cmm_set_malloc_magazines(objects.systemID)
         ThreadSlots.refreshFastPathSlots()
+    }
+
+    /// A pop from the calling thread's malloc slot, of the kmalloc class at
+    /// `sizeClass`, for the system that `turnOnForMalloc` named; nil on a
+    /// miss. Static: it reads no fast-path value, only the C key and the
+    /// thread's slot. Before malloc magazines are on (the key is 0), and
+    /// whenever the slot is closed, the slot is the empty record, whose
+    /// magazines are empty: every pop misses, whatever the key compare says.
+    @inlinable @inline(__always)
+    public static func allocateFromMallocSlot(sizeClass: Int) -> UnsafeMutableRawPointer? {
+        ObjectFastPath.allocate(sizeClass, from: ObjectMagazines.currentOrEmptyForMalloc, key: cmm_malloc_magazines_key())
+    }
+
+    /// `allocateFromMallocSlot(sizeClass:)` for a request of `byteCount`
+    /// bytes; nil also outside 1…8 KiB.
+    @inlinable @inline(__always)
+    public static func allocateFromMallocSlot(byteCount: Int) -> UnsafeMutableRawPointer? {
+        guard byteCount > 0 && byteCount <= MM.kmallocMaxSize else { return nil }
+        return allocateFromMallocSlot(sizeClass: SizeClass.index(forBytes: byteCount))
     }
 
     @inlinable @inline(__always)
@@ -119,16 +140,37 @@ public struct _MagazineFastPath: @unchecked Sendable {  // raw pointers into tab
 
     /// A push onto the calling thread's magazine after the same checks as
     /// `deallocate` (slot boundary, double free, owning system). False when
-    /// the pointer is not an object of the system's direct map, the magazine
-    /// is full, a check fails or the slot is closed: the caller then hands
-    /// it to `deallocate`, which sees the same pointer again and frees or
-    /// reports it on its slow path. Never takes a lock, allocates or blocks.
+    /// the pointer is nil or not an object of the system's direct map, the
+    /// magazine is full, a check fails or the slot is closed: the caller then
+    /// hands it to `deallocate`, which sees the same pointer again and frees
+    /// or reports it on its slow path. Never takes a lock, allocates or blocks.
+    ///
+    /// Two tests that `deallocate` makes are folded into others here:
+    /// - nil fails the range check (the direct map never reaches the top of
+    ///   the address space, so `0 - directMap` is beyond its size);
+    /// - a page that is not a slab's has owner 0, and "the magazine of owner
+    ///   0" is the thread record's header (`magazine(owner:)` is `header +
+    ///   owner * 64`), whose slot-bound word lies past the header's fields and
+    ///   is always zero (`_headerLeavesSlotBoundZero`): no offset passes the
+    ///   slot test, so the push is refused as for any other non-object.
     @inlinable @inline(__always)
-    public func free(_ pointer: UnsafeMutableRawPointer, slot: Slot = .malloc) -> Bool {
+    public func free(_ pointer: UnsafeMutableRawPointer?, slot: Slot = .malloc) -> Bool {
         let offset = UInt(bitPattern: pointer) &- UInt(bitPattern: objects.directMap)
         guard offset < objects.capacityBytes else { return false }
         let owner = objects.owner(atOffset: offset)
-        return owner != 0 && objects.free(pointer, offset: offset, owner: owner, into: Self.magazines(slot))
+        #if MM_UNSAFE_NO_FREE_CHECKS
+        // Without the slot test, nothing else refuses owner 0.
+        guard owner != 0 else { return false }
+        #endif
+        return objects.free(pointer.unsafelyUnwrapped, offset: offset, owner: owner, into: Self.magazines(slot))
+    }
+
+    /// Whether the thread record's header ends before the slot-bound word of
+    /// the magazine that `magazine(owner: 0)` names (the header's own 64
+    /// bytes), so that word stays zero and `free` needs no test for owner 0.
+    public static var _headerLeavesSlotBoundZero: Bool {
+        MemoryLayout<PerThreadCacheHeader>.size <= Magazine.slotBoundOffset
+            && ObjectMagazines.recordOffset == MemoryLayout<Magazine>.stride
     }
 }
 

@@ -47,10 +47,19 @@ struct ObjectFastPath: @unchecked Sendable {  // raw pointers into the slab laye
     /// calling thread's, or the empty record); nil on a miss.
     @inlinable @inline(__always)
     func allocate(_ index: Int, from m: ObjectMagazines) -> UnsafeMutableRawPointer? {
-        guard m.fastPathKey == systemID, let p = m.pop(index) else { return nil }
+        guard let p = Self.allocate(index, from: m, key: systemID) else { return nil }
         assert(UInt(bitPattern: p) &- UInt(bitPattern: directMap) < capacityBytes
                && (frames + Int((UInt(bitPattern: p) &- UInt(bitPattern: directMap)) &>> UInt(pageShift))).pointee.owner != 0,
                "swift-mm internal: a magazine of cache \(index) holds \(p), which is not in a slab")
+        return p
+    }
+
+    /// Pops an object of the cache at `index` from the magazines `m` if
+    /// their fast-path key is `key` (the identifier of the system they must
+    /// serve); nil otherwise or on a miss.
+    @inlinable @inline(__always)
+    static func allocate(_ index: Int, from m: ObjectMagazines, key: UInt64) -> UnsafeMutableRawPointer? {
+        guard m.fastPathKey == key, let p = m.pop(index) else { return nil }
         (p + ObjectLayout.fastCanaryOffset).storeBytes(of: 0, as: UInt.self)
         return p
     }

@@ -40,6 +40,9 @@ struct Magazine: ~Copyable {
     @usableFromInline var slotMultiplier: UInt
     @usableFromInline var slotBound: UInt
     @usableFromInline var secret: UInt
+
+    /// The byte offset of `slotBound` (after six words).
+    static var slotBoundOffset: Int { 6 * MemoryLayout<UInt>.stride }
 }
 
 /// A thread's magazines: one per cache index of one system. The mapping
@@ -136,7 +139,7 @@ extension PerThreadCache where Kind == MagazinesKind {
     /// Pops an object from the magazine at `index`, or nil when it is empty.
     @inlinable @inline(__always)
     func pop(_ index: Int) -> UnsafeMutableRawPointer? {
-        let m = magazine(index)
+        let m = magazine(owner: UInt32(truncatingIfNeeded: index &+ 1))
         let cursor = m.pointee.cursor.load(ordering: .relaxed)
         guard cursor > m.pointee.base else { return nil }
         let top = cursor &- UInt(MemoryLayout<UnsafeMutableRawPointer>.stride)

@@ -28,7 +28,7 @@ enum ThreadSlots {
     static func refreshMallocSlot(_ slots: UnsafeMutablePointer<cmm_thread_slots>) {
         let open = slots.pointee.heldCheckedLocks | slots.pointee.threadChargingScopes | slots.pointee.mallocDepth
             | slots.pointee.forkGateDepth == 0
-            && cmm_malloc_magazines_on() != 0
+            && cmm_malloc_magazines_key() != 0
         slots.pointee.objectCachesForMalloc = open ? slots.pointee.objectCaches : cmm_empty_object_caches_record()
     }
 

@@ -8,11 +8,12 @@ import Testing
 @Suite("Magazine fast path (the process allocator's)")
 struct MagazineFastPathTests {
     private func makeReportingSystem() throws -> MemorySystem {
-        _MagazineFastPath.turnOnForMalloc()  // what libmmmalloc does at start (process-wide; only this type reads it)
         var config = MemoryConfiguration(capacity: 16 << 20)
         config.logsEvents = false
         config.hardeningAction = .report
-        return try MemorySystem(config)
+        let mm = try MemorySystem(config)
+        mm._magazineFastPath.turnOnForMalloc()  // what libmmmalloc does at start (process-wide; only this type reads it)
+        return mm
     }
 
     @Test("it pops and pushes the same magazines as allocate and deallocate")
@@ -78,6 +79,32 @@ struct MagazineFastPathTests {
             #expect(!served(), "the malloc slot served a thread holding a ReclaimCheckedMutex")
         }
         #expect(served())
+    }
+
+    @Test("nil and pages that are not a slab's are refused without a test of their own, and deallocate frees them")
+    func nilAndPagesAreRefused() throws {
+        #expect(_MagazineFastPath._headerLeavesSlotBoundZero,
+                "the record header reaches the slot-bound word of magazine(owner: 0): free needs its owner test back")
+        let mm = try makeReportingSystem()
+        let recorder = EventRecorder(mm)
+        let fast = mm._magazineFastPath
+        let warm = try #require(mm.allocate(byteCount: 64))
+        mm.deallocate(warm)                                     // the thread's record exists and is attached
+        #expect(!fast.free(nil))
+        #expect(!fast.free(nil, slot: .ordinary))
+        let freeBefore = mm.statistics().freeBytes
+        for order in [0, 1, 3] {
+            let block = try #require(mm.allocatePages(order: order))
+            #expect(!fast.free(block), "a page block (order \(order)) was pushed onto a magazine")
+            #expect(!fast.free(block + 64), "an interior pointer of a page block (order \(order)) was pushed")
+            mm.deallocate(block)
+        }
+        let big = try #require(mm.allocate(byteCount: 64 << 10))  // above the kmalloc classes: pages
+        #expect(!fast.free(big, slot: .ordinary))
+        mm.deallocate(big)
+        #expect(recorder.violations.isEmpty, "\(recorder.violations)")
+        #expect(mm.statistics().freeBytes == freeBefore, "a page block was lost")
+        #expect(mm._invariantViolations().isEmpty, "\(mm._invariantViolations())")
     }
 
     @Test("a full magazine refuses the push; deallocate then drains it")
