@@ -72,43 +72,45 @@ extension MemoryGroup {
     /// of a charge that fails; levels already charged are rolled back.
     /// Kernel analogue: `page_counter_try_charge`.
     func tryCharge(_ bytes: Int) -> MemoryGroup? {
-        var g: MemoryGroup? = self
-        while let group = g {
+        var refused: Unmanaged<MemoryGroup>?
+        forEachLevel { group in
             let max = group.limitWords.max.load(ordering: .relaxed)
             var current = group.usageBytes.load(ordering: .relaxed)
             while true {
                 if bytes > 0 && current + bytes > max {
-                    // Roll back every level below this one.
-                    var r: MemoryGroup? = self
-                    while let undo = r, undo !== group {
-                        undo.usageBytes.wrappingSubtract(bytes, ordering: .relaxed)
-                        r = undo.parent
-                    }
-                    return group
+                    refused = Unmanaged.passUnretained(group)
+                    return false
                 }
                 let (exchanged, original) = group.usageBytes.compareExchange(
                     expected: current, desired: current + bytes, ordering: .relaxed)
-                if exchanged { break }
+                if exchanged { return true }
                 current = original
             }
-            g = group.parent
         }
-        ownBytes.wrappingAdd(bytes, ordering: .relaxed)
-        return nil
+        guard let refused else {
+            ownBytes.wrappingAdd(bytes, ordering: .relaxed)
+            return nil
+        }
+        // Roll back every level below the one that refused.
+        forEachLevel { group in
+            guard Unmanaged.passUnretained(group).toOpaque() != refused.toOpaque() else { return false }
+            group.usageBytes.wrappingSubtract(bytes, ordering: .relaxed)
+            return true
+        }
+        return refused.takeUnretainedValue()
     }
 
     /// The group on the path to the root whose usage is furthest above its
     /// `high` (in bytes), with that overage; nil when none is above.
     var highestOverage: (group: MemoryGroup, bytes: Int)? {
-        var best: (group: MemoryGroup, bytes: Int)?
-        var g: MemoryGroup? = self
-        while let group = g {
+        var best: (group: Unmanaged<MemoryGroup>, bytes: Int)?
+        forEachLevel { group in
             let high = group.limitWords.high.load(ordering: .relaxed)
             let over = group.usage - high
-            if high != .max && over > 0 && over > (best?.bytes ?? 0) { best = (group, over) }
-            g = group.parent
+            if high != .max && over > 0 && over > (best?.bytes ?? 0) { best = (Unmanaged.passUnretained(group), over) }
+            return true
         }
-        return best
+        return best.map { ($0.group.takeUnretainedValue(), $0.bytes) }
     }
 
     /// Whether `self` is `ancestor` or lies below it.

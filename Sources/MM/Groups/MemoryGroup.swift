@@ -15,6 +15,9 @@ public final class MemoryGroup: Sendable, Hashable, CustomStringConvertible {
     public let name: String
     /// The enclosing group, charged hierarchically.
     public let parent: MemoryGroup?
+    /// `parent` without reference counting, for the walks up the hierarchy
+    /// that every charge and uncharge makes (`parent` keeps it alive).
+    let parentReference: Unmanaged<MemoryGroup>?
     /// Added to the OOM score in thousandths of capacity; -1000 never killed.
     /// Kernel analogue: `oom_score_adj`.
     public let oomScoreAdjust: Int
@@ -48,6 +51,7 @@ public final class MemoryGroup: Sendable, Hashable, CustomStringConvertible {
          onOOMKill: @escaping @Sendable (MemoryGroup) -> Void) {
         self.name = name
         self.parent = parent
+        self.parentReference = parent.map { Unmanaged.passUnretained($0) }
         self.oomScoreAdjust = oomScoreAdjust
         self.id = id
         self.onOOMKill = onOOMKill
@@ -63,10 +67,20 @@ public final class MemoryGroup: Sendable, Hashable, CustomStringConvertible {
     /// and requests inside reclaim), or an uncharge with a negative count.
     func charge(_ bytes: Int) {
         ownBytes.wrappingAdd(bytes, ordering: .relaxed)
-        var g: MemoryGroup? = self
-        while let group = g {
+        forEachLevel { group in
             group.usageBytes.wrappingAdd(bytes, ordering: .relaxed)
-            g = group.parent
+            return true
+        }
+    }
+
+    /// Calls `body` with this group, then each ancestor up to the root,
+    /// borrowed (no reference counting: each group's `parent` keeps the next
+    /// one alive while this one lives), until `body` returns false.
+    @inline(__always)
+    func forEachLevel(_ body: (MemoryGroup) -> Bool) {
+        var level = Unmanaged.passUnretained(self)
+        while let next = level._withUnsafeGuaranteedRef({ group in body(group) ? group.parentReference : nil }) {
+            level = next
         }
     }
 

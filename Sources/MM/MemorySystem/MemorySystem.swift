@@ -63,10 +63,10 @@ public final class MemorySystem: Sendable {
             systemID: systemID, arena: arena, watermarks: config.effectiveWatermarks,
             perThreadLists: config.perThreadPageLists, events: events, hardeningAction: config.hardeningAction,
             releaseOrder: config.releaseOrder, releaseDelay: config.releaseDelay,
-            hooks: PageAllocatorHooks(uncharge: { [oom] id, bytes in oom.group(id: id)?.uncharge(bytes) },
+            hooks: PageAllocatorHooks(uncharge: { [oom] id, bytes in oom.uncharge(groupID: id, bytes: bytes) },
                                       recordFree: recordFree))
-        let slab = SlabAllocator(pages: pages, kmallocFlags: config.kmallocDebugFlags, recordFree: recordFree,
-                                 uncharge: { [oom] id, bytes in oom.group(id: id)?.uncharge(bytes) })
+        let slab = try SlabAllocator(pages: pages, kmallocFlags: config.kmallocDebugFlags, recordFree: recordFree,
+                                 uncharge: { [oom] id, bytes in oom.uncharge(groupID: id, bytes: bytes) })
         let virtual = try VirtualAllocator(pages: pages, regionBytes: max(2 * config.capacity, 64 << 20),
                                            mapLimit: config.maxVirtualMappings ?? VirtualAllocator.defaultMapLimit(),
                                            recordFree: recordFree)

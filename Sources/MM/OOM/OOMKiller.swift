@@ -1,30 +1,67 @@
 // SPDX-License-Identifier: Apache-2.0
+import Synchronization
 
 /// The system's groups and the OOM handler.
 /// Kernel analogue: `mm/oom_kill.c` (`out_of_memory`, `oom_badness`).
-final class OOMKiller: Sendable {
+final class OOMKiller: @unchecked Sendable {  // `direct` is a table of atomics, written under the groups lock
     /// The live groups by identifier (the identifier is stored in page metadata).
     private let groups = Locked<(byID: [UInt32: MemoryGroup], nextID: UInt32)>(([:], 1))
     private let inProgress = Locked<Bool>(false)
     let capacity: Int
     let reapTimeout: Duration
     let events: EventHub
+    /// The live groups with identifiers below `directIDs`, as unretained
+    /// object addresses (0: none), for `uncharge(groupID:bytes:)` without the
+    /// lock: written under the lock whenever `byID` changes for such an id.
+    private let direct: UnsafeMutablePointer<Atomic<UInt>>
+    static let directIDs = 4096
 
     init(capacity: Int, reapTimeout: Duration, events: EventHub) {
         self.capacity = capacity
         self.reapTimeout = reapTimeout
         self.events = events
+        direct = .allocate(capacity: Self.directIDs)
+        for i in 0..<Self.directIDs { (direct + i).initialize(to: Atomic(0)) }
+    }
+
+    deinit {
+        direct.deinitialize(count: Self.directIDs)
+        direct.deallocate()
+    }
+
+    /// Notes `group` (or its absence, nil) under `id` in the direct table (lock held).
+    private func setDirect(_ id: UInt32, _ group: MemoryGroup?) {
+        guard id < Self.directIDs else { return }
+        let address = group.map { UInt(bitPattern: Unmanaged.passUnretained($0).toOpaque()) } ?? 0
+        direct[Int(id)].store(address, ordering: .releasing)
+    }
+
+    /// Uncharges `bytes` that a freed object or block had charged to the
+    /// group with identifier `id`. Without the lock for the first
+    /// `directIDs` identifiers: the group is alive, because what is being
+    /// freed is still charged to it (a group holding a charge is never
+    /// removed or pruned), and it is retained while it is uncharged.
+    func uncharge(groupID id: UInt32, bytes: Int) {
+        if id < Self.directIDs {
+            let address = direct[Int(id)].load(ordering: .acquiring)
+            if let raw = UnsafeRawPointer(bitPattern: address) {
+                Unmanaged<MemoryGroup>.fromOpaque(raw).takeUnretainedValue().uncharge(bytes)
+                return
+            }
+        }
+        group(id: id)?.uncharge(bytes)
     }
 
     func makeGroup(name: String, parent: MemoryGroup?, oomScoreAdjust: Int, limits: MemoryLimits,
                    onOOMKill: @escaping @Sendable (MemoryGroup) -> Void) -> MemoryGroup {
         groups.withLock { table in
-            OOMKiller.pruneAbandoned(&table.byID)
+            pruneAbandoned(&table.byID)
             let group = MemoryGroup(name: name, parent: parent, oomScoreAdjust: max(-1000, min(1000, oomScoreAdjust)),
                                     id: table.nextID, onOOMKill: onOOMKill)
             table.nextID &+= 1
             group.limitWords.store(limits)
             table.byID[group.id] = group
+            setDirect(group.id, group)
             parent?.childCount.wrappingAdd(1, ordering: .relaxed)
             return group
         }
@@ -58,6 +95,7 @@ final class OOMKiller: Sendable {
                 throw MemoryGroupError(.hasChildren, "group \(group.name) has \(children) child group(s); remove them first")
             }
             table.byID[group.id] = nil
+            setDirect(group.id, nil)
             group.removed.store(true, ordering: .releasing)
             group.parent?.childCount.wrappingSubtract(1, ordering: .relaxed)
         }
@@ -67,9 +105,10 @@ final class OOMKiller: Sendable {
     /// reference) and that hold no memory: they can never be charged or
     /// matter to the OOM handler again. Children refer to their parent, so a
     /// parent goes only after its children.
-    private static func pruneAbandoned(_ byID: inout [UInt32: MemoryGroup]) {
+    private func pruneAbandoned(_ byID: inout [UInt32: MemoryGroup]) {
         for id in Array(byID.keys) {
             guard byID[id]!.usage == 0, isKnownUniquelyReferenced(&byID[id]!) else { continue }
+            setDirect(id, nil)
             let group = byID.removeValue(forKey: id)!
             group.removed.store(true, ordering: .releasing)
             group.parent?.childCount.wrappingSubtract(1, ordering: .relaxed)
@@ -87,7 +126,7 @@ final class OOMKiller: Sendable {
     /// The live groups in creation order (abandoned empty ones are dropped first).
     var all: [MemoryGroup] {
         groups.withLock { table in
-            OOMKiller.pruneAbandoned(&table.byID)
+            pruneAbandoned(&table.byID)
             return table.byID.values.sorted { $0.id < $1.id }
         }
     }

@@ -43,6 +43,11 @@ struct ObjectLayout {
     @usableFromInline var checkedOnly: UInt32
     @usableFromInline var slabOrder: Int
     @usableFromInline var alignment: Int
+    /// An accounted cache (`kmalloc-cg-*`, `<name>-cg`): its objects are
+    /// charged to groups, so their frees take the slow path, which uncharges
+    /// them (a thread's magazine of it has a zero slot bound: the free fast
+    /// path refuses every pointer). Allocations pop its magazines as usual.
+    var isAccounted = false
 
     /// Bytes between the end of an object and its stride, when red zones are on.
     static let redZoneBytes = 16

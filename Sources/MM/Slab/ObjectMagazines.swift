@@ -196,7 +196,7 @@ extension PerThreadCache where Kind == MagazinesKind {
         m.pointee.end = storage &+ UInt(limit &* MemoryLayout<UnsafeMutableRawPointer>.stride)
         m.pointee.slabMask = layout.slabMask
         m.pointee.slotMultiplier = layout.slotMultiplier
-        m.pointee.slotBound = layout.slotBound
+        m.pointee.slotBound = layout.isAccounted ? 0 : layout.slotBound  // see `ObjectLayout.isAccounted`
         m.pointee.secret = layout.secret
     }
 

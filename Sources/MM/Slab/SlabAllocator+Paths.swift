@@ -22,6 +22,7 @@ extension SlabAllocator {
         }
         guard let p = m.pop(index) else { return nil }
         (p + cache.layout.canaryOffset).storeBytes(of: 0, as: UInt.self)
+        if cache.objectGroups != nil { cache.recordGroup(groupID, of: UInt(bitPattern: p)) }
         return p
     }
 
@@ -80,7 +81,7 @@ extension SlabAllocator {
         var object = UnsafeMutableRawPointer(bitPattern: 1)!  // written by takeFromSlabs when it takes one
         guard cache.takeFromSlabs(&s, into: &object, max: 1, corruption: &result.corruption) == 1 else { return result }
         s.counters.checkedAllocations += 1
-        if groupID != 0 { s.objectGroups[UInt(bitPattern: object)] = groupID }
+        if cache.objectGroups != nil { cache.recordGroup(groupID, of: UInt(bitPattern: object)) }
         result.object = object
         return result
     }
@@ -118,13 +119,14 @@ extension SlabAllocator {
                 p.initializeMemory(as: UInt8.self, repeating: ObjectLayout.poisonByte, count: layout.size)
             }
             (p + layout.canaryOffset).storeBytes(of: layout.freeCanary(address), as: UInt.self)
-            let (empty, groupID) = cache.central.withLock { s -> ([UInt32], UInt32?) in
+            // The group is read before the object goes back: another thread may take it at once.
+            let groupID = cache.objectGroups != nil ? cache.takeGroup(of: address) : 0
+            let empty = cache.central.withLock { s -> [UInt32] in
                 cache.returnToSlab(address, &s)
                 s.counters.checkedFrees += 1
-                let groupID = s.objectGroups.isEmpty ? nil : s.objectGroups.removeValue(forKey: address)
-                return (cache.detachEmptySlabs(&s, keep: s.destroyed ? 0 : cache.keptEmptySlabs), groupID)
+                return cache.detachEmptySlabs(&s, keep: s.destroyed ? 0 : cache.keptEmptySlabs)
             }
-            if let groupID { uncharge(groupID, layout.size) }
+            if groupID != 0 { uncharge(groupID, layout.size) }
             freeSlabs(empty, of: cache)
             return
         }
@@ -133,6 +135,10 @@ extension SlabAllocator {
         if !m.hasStack(index) { m.makeStack(index, limit: cache.magazineLimit, layout: cache.layout) }
         if m.count(index) >= m.limit(index) {
             drain(m, index: index, keep: m.limit(index) / 2)
+        }
+        if cache.objectGroups != nil {
+            let groupID = cache.takeGroup(of: address)
+            if groupID != 0 { uncharge(groupID, layout.size) }
         }
         (p + layout.canaryOffset).storeBytes(of: layout.freeCanary(address), as: UInt.self)
         _ = m.push(p, index)

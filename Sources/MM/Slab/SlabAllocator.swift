@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 import CMMShims
+import Glibc
 import Synchronization
 
 /// One system's object layer: the kmalloc classes and user caches, the
@@ -26,13 +27,23 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
     let recordFree: (@Sendable (UnsafeMutableRawPointer) -> Void)?
     /// Uncharges a freed accounted object from the group with this identifier.
     let uncharge: @Sendable (_ groupID: UInt32, _ bytes: Int) -> Void
+    /// The accounted caches' per-slab group vectors, by slab head page (see
+    /// `SlabCache.objectGroups`): one pointer per page of the arena, in a
+    /// lazily zeroed mapping of its own, so only the entries of accounted
+    /// slabs ever cost memory.
+    let objectGroups: UnsafeMutablePointer<UnsafeMutablePointer<UInt32>?>
+    private let objectGroupsLength: Int
 
     init(pages: PageAllocator, kmallocFlags: ObjectCacheFlags = [], recordFree: (@Sendable (UnsafeMutableRawPointer) -> Void)?,
-         uncharge: @escaping @Sendable (_ groupID: UInt32, _ bytes: Int) -> Void = { _, _ in }) {
+         uncharge: @escaping @Sendable (_ groupID: UInt32, _ bytes: Int) -> Void = { _, _ in }) throws(SystemError) {
         systemID = pages.systemID
         self.pages = pages
         self.recordFree = recordFree
         self.uncharge = uncharge
+        let length = (pages.arena.pageCount * MemoryLayout<UnsafeMutablePointer<UInt32>?>.stride + pageSize - 1) & ~(pageSize - 1)
+        objectGroups = try pages.arena.syscalls.mapAnonymous(length).get()
+            .bindMemory(to: UnsafeMutablePointer<UInt32>?.self, capacity: pages.arena.pageCount)
+        objectGroupsLength = length
         precondition(ObjectMagazines.recordOffset + MagazinesKind.recordByteCount <= Int(CMM_EMPTY_OBJECT_CACHES_BYTES),
                      "swift-mm internal: the empty magazine record is smaller than a record")
         layouts = .allocate(capacity: maxObjectCaches)
@@ -58,6 +69,15 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
     }
 
     deinit {
+        for i in 0..<cacheCount {
+            withCache(i) { cache in
+                guard cache.objectGroups != nil else { return }
+                cache.central.withLock { s in
+                    for pfn in s.slabs { objectGroups[Int(pfn)]?.deallocate() }
+                }
+            }
+        }
+        munmap(UnsafeMutableRawPointer(objectGroups), objectGroupsLength)
         for i in 0..<maxObjectCaches { table[i]?.release() }
         table.deallocate()
         layouts.deallocate()
@@ -78,11 +98,13 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
     /// The accounted twin of a cache: for a kmalloc class its `kmalloc-cg-*`
     /// cache; for a program's cache one made at its first charged request,
     /// named `<name>-cg`, with the same geometry and flags. Its objects are
-    /// charged one by one: every allocation and free takes the twin's locked
-    /// path, which records the group of each object, so the uncharged fast
-    /// path pays nothing for it. nil when the system has no room for another
-    /// cache (the error says so). Kernel analogue: the `kmalloc-cg-*` caches,
-    /// and the per-memcg copies of a cache that kernels before 5.9 made.
+    /// charged one by one and come from the twin's magazines like any other
+    /// cache's; the group of each is recorded in its slab's group vector, and
+    /// its free takes the slow path, which uncharges it, so the uncharged
+    /// fast path pays nothing for it. nil when the system has no room for
+    /// another cache (the error says so). Kernel analogue: the
+    /// `kmalloc-cg-*` caches, and the per-memcg copies of a cache that
+    /// kernels before 5.9 made.
     func accountedTwin(of index: Int) -> Result<Int, ObjectCacheError> {
         if index < kmallocClassCount { return .success(index + kmallocClassCount) }
         if index < 2 * kmallocClassCount { return .success(index) }
@@ -105,8 +127,8 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
         index < kmallocClassCount ? index + kmallocClassCount : userTwins.withLock { $0[index] }
     }
 
-    /// Creates a cache (`accounted`: every object goes through the locked
-    /// path, where its charge is recorded). Kernel analogue: `kmem_cache_create`.
+    /// Creates a cache (`accounted`: its slabs get group vectors, and its
+    /// frees take the slow path, which uncharges). Kernel analogue: `kmem_cache_create`.
     func makeCache(name: String, size: Int, alignment: Int, flags: ObjectCacheFlags,
                    accounted: Bool = false) throws(ObjectCacheError) -> SlabCache {
         guard !name.isEmpty else { throw ObjectCacheError(field: "name", message: "must not be empty") }
@@ -120,7 +142,8 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
                                         secret: secret) else {
             throw ObjectCacheError(field: "size", message: "\(size) bytes does not fit an order-\(costlyOrder) slab (\(pageSize << costlyOrder) bytes); allocate pages or virtual memory instead")
         }
-        if accounted || !flags.isDisjoint(with: [.redZone, .poison, .zeroOnFree]) { layout.checkedOnly = 1 }
+        if !flags.isDisjoint(with: [.redZone, .poison, .zeroOnFree]) { layout.checkedOnly = 1 }
+        layout.isAccounted = accounted
         let index = try nextIndex.withLock { (next: inout Int) throws(ObjectCacheError) -> Int in
             guard next < maxObjectCaches else {
                 throw ObjectCacheError(field: "name", message: "this system has created \(maxObjectCaches) object caches, its lifetime limit")
@@ -129,7 +152,8 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
             return next - 1
         }
         (layouts + index).initialize(to: layout)
-        let cache = SlabCache(name: name, index: index, layout: layout, flags: flags, arena: pages.arena)
+        let cache = SlabCache(name: name, index: index, layout: layout, flags: flags, arena: pages.arena,
+                              objectGroups: accounted ? objectGroups : nil)
         table[index] = .passRetained(cache)
         return cache
     }

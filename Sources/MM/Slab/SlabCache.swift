@@ -27,9 +27,6 @@ struct SlabCacheState: Sendable {
     var depot: [UInt] = []
     /// Objects on slab free lists.
     var freeInSlabs = 0
-    /// Accounted caches: the group each live object is charged to, by address.
-    /// Kernel analogue: the slab's `obj_cgroup` vector.
-    var objectGroups: [UInt: UInt32] = [:]
     var counters = SlabCounters()
     var destroyed = false
 }
@@ -56,11 +53,19 @@ final class SlabCache: @unchecked Sendable {  // immutable after init except `ce
     let frames: UnsafeMutablePointer<PageFrame>
     let directMap: UInt
     let slabPages: Int
+    /// Accounted caches only: the system's table of per-slab group vectors
+    /// (by slab head page), each holding the group every slot of its slab is
+    /// charged to (0: none). A slot's entry is written by the thread that
+    /// allocates the object and read by the thread that frees it, so it needs
+    /// no lock; a vector lives from `carve` to `uncarve`.
+    /// Kernel analogue: the slab's `obj_exts` vector of `obj_cgroup` pointers.
+    let objectGroups: UnsafeMutablePointer<UnsafeMutablePointer<UInt32>?>?
 
     static let flagOnPartial: UInt16 = 1 << 4
     static let flagOnEmpty: UInt16 = 1 << 5
 
-    init(name: String, index: Int, layout: ObjectLayout, flags: ObjectCacheFlags, arena: Arena) {
+    init(name: String, index: Int, layout: ObjectLayout, flags: ObjectCacheFlags, arena: Arena,
+         objectGroups: UnsafeMutablePointer<UnsafeMutablePointer<UInt32>?>? = nil) {
         self.name = name
         self.index = index
         self.layout = layout
@@ -76,6 +81,30 @@ final class SlabCache: @unchecked Sendable {  // immutable after init except `ce
         frames = arena.frames
         directMap = UInt(bitPattern: arena.directMap)
         slabPages = 1 << layout.slabOrder
+        self.objectGroups = objectGroups
+    }
+
+    // MARK: Charged objects (accounted caches)
+
+    /// The slot number of the object at `address` in its slab: the high
+    /// word of its offset times `ceil(2^64 / stride)` (exact for slot starts).
+    @inline(__always) func slot(of address: UInt) -> Int {
+        Int(truncatingIfNeeded: ((address &- directMap) & layout.slabMask).multipliedFullWidth(by: layout.slotMultiplier).high)
+    }
+
+    /// Records the group an object just allocated from this accounted cache
+    /// is charged to (0: none), replacing whatever its slot held before.
+    @inline(__always) func recordGroup(_ groupID: UInt32, of address: UInt) {
+        objectGroups.unsafelyUnwrapped[Int(slabHead(of: address))].unsafelyUnwrapped[slot(of: address)] = groupID
+    }
+
+    /// The group an object of this accounted cache is charged to, forgotten
+    /// (its slot reads 0 afterwards): the free that uncharges it reads it
+    /// before the object can be allocated again.
+    @inline(__always) func takeGroup(of address: UInt) -> UInt32 {
+        let vector = objectGroups.unsafelyUnwrapped[Int(slabHead(of: address))].unsafelyUnwrapped + slot(of: address)
+        defer { vector.pointee = 0 }
+        return vector.pointee
     }
 
     var batch: Int { magazineLimit / 2 }
@@ -229,6 +258,11 @@ final class SlabCache: @unchecked Sendable {  // immutable after init except `ce
         head.pointee.slabFreeList = UInt64(next)
         head.pointee.slabFreeCount = UInt32(layout.objectsPerSlab)
         head.pointee.flags &= ~(SlabCache.flagOnEmpty | SlabCache.flagOnPartial)
+        if let objectGroups {
+            let vector = UnsafeMutablePointer<UInt32>.allocate(capacity: layout.objectsPerSlab)
+            vector.initialize(repeating: 0, count: layout.objectsPerSlab)
+            objectGroups[Int(pfn)] = vector
+        }
     }
 
     /// Adds a carved slab to the cache (lock held).
@@ -247,6 +281,10 @@ final class SlabCache: @unchecked Sendable {  // immutable after init except `ce
         head.pointee.slabFreeList = 0
         head.pointee.slabFreeCount = 0
         head.pointee.flags &= ~(SlabCache.flagOnEmpty | SlabCache.flagOnPartial)
+        if let objectGroups {
+            objectGroups[Int(pfn)]?.deallocate()
+            objectGroups[Int(pfn)] = nil
+        }
     }
 
     // MARK: Statistics
