@@ -25,14 +25,27 @@ extension MemorySystem {
     @inlinable @inline(__always)
     public func allocate(byteCount: Int, policy: AllocationPolicy = .standard,
                          file: StaticString = #fileID, line: UInt = #line) -> UnsafeMutableRawPointer? {
-        if byteCount > 0 && byteCount <= MM.kmallocMaxSize && policy.placement != .virtual {
-            if let p = objectFastPath.allocate(SizeClass.index(forBytes: byteCount), policy: policy) { return p }
-            if policy.group != nil, let p = allocateChargedObject(byteCount: byteCount, policy: policy) { return p }
+        if byteCount > 0 && byteCount <= MM.kmallocMaxSize && policy.placement != .virtual,
+           let p = objectFastPath.allocate(SizeClass.index(forBytes: byteCount), policy: policy) {
+            return p
         }
         // Blocks of up to 32 KiB come from the thread's page lists: for `.contiguous`, and
         // for `.automatic`, whose first step is exactly that (contiguous, above `low`).
         if byteCount > MM.kmallocMaxSize && byteCount <= MM.pageSize << MM.costlyOrder && policy.placement != .virtual,
            let p = pageFastPath.allocate(order: PlacementRouter.order(forBytes: byteCount), policy: policy) {
+            return p
+        }
+        // Charged requests try their fast path first (one call, off the uncharged path).
+        if policy.group != nil { return allocateCharged(byteCount: byteCount, policy: policy, file: file, line: line) }
+        return slowPath.allocate(byteCount: byteCount, policy: policy, file: file, line: line)
+    }
+
+    /// `allocate` of a charged request the inlined fast paths did not serve:
+    /// the charged fast path for kmalloc sizes, else the slow path.
+    @usableFromInline @inline(never)
+    func allocateCharged(byteCount: Int, policy: AllocationPolicy, file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
+        if byteCount > 0 && byteCount <= MM.kmallocMaxSize && policy.placement != .virtual,
+           let p = allocateChargedObject(byteCount: byteCount, policy: policy) {
             return p
         }
         return slowPath.allocate(byteCount: byteCount, policy: policy, file: file, line: line)
@@ -81,7 +94,7 @@ extension MemorySystem {
     /// request with every rule. No lock; atomics only for the charge itself.
     /// Kernel analogue: `__memcg_slab_post_alloc_hook` after a per-CPU
     /// freelist hit of a `kmalloc-cg-*` cache.
-    @usableFromInline @inline(never)
+    @inline(__always)
     func allocateChargedObject(byteCount: Int, policy: AllocationPolicy) -> UnsafeMutableRawPointer? {
         guard let group = policy.group, policy.isCoherent, !group.isRemoved else { return nil }
         let index = SizeClass.index(forBytes: byteCount) + kmallocClassCount
