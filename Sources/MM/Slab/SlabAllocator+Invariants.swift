@@ -7,7 +7,8 @@ extension SlabAllocator {
     /// thread's magazines (count within limit, the base equal to its shared
     /// copy, the limit 0 or the cache's, every cached object a slot of its cache carrying the free or
     /// fresh canary), each depot (free canaries) and each cache's slab lists
-    /// (free counts agreeing with `freeInSlabs`). Call it only while no
+    /// (free counts agreeing with `freeInSlabs`); for accounted caches, a
+    /// group vector for every slab and no free object still charged. Call it only while no
     /// other thread uses the system. Kernel analogue: `validate_slab_cache`.
     func invariantViolations() -> [String] {
         var problems: [String] = []
@@ -28,7 +29,11 @@ extension SlabAllocator {
                     problems.append("\(cache.name): magazine limit \(m.limit(index)), not 0 or \(cache.magazineLimit)")
                 }
                 for k in 0..<n {
-                    problems += objectProblems(UInt(bitPattern: m.stack(index)[k]), cache, where: "magazine entry \(k)")
+                    let object = UInt(bitPattern: m.stack(index)[k])
+                    problems += objectProblems(object, cache, where: "magazine entry \(k)")
+                    if cache.objectGroups != nil, objectGroups[Int(cache.slabHead(of: object))]?[cache.slot(of: object)] ?? 0 != 0 {
+                        problems.append("\(cache.name): magazine object 0x\(String(object, radix: 16)) is still charged to a group")
+                    }
                 }
             }
         }
@@ -41,7 +46,33 @@ extension SlabAllocator {
                 if onLists != s.freeInSlabs {
                     problems.append("\(cache.name): slab free lists hold \(onLists) objects, freeInSlabs says \(s.freeInSlabs)")
                 }
+                if cache.objectGroups != nil { problems += groupVectorProblems(cache, s) }
             }
+        }
+        return problems
+    }
+
+    /// An accounted cache: every slab has its group vector, and no free
+    /// object — in the depot or on a slab's free list — is charged to a group.
+    private func groupVectorProblems(_ cache: SlabCache, _ s: SlabCacheState) -> [String] {
+        var problems: [String] = []
+        for pfn in s.slabs.sorted() {
+            guard let vector = objectGroups[Int(pfn)] else {
+                problems.append("\(cache.name): the slab at page \(pfn) has no group vector")
+                continue
+            }
+            var cursor = UInt(pages.arena.frames[Int(pfn)].slabFreeList)
+            var seen = 0
+            while cursor != 0 && seen < cache.layout.objectsPerSlab {
+                if vector[cache.slot(of: cursor)] != 0 {
+                    problems.append("\(cache.name): free object 0x\(String(cursor, radix: 16)) is still charged to group \(vector[cache.slot(of: cursor)])")
+                }
+                cursor = cache.layout.decode(UnsafeRawPointer(bitPattern: cursor)!.load(as: UInt.self), at: cursor)
+                seen += 1
+            }
+        }
+        for object in s.depot where objectGroups[Int(cache.slabHead(of: object))]?[cache.slot(of: object)] ?? 0 != 0 {
+            problems.append("\(cache.name): depot object 0x\(String(object, radix: 16)) is still charged to a group")
         }
         return problems
     }
