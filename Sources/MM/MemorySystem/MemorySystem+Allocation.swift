@@ -81,39 +81,11 @@ extension MemorySystem {
         return slowPath.allocateGuaranteed(byteCount: byteCount, guarantee: guarantee, file: file, line: line)
     }
 
-    /// The charged fast path of a kmalloc-sized request with `policy.group`:
-    /// a pop from the thread's magazine of the class's accounted twin
-    /// (`kmalloc-cg-*`), charged to the group as the slow path's charge step
-    /// would (R8: `tryCharge` up the hierarchy, nothing above a `max`) when
-    /// that needs neither reclaim nor throttling (R9: nothing on the path
-    /// above its `high`), and recorded in its slab's group vector for the
-    /// free to uncharge. Everything else — an empty magazine, a closed fast
-    /// path (charging scope, fault injection, a held checked lock), a removed
-    /// group, a group at a `max` or over a `high`, an incoherent policy —
-    /// returns nil before anything is charged, and the slow path serves the
-    /// request with every rule. No lock; atomics only for the charge itself.
-    /// Kernel analogue: `__memcg_slab_post_alloc_hook` after a per-CPU
-    /// freelist hit of a `kmalloc-cg-*` cache.
+    /// The charged fast path for a kmalloc-sized request (see
+    /// `SlowPath.allocateChargedObject(index:policy:slab:)`): its class's accounted twin.
     @inline(__always)
     func allocateChargedObject(byteCount: Int, policy: AllocationPolicy) -> UnsafeMutableRawPointer? {
-        guard let group = policy.group, policy.isCoherent, !group.isRemoved else { return nil }
-        let index = SizeClass.index(forBytes: byteCount) + kmallocClassCount
-        let m = ObjectMagazines.currentOrEmptyForFastPath
-        guard m.fastPathKey == slab.systemID, let p = m.pop(index) else { return nil }
-        let size = slab.layouts[index].size
-        if group.tryCharge(size) != nil {
-            _ = m.push(p, index)  // it came from there: there is room
-            return nil
-        }
-        if group.highestOverage != nil {
-            group.uncharge(size)
-            _ = m.push(p, index)
-            return nil
-        }
-        slab.withCache(index) { $0.recordGroup(group.id, of: UInt(bitPattern: p)) }
-        (p + ObjectLayout.fastCanaryOffset).storeBytes(of: 0, as: UInt.self)
-        if policy.zeroed { p.initializeMemory(as: UInt8.self, repeating: 0, count: size) }
-        return p
+        SlowPath.allocateChargedObject(index: SizeClass.index(forBytes: byteCount) + kmallocClassCount, policy: policy, slab: slab)
     }
 
     /// Frees memory from any `allocate` form, `allocatePages` or an

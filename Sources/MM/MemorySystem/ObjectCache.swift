@@ -66,6 +66,20 @@ public final class ObjectCache: Sendable {
     public func allocate(policy: AllocationPolicy = .standard,
                          file: StaticString = #fileID, line: UInt = #line) -> UnsafeMutableRawPointer? {
         if let p = objects.allocate(index, policy: policy) { return p }
+        // Charged requests try their fast path first (one call, off the uncharged path).
+        if policy.group != nil { return allocateCharged(policy: policy, file: file, line: line) }
+        return slowPath.allocateObject(index: index, policy: policy, guarantee: nil, file: file, line: line)
+    }
+
+    /// `allocate` of a charged request: the charged fast path on the cache's
+    /// accounted twin once it exists (its first charged request makes it,
+    /// through the slow path), else the slow path.
+    @usableFromInline @inline(never)
+    func allocateCharged(policy: AllocationPolicy, file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
+        if let twin = slab.existingTwin(of: index),
+           let p = SlowPath.allocateChargedObject(index: twin, policy: policy, slab: slab) {
+            return p
+        }
         return slowPath.allocateObject(index: index, policy: policy, guarantee: nil, file: file, line: line)
     }
 

@@ -23,6 +23,9 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
     private let nextIndex = Locked<Int>(0)
     /// Accounted twins of programs' caches, by the index of the cache they charge for.
     private let userTwins = Locked<[Int: Int]>([:])
+    /// The same, readable without the lock: `twinIndices[index]` is the twin's
+    /// index plus one (0: none yet), stored once when the twin is made.
+    private let twinIndices: UnsafeMutablePointer<Atomic<Int>>
     /// Sees every freed object's address (allocation profiling), wired by `MemorySystem`.
     let recordFree: (@Sendable (UnsafeMutableRawPointer) -> Void)?
     /// Uncharges a freed accounted object from the group with this identifier.
@@ -47,6 +50,8 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
         precondition(ObjectMagazines.recordOffset + MagazinesKind.recordByteCount <= Int(CMM_EMPTY_OBJECT_CACHES_BYTES),
                      "swift-mm internal: the empty magazine record is smaller than a record")
         layouts = .allocate(capacity: maxObjectCaches)
+        twinIndices = .allocate(capacity: maxObjectCaches)
+        for i in 0..<maxObjectCaches { (twinIndices + i).initialize(to: Atomic(0)) }
         table = .allocate(capacity: maxObjectCaches)
         table.initialize(repeating: nil, count: maxObjectCaches)
         // The kmalloc classes, then their accounted twins: charged requests take
@@ -81,9 +86,21 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
         for i in 0..<maxObjectCaches { table[i]?.release() }
         table.deallocate()
         layouts.deallocate()
+        twinIndices.deinitialize(count: maxObjectCaches)
+        twinIndices.deallocate()
     }
 
     @inline(__always) func cache(_ index: Int) -> SlabCache { table[index]!.takeUnretainedValue() }
+
+    /// `SlabCache.recordGroup` from the layout table alone (no cache
+    /// reference to count): the charged fast path's.
+    @inline(__always) func recordGroup(_ groupID: UInt32, of address: UInt, cacheIndex: Int) {
+        let layout = layouts + cacheIndex
+        let offset = address &- UInt(bitPattern: pages.arena.directMap)
+        let head = Int(truncatingIfNeeded: (offset >> UInt(pageShift)) & ~((1 << UInt(layout.pointee.slabOrder)) - 1))
+        let slot = Int(truncatingIfNeeded: (offset & layout.pointee.slabMask).multipliedFullWidth(by: layout.pointee.slotMultiplier).high)
+        objectGroups[head].unsafelyUnwrapped[slot] = groupID
+    }
 
     /// Runs `body` with the cache at `index` borrowed (no reference counting:
     /// the table keeps every cache alive for the allocator's lifetime).
@@ -117,14 +134,20 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
                 try makeCache(name: original.name + "-cg", size: original.layout.size,
                               alignment: original.layout.alignment, flags: original.flags, accounted: true)
             }
-            if case .success(let twin) = made { twins[index] = twin.index }
+            if case .success(let twin) = made {
+                twins[index] = twin.index
+                twinIndices[index].store(twin.index + 1, ordering: .releasing)
+            }
             return made.map(\.index)
         }
     }
 
     /// The accounted twin already made for the program's cache at `index`, if any.
+    /// Without a lock: the free of a charged object and the charged fast path ask it.
     func existingTwin(of index: Int) -> Int? {
-        index < kmallocClassCount ? index + kmallocClassCount : userTwins.withLock { $0[index] }
+        if index < kmallocClassCount { return index + kmallocClassCount }
+        let twin = twinIndices[index].load(ordering: .acquiring)
+        return twin == 0 ? nil : twin - 1
     }
 
     /// Creates a cache (`accounted`: its slabs get group vectors, and its

@@ -91,6 +91,29 @@ struct ChargedFastPathTests {
         #expect(mm._invariantViolations() == [])
     }
 
+    @Test("a program cache's charged requests use its twin's magazine once the twin exists; frees through the cache uncharge")
+    func objectCacheTwin() throws {
+        let mm = try makeBudgetSystem { $0.hardeningAction = .report }
+        let recorder = EventRecorder(mm)
+        let group = mm.makeGroup(name: "tenant", limits: .init(max: 1 << 20))
+        let inodes = try mm.makeObjectCache(name: "inode", size: 600)
+        #expect(mm.slab.existingTwin(of: inodes.index) == nil)
+        let first = try #require(inodes.allocate(policy: charged(group)))   // makes inode-cg, through the slow path
+        let twin = try #require(mm.slab.existingTwin(of: inodes.index))
+        #expect(mm.slab.cache(twin).name == "inode-cg")
+        let second = try #require(SlowPath.allocateChargedObject(index: twin, policy: charged(group), slab: mm.slab),
+                                  "the twin's magazine missed after a refill")
+        let third = try #require(inodes.allocate(policy: charged(group)))
+        #expect(group.usage == 3 * 600)
+        for p in [first, second, third] { inodes.deallocate(p) }
+        #expect(group.usage == 0)
+        #expect(recorder.violations.isEmpty)
+        #expect(inodes.destroy() == 0)
+        // A destroyed cache's twin serves nothing: its requests go to the slow path, which reports them.
+        #expect(SlowPath.allocateChargedObject(index: twin, policy: charged(group), slab: mm.slab) == nil)
+        #expect(mm._invariantViolations() == [])
+    }
+
     @Test("a double free of a charged object is reported and uncharges once")
     func doubleFree() throws {
         let (mm, recorder) = try warmSystem()
