@@ -88,6 +88,38 @@ extension SlabAllocator {
 
     // MARK: Free slow path
 
+    /// The free of a charged object (one of an accounted cache, whose
+    /// magazines refuse the free fast path) on that path's terms: its checks
+    /// — the fast-path key, the slot start against the cache's own slot
+    /// test, the canary — then the uncharge of the group in the slab's group
+    /// vector and the push. False, having changed nothing, when anything
+    /// needs the full path (which validates, reports and drains).
+    /// Kernel analogue: `__memcg_slab_free_hook` before a per-CPU freelist push.
+    @inline(__always)
+    private func freeChargedObject(_ p: UnsafeMutableRawPointer, offset: UInt, index: Int) -> Bool {
+        let layout = layouts + index
+        guard layout.pointee.isAccounted, layout.pointee.checkedOnly == 0,
+              layout.pointee.canaryOffset == ObjectLayout.fastCanaryOffset else { return false }
+        let m = ObjectMagazines.currentOrEmptyForFastPath
+        let inSlab = offset & layout.pointee.slabMask
+        let canary = layout.pointee.freeCanary(UInt(bitPattern: p))
+        let canaryWord = p + ObjectLayout.fastCanaryOffset
+        guard m.fastPathKey == systemID,
+              ObjectLayout.isSlotStart(inSlab, multiplier: layout.pointee.slotMultiplier, bound: layout.pointee.slotBound),
+              (canaryWord.load(as: UInt.self) ^ canary) > 1 else { return false }
+        let magazine = m.magazine(index)
+        guard magazine.pointee.cursor.load(ordering: .relaxed) < magazine.pointee.end else { return false }  // no room, or no stack yet
+        let head = Int(truncatingIfNeeded: (offset >> UInt(pageShift)) & ~((1 << UInt(layout.pointee.slabOrder)) - 1))
+        let slot = Int(truncatingIfNeeded: inSlab.multipliedFullWidth(by: layout.pointee.slotMultiplier).high)
+        let entry = objectGroups[head].unsafelyUnwrapped + slot
+        let groupID = entry.pointee
+        entry.pointee = 0
+        if groupID != 0 { uncharge(groupID, layout.pointee.size) }
+        canaryWord.storeBytes(of: canary, as: UInt.self)
+        _ = m.push(p, onto: magazine)
+        return true
+    }
+
     /// Every object free the fast path did not take: full validation, then
     /// the debug checks and the magazine (with a drain) or the slabs.
     /// Kernel analogue: `__slab_free` with `free_debug_processing`.
@@ -96,6 +128,7 @@ extension SlabAllocator {
         let address = UInt(bitPattern: p)
         let offset = address &- UInt(bitPattern: pages.arena.directMap)
         let owner = pages.arena.frames[Int(offset >> UInt(pageShift))].owner
+        if freeChargedObject(p, offset: offset, index: Int(owner) - 1) { return }
         let cache = self.cache(Int(owner) - 1)
         if let violation = validate(p, in: cache, operation: operation) {
             pages.report(violation)

@@ -114,6 +114,17 @@ struct ChargedFastPathTests {
         #expect(mm._invariantViolations() == [])
     }
 
+    @Test("frees past a full magazine take the full path, which drains and still uncharges each object once")
+    func fullMagazine() throws {
+        let mm = try makeBudgetSystem(capacity: 64 << 20)
+        let group = mm.makeGroup(name: "tenant")
+        let objects = (0..<3000).map { _ in mm.allocate(byteCount: 16, policy: charged(group))! }
+        #expect(group.usage == 3000 * 16)
+        for p in objects { mm.deallocate(p) }   // the kmalloc-cg-16 magazine holds 1024
+        #expect(group.usage == 0 && group.ownUsage == 0)
+        #expect(mm._invariantViolations() == [])
+    }
+
     @Test("a double free of a charged object is reported and uncharges once")
     func doubleFree() throws {
         let (mm, recorder) = try warmSystem()
