@@ -12,8 +12,8 @@ import Synchronization
 ///   overhead of doing it asynchronously through the limit. The bytes are
 ///   1 GiB at scale 1.
 /// - `charged64_vs_uncharged`: a charged 64-byte allocate + free pair (a
-///   group with a max; the charged fast path, whose free takes the slow
-///   path to uncharge) against the uncharged pair.
+///   group with a max; the charged fast paths of the allocation and the
+///   free) against the uncharged pair.
 struct BudgetsBench {
     var scale: Double
 

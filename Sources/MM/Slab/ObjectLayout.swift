@@ -44,9 +44,10 @@ struct ObjectLayout {
     @usableFromInline var slabOrder: Int
     @usableFromInline var alignment: Int
     /// An accounted cache (`kmalloc-cg-*`, `<name>-cg`): its objects are
-    /// charged to groups, so their frees take the slow path, which uncharges
-    /// them (a thread's magazine of it has a zero slot bound: the free fast
-    /// path refuses every pointer). Allocations pop its magazines as usual.
+    /// charged to groups, so their frees leave the inlined free fast path
+    /// (a thread's magazine of it has a zero slot bound, which refuses every
+    /// pointer) for the charged free path, which uncharges them
+    /// (`SlabAllocator.freeSlow`). Allocations pop its magazines as usual.
     var isAccounted = false
 
     /// Bytes between the end of an object and its stride, when red zones are on.

@@ -117,8 +117,8 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
     /// named `<name>-cg`, with the same geometry and flags. Its objects are
     /// charged one by one and come from the twin's magazines like any other
     /// cache's; the group of each is recorded in its slab's group vector, and
-    /// its free takes the slow path, which uncharges it, so the uncharged
-    /// fast path pays nothing for it. nil when the system has no room for
+    /// its free takes a charged free path of its own, which uncharges it, so
+    /// the uncharged fast path pays nothing for it. nil when the system has no room for
     /// another cache (the error says so). Kernel analogue: the
     /// `kmalloc-cg-*` caches, and the per-memcg copies of a cache that
     /// kernels before 5.9 made.
@@ -151,7 +151,7 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
     }
 
     /// Creates a cache (`accounted`: its slabs get group vectors, and its
-    /// frees take the slow path, which uncharges). Kernel analogue: `kmem_cache_create`.
+    /// frees take the charged free path, which uncharges). Kernel analogue: `kmem_cache_create`.
     func makeCache(name: String, size: Int, alignment: Int, flags: ObjectCacheFlags,
                    accounted: Bool = false) throws(ObjectCacheError) -> SlabCache {
         guard !name.isEmpty else { throw ObjectCacheError(field: "name", message: "must not be empty") }
