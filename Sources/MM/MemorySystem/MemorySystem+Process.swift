@@ -124,18 +124,10 @@ public struct _MagazineFastPath: @unchecked Sendable {  // raw pointers into tab
     }
 
     /// The kmalloc class index that serves a request of `byteCount` bytes
-    /// (1…8 KiB): the `sizeClass` argument of `allocate(sizeClass:)`.
+    /// (1…8 KiB): the `sizeClass` argument of `allocateFromMallocSlot(sizeClass:)`.
     public static func sizeClass(forBytes byteCount: Int) -> Int {
         precondition(byteCount > 0 && byteCount <= MM.kmallocMaxSize, "no kmalloc class serves \(byteCount) bytes")
         return SizeClass.index(forBytes: byteCount)
-    }
-
-    /// A pop from the calling thread's magazine of the kmalloc class at
-    /// `sizeClass` (from `sizeClass(forBytes:)`), through the malloc slot;
-    /// nil on a miss or while that slot is closed.
-    @inlinable @inline(__always)
-    public func allocate(sizeClass: Int) -> UnsafeMutableRawPointer? {
-        objects.allocate(sizeClass, from: Self.magazines(.malloc))
     }
 
     /// A push onto the calling thread's magazine after the same checks as

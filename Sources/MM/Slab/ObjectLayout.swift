@@ -78,6 +78,20 @@ struct ObjectLayout {
         offsetInSlab &* multiplier < bound
     }
 
+    /// The slot number of the object at `offset` in the direct map, in its
+    /// slab: the high word of its offset in the slab times `ceil(2^64 /
+    /// stride)` (exact for slot starts, see `slotTest`).
+    @inline(__always)
+    func slot(atOffset offset: UInt) -> Int {
+        Int(truncatingIfNeeded: (offset & slabMask).multipliedFullWidth(by: slotMultiplier).high)
+    }
+
+    /// The page number of the head of the slab holding `offset` (slabs are aligned to their size).
+    @inline(__always)
+    func slabHeadPage(atOffset offset: UInt) -> Int {
+        Int(truncatingIfNeeded: (offset >> UInt(pageShift)) & ~((1 << UInt(slabOrder)) - 1))
+    }
+
     /// The free canary of the slot at `address`.
     @inlinable @inline(__always)
     func freeCanary(_ address: UInt) -> UInt { secret ^ address }

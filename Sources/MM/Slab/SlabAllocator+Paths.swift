@@ -109,9 +109,7 @@ extension SlabAllocator {
               (canaryWord.load(as: UInt.self) ^ canary) > 1 else { return false }
         let magazine = m.magazine(index)
         guard magazine.pointee.cursor.load(ordering: .relaxed) < magazine.pointee.end else { return false }  // no room, or no stack yet
-        let head = Int(truncatingIfNeeded: (offset >> UInt(pageShift)) & ~((1 << UInt(layout.pointee.slabOrder)) - 1))
-        let slot = Int(truncatingIfNeeded: inSlab.multipliedFullWidth(by: layout.pointee.slotMultiplier).high)
-        let entry = objectGroups[head].unsafelyUnwrapped + slot
+        let entry = groupEntry(of: UInt(bitPattern: p), cacheIndex: index)
         let groupID = entry.pointee
         entry.pointee = 0
         if groupID != 0 { uncharge(groupID, layout.pointee.size) }

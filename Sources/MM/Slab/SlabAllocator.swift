@@ -92,14 +92,13 @@ final class SlabAllocator: PerThreadCacheOwner, @unchecked Sendable {  // raw ta
 
     @inline(__always) func cache(_ index: Int) -> SlabCache { table[index]!.takeUnretainedValue() }
 
-    /// `SlabCache.recordGroup` from the layout table alone (no cache
-    /// reference to count): the charged fast path's.
-    @inline(__always) func recordGroup(_ groupID: UInt32, of address: UInt, cacheIndex: Int) {
+    /// `SlabCache.groupEntry` from the layout table alone (no cache
+    /// reference to count), for the charged fast paths: the entry of the
+    /// object at `address`, on a slab of the accounted cache at `cacheIndex`.
+    @inline(__always) func groupEntry(of address: UInt, cacheIndex: Int) -> UnsafeMutablePointer<UInt32> {
         let layout = layouts + cacheIndex
         let offset = address &- UInt(bitPattern: pages.arena.directMap)
-        let head = Int(truncatingIfNeeded: (offset >> UInt(pageShift)) & ~((1 << UInt(layout.pointee.slabOrder)) - 1))
-        let slot = Int(truncatingIfNeeded: (offset & layout.pointee.slabMask).multipliedFullWidth(by: layout.pointee.slotMultiplier).high)
-        objectGroups[head].unsafelyUnwrapped[slot] = groupID
+        return objectGroups[layout.pointee.slabHeadPage(atOffset: offset)].unsafelyUnwrapped + layout.pointee.slot(atOffset: offset)
     }
 
     /// Runs `body` with the cache at `index` borrowed (no reference counting:

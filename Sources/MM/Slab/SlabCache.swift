@@ -86,25 +86,27 @@ final class SlabCache: @unchecked Sendable {  // immutable after init except `ce
 
     // MARK: Charged objects (accounted caches)
 
-    /// The slot number of the object at `address` in its slab: the high
-    /// word of its offset times `ceil(2^64 / stride)` (exact for slot starts).
-    @inline(__always) func slot(of address: UInt) -> Int {
-        Int(truncatingIfNeeded: ((address &- directMap) & layout.slabMask).multipliedFullWidth(by: layout.slotMultiplier).high)
+    /// The slot number of the object at `address` in its slab.
+    @inline(__always) func slot(of address: UInt) -> Int { layout.slot(atOffset: address &- directMap) }
+
+    /// The group-vector entry of the object at `address` (accounted caches).
+    @inline(__always) func groupEntry(of address: UInt) -> UnsafeMutablePointer<UInt32> {
+        objectGroups.unsafelyUnwrapped[Int(slabHead(of: address))].unsafelyUnwrapped + slot(of: address)
     }
 
     /// Records the group an object just allocated from this accounted cache
     /// is charged to (0: none), replacing whatever its slot held before.
     @inline(__always) func recordGroup(_ groupID: UInt32, of address: UInt) {
-        objectGroups.unsafelyUnwrapped[Int(slabHead(of: address))].unsafelyUnwrapped[slot(of: address)] = groupID
+        groupEntry(of: address).pointee = groupID
     }
 
     /// The group an object of this accounted cache is charged to, forgotten
     /// (its slot reads 0 afterwards): the free that uncharges it reads it
     /// before the object can be allocated again.
     @inline(__always) func takeGroup(of address: UInt) -> UInt32 {
-        let vector = objectGroups.unsafelyUnwrapped[Int(slabHead(of: address))].unsafelyUnwrapped + slot(of: address)
-        defer { vector.pointee = 0 }
-        return vector.pointee
+        let entry = groupEntry(of: address)
+        defer { entry.pointee = 0 }
+        return entry.pointee
     }
 
     var batch: Int { magazineLimit / 2 }

@@ -32,7 +32,7 @@ extension SlowPath {
             _ = m.push(p, index)
             return nil
         }
-        slab.recordGroup(group.id, of: UInt(bitPattern: p), cacheIndex: index)
+        slab.groupEntry(of: UInt(bitPattern: p), cacheIndex: index).pointee = group.id
         (p + ObjectLayout.fastCanaryOffset).storeBytes(of: 0, as: UInt.self)
         if policy.zeroed { p.initializeMemory(as: UInt8.self, repeating: 0, count: size) }
         return p
