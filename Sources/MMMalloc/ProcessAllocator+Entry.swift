@@ -231,6 +231,10 @@ func mmProcessPosixMemalign(_ result: UnsafeMutablePointer<UnsafeMutableRawPoint
 
 @_cdecl("mm_process_usable_size")
 func mmProcessUsableSize(_ pointer: UnsafeMutableRawPointer?) -> Int {
+    // A live object of the direct map needs no thread mark: the answer is its cache's
+    // object size, read without a lock (Swift asks this at every Array and String growth).
+    // Not under MM_HARDENING=full, whose answer is the guarded size (magazinesFirst is off).
+    if ProcessAllocator.magazinesFirst, let size = ProcessAllocator.readyFastPath.usableSize(pointer) { return size }
     guard let pointer else { return 0 }
     guard let system = owner(of: pointer) else { return cmm_glibc_usable_size(pointer) }
     _ProcessAllocatorThread.enter()

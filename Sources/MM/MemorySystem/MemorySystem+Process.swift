@@ -157,6 +157,24 @@ public struct _MagazineFastPath: @unchecked Sendable {  // raw pointers into tab
         return objects.free(pointer.unsafelyUnwrapped, offset: offset, owner: owner, into: Self.magazines(slot))
     }
 
+    /// The usable size of the live object at `pointer` (its kmalloc or
+    /// object cache's object size), checked as `usableSize(of:)` checks it
+    /// — the start of a slot, neither free nor never allocated — without a
+    /// reference to the system, a lock or a thread mark; nil when the pointer
+    /// is nil, not an object of the system's direct map (pages, vmalloc,
+    /// another allocator's), or the check fails or cannot be made here: the
+    /// caller then asks `MemorySystem.usableSize(of:)`, which names the
+    /// problem. Reads only the page's owner, the cache's layout and the
+    /// object's canary word. Kernel analogue: `ksize` of a slab object.
+    @inlinable @inline(__always)
+    public func usableSize(_ pointer: UnsafeRawPointer?) -> Int? {
+        let offset = UInt(bitPattern: pointer) &- UInt(bitPattern: objects.directMap)
+        guard offset < objects.capacityBytes else { return nil }
+        let owner = objects.owner(atOffset: offset)
+        guard owner != 0 else { return nil }
+        return objects.usableSize(pointer.unsafelyUnwrapped, offset: offset, owner: owner)
+    }
+
     /// Whether the thread record's header ends before the slot-bound word of
     /// the magazine that `magazine(owner: 0)` names (the header's own 64
     /// bytes), so that word stays zero and `free` needs no test for owner 0.

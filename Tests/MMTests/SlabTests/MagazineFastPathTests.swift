@@ -107,6 +107,31 @@ struct MagazineFastPathTests {
         #expect(mm._invariantViolations().isEmpty, "\(mm._invariantViolations())")
     }
 
+    @Test("usableSize answers a live object's class size and leaves everything else to the system, which names it")
+    func usableSizeAnswersLiveObjectsOnly() throws {
+        let mm = try makeReportingSystem()
+        let recorder = EventRecorder(mm)
+        let fast = mm._magazineFastPath
+        for size in MemorySystem.kmallocSizes {
+            let p = try #require(mm.allocate(byteCount: size))
+            #expect(fast.usableSize(p) == size && mm.usableSize(of: p) == size)
+            #expect(fast.usableSize(p + 8) == nil, "an interior pointer of a \(size)-byte object got a size")
+            mm.deallocate(p)
+            #expect(fast.usableSize(p) == nil, "a freed \(size)-byte object got a size")
+        }
+        #expect(fast.usableSize(nil) == nil)
+        let block = try #require(mm.allocatePages(order: 1))
+        #expect(fast.usableSize(block) == nil && mm.usableSize(of: block) == 2 * MemorySystem.pageSize)
+        mm.deallocate(block)
+        var local = 0
+        withUnsafeMutableBytes(of: &local) { #expect(fast.usableSize($0.baseAddress!) == nil) }
+        #expect(recorder.violations.isEmpty, "\(recorder.violations)")
+        let q = try #require(mm.allocate(byteCount: 100))
+        mm.deallocate(q)
+        #expect(mm.usableSize(of: q) == 0)                       // what the fast path left: reported
+        #expect(recorder.violations.map(\.kind) == [.doubleFree], "\(recorder.violations)")
+    }
+
     @Test("a full magazine refuses the push; deallocate then drains it")
     func fullMagazine() throws {
         let mm = try makeReportingSystem()
