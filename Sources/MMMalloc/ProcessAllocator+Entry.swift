@@ -171,7 +171,12 @@ func mmProcessRealloc(_ pointer: UnsafeMutableRawPointer?, _ size: Int) -> Unsaf
         }
         old = known  // never in place: a smaller size must move the red zone, so it moves the allocation
     } else {
-        old = system._withUnsafeGuaranteedRef { $0.usableSize(of: pointer) }
+        // A live object's size as malloc_usable_size finds it; anything else through the system, which reports it.
+        if ProcessAllocator.magazinesFirst, let known = ProcessAllocator.readyFastPath.usableSize(pointer) {
+            old = known
+        } else {
+            old = system._withUnsafeGuaranteedRef { $0.usableSize(of: pointer) }
+        }
         if size > 0 && size <= old { return pointer }  // (a size_t above Int.max arrives negative)
     }
     guard size > 0, let new = mmProcessMalloc(size) else { return failed(nil) }
