@@ -119,6 +119,13 @@ HARDENING=full compare python-full 1 python3 -c "$python_workload"
 HARDENING=full compare git-full 1 git log --oneline -20
 HARDENING=full compare mmctl-scenarios-full 1 ./.build/release/mmctl scenarios
 HARDENING=full compare swift-program-full 1 "$work/swift-workload" check
+# Threads that come and go leave nothing behind: neither the peak RSS nor glibc's heap (where the
+# allocator's own bookkeeping goes) grows with the threads that exited, by default and guarded.
+cc -O2 -pthread -o "$work/thread-churn" Tests/ProcessAllocator/thread-churn.c -ldl
+for mode in trap full; do
+    timeout -s KILL 120 env LD_PRELOAD="$lib" MM_HARDENING=$mode "$work/thread-churn" \
+        || { echo "thread churn (MM_HARDENING=$mode) left memory behind under libmmmalloc" >&2; exit 1; }
+done
 # The Swift flagship: its own swift-mm systems on top of a process that swift-mm serves
 # (its timing-dependent tables differ run to run, so only its exit status counts).
 timeout -s KILL 300 env LD_PRELOAD="$lib" ./.build/release/mmctl > "$work/flagship.mm" 2>&1 \

@@ -46,6 +46,11 @@ typedef struct cmm_thread_slots {
     // thread is in: while nonzero its fast paths are closed, so its allocations
     // reach the slow path, which charges them; other threads keep theirs.
     uint64_t threadChargingScopes;
+    // Nonzero once one of this thread's exit destructors has run (it stays set
+    // until the thread is gone): its per-thread caches are being or have been
+    // taken back, and no slow path may make new ones, which no destructor
+    // would take back (their memory would leak with every thread that exits).
+    uint64_t exiting;
 } cmm_thread_slots;
 
 extern _Thread_local cmm_thread_slots cmm_slots

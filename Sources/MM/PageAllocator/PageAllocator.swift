@@ -249,7 +249,8 @@ final class PageAllocator: PerThreadCacheOwner, @unchecked Sendable {  // immuta
     /// merge and count.
     func allocate(order: Int, floor: Int, chargedTo groupID: UInt32 = 0) -> UnsafeMutableRawPointer? {
         let pfn: Int?
-        if order < perThreadOrderCount && listLimits[order] > 0 {
+        // An exiting thread takes its block from the buddy lists: lists made now would leak.
+        if order < perThreadOrderCount && listLimits[order] > 0 && !ThreadSlots.isExiting {
             let lists = listsForCurrentThread()
             if freePages > watermarks.low, let cached = lists.pop(order) {
                 pfn = cached
@@ -341,7 +342,7 @@ final class PageAllocator: PerThreadCacheOwner, @unchecked Sendable {  // immuta
     @usableFromInline
     func freeSlow(_ pointer: UnsafeMutableRawPointer, order: Int) {
         guard let pfn = acceptFree(pointer, order: order) else { return }
-        if order < perThreadOrderCount, listLimits[order] > 0, freePages > watermarks.low {
+        if order < perThreadOrderCount, listLimits[order] > 0, freePages > watermarks.low, !ThreadSlots.isExiting {
             let lists = listsForCurrentThread()
             if lists.count(order) >= listLimits[order] { drain(lists, keepingFraction: 1) }
             arena.frames[pfn].state = PageState.cached.rawValue

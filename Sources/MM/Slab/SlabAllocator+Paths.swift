@@ -13,7 +13,9 @@ extension SlabAllocator {
     /// Kernel analogue: `___slab_alloc`.
     func allocate(index: Int, floor: Int, site: CallSite?, chargedTo groupID: UInt32 = 0) -> UnsafeMutableRawPointer? {
         let cache = self.cache(index)
-        if layouts[index].checkedOnly != 0 {  // the table, not the cache's copy: destroy() sets it
+        // The table, not the cache's copy: destroy() sets it. An exiting thread takes the same
+        // locked path: it must not make magazines that no destructor would take back.
+        if layouts[index].checkedOnly != 0 || ThreadSlots.isExiting {
             return allocateChecked(cache, floor: floor, site: site, chargedTo: groupID)
         }
         let m = magazinesForCurrentThread()
@@ -134,7 +136,9 @@ extension SlabAllocator {
         }
         recordFree?(p)
         let layout = cache.layout
-        if layouts[cache.index].checkedOnly != 0 {
+        let checked = layouts[cache.index].checkedOnly != 0
+        // An exiting thread frees straight to the slab too (see `allocate(index:)`).
+        if checked || ThreadSlots.isExiting {
             if cache.flags.contains(.redZone) {
                 let zone = UnsafeRawBufferPointer(start: p + layout.size, count: layout.stride - layout.size)
                 if let bad = zone.firstIndex(where: { $0 != ObjectLayout.redZoneByte }) {

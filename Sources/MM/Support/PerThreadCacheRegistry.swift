@@ -106,6 +106,11 @@ final class PerThreadCacheRegistry<Owner: PerThreadCacheOwner>: Sendable {
     /// Runs at thread exit (the kind's key destructor): returns the cache's
     /// contents and unmaps it.
     func threadExited(_ raw: UnsafeMutableRawPointer) {
+        // From here on the thread's slow paths make no new caches: a free or an
+        // allocation in a later destructor (another kind's teardown, a program's
+        // own key, the process allocator's malloc) would otherwise make one after
+        // its destructor ran, in the last round of destructors, and leak it.
+        ThreadSlots.markExiting()
         let cache = Cache(header: raw.assumingMemoryBound(to: PerThreadCacheHeader.self))
         detach(cache)
         cache.destroy()

@@ -32,6 +32,15 @@ enum ThreadSlots {
         slots.pointee.objectCachesForMalloc = open ? slots.pointee.objectCaches : cmm_empty_object_caches_record()
     }
 
+    /// Whether the calling thread is exiting: one of its exit destructors
+    /// has run, so its slow paths serve it without per-thread caches (one
+    /// object straight from the slabs, one block straight from the buddy
+    /// lists) instead of making caches that no destructor would take back.
+    static var isExiting: Bool { cmm_thread_slots_get().pointee.exiting != 0 }
+
+    /// Marks the calling thread as exiting (its first exit destructor; for good).
+    static func markExiting() { cmm_thread_slots_get().pointee.exiting = 1 }
+
     /// The calling thread entered a thread-only charging scope (a token or
     /// `withThreadAllocationScope`): its fast paths close until it leaves the
     /// last one. Only this thread observes such a scope, so no other thread's
