@@ -47,9 +47,37 @@ extension SlowPath {
         return .proceed(context)
     }
 
+    /// Step 1 for a block the inlined fast paths do not serve (larger than
+    /// the per-thread lists' orders, or a list that was empty), taken before
+    /// admission when admission could change nothing about it: an uncharged,
+    /// coherent policy, the gate open (no fault injection, profiling or
+    /// charging scope anywhere), and this thread holding no reclaim-checked
+    /// lock and in no thread-only charging scope. Then the resolved context
+    /// would be the policy's own, no scope can alter a success above `low`,
+    /// and the attempt is the one step 1 makes (`pages.allocate` at `low`),
+    /// without building the context. Nil sends the request through admission
+    /// and the whole slow path, which makes the same attempt again.
+    /// Kernel analogue: `__alloc_pages` calling `get_page_from_freelist` at
+    /// the low watermark before `__alloc_pages_slowpath`.
+    @inline(__always)
+    private func blockAboveLow(order: Int, policy: AllocationPolicy) -> UnsafeMutableRawPointer? {
+        let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
+        guard order >= 0 && order <= maxOrder && policy.group == nil && policy.isCoherent,
+              slots.pointee.heldCheckedLocks | slots.pointee.threadChargingScopes == 0,
+              pages.freePagesHot.pointee.load(ordering: .relaxed) > pages.gate.pageThreshold.pointee.load(ordering: .relaxed),
+              let p = pages.allocate(order: order, floor: pages.watermarks.low) else { return nil }
+        if policy.zeroed { p.initializeMemory(as: UInt8.self, repeating: 0, count: pageSize << order) }
+        return p
+    }
+
     /// A byte request the fast path did not serve, any size and placement.
     @usableFromInline
     func allocate(byteCount: Int, policy: AllocationPolicy, file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
+        // A contiguous block (`.contiguous`, or `.automatic`'s first step): step 1 before admission.
+        if byteCount > kmallocMaxSize && byteCount <= maxContiguousBytes && policy.placement != .virtual,
+           let p = blockAboveLow(order: PlacementRouter.order(forBytes: byteCount), policy: policy) {
+            return p
+        }
         let site = CallSite(file, line)
         if let reason = router.impossibility(byteCount: byteCount, placement: policy.placement) {
             pages.reportInvalid(InvalidRequest(operation: "allocate(byteCount: \(byteCount))", reason: reason, site: site))
@@ -64,6 +92,7 @@ extension SlowPath {
     /// A page request the fast path did not serve.
     @usableFromInline
     func allocatePages(order: Int, policy: AllocationPolicy, file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
+        if let p = blockAboveLow(order: order, policy: policy) { return p }
         let site = CallSite(file, line)
         guard order >= 0 && order <= maxOrder else {
             pages.reportInvalid(InvalidRequest(operation: "allocatePages(order: \(order))",

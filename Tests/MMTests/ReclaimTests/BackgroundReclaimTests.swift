@@ -97,6 +97,34 @@ struct ReclaimRecursionTests {
         #expect(reports.first?.fix.contains(".excluding(.filesystem)") == true)
     }
 
+    /// How a request of each path is made: a kmalloc object, a block from the
+    /// per-thread lists, blocks above them (`.contiguous`, `.automatic`), and
+    /// `allocatePages` of an order above the lists.
+    enum CheckedRequest: String, CaseIterable, Sendable {
+        case object, listBlock, largeContiguous, largeAutomatic, highOrderPages
+    }
+
+    @Test("every path of an allocation made while holding a checked lock reaches the checker, large blocks too",
+          arguments: CheckedRequest.allCases)
+    func everyPathIsChecked(_ request: CheckedRequest) throws {
+        let mm = try makeSystem(capacity: 64 << 20)
+        let recorder = EventRecorder(mm)
+        let lock = ReclaimCheckedMutex(0, name: "journal-\(request.rawValue)", takenByReclaimIn: .filesystem)
+        lock.withLock { _ in
+            let p: UnsafeMutableRawPointer? = switch request {
+            case .object: mm.allocate(byteCount: 64)
+            case .listBlock: mm.allocate(byteCount: 16 << 10)
+            case .largeContiguous: mm.allocate(byteCount: 256 << 10, policy: AllocationPolicy(placement: .contiguous))
+            case .largeAutomatic: mm.allocate(byteCount: 256 << 10)
+            case .highOrderPages: mm.allocatePages(order: 6)
+            }
+            #expect(p != nil)
+            if let p { mm.deallocate(p) }
+        }
+        #expect(recorder.recursions.count == 1, "a \(request) allocation under a held checked lock was not checked")
+        #expect(recorder.recursions.first?.lock == "journal-\(request.rawValue)")
+    }
+
     @Test("excluding a domain covers the domains defined within it: no report for a sub-domain's lock in an outer scope")
     func subdomainExcludedByOuterScope() throws {
         let mm = try makeSystem(capacity: 16 << 20)
