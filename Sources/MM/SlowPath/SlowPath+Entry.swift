@@ -47,36 +47,52 @@ extension SlowPath {
         return .proceed(context)
     }
 
-    /// Step 1 for a block the inlined fast paths do not serve (larger than
-    /// the per-thread lists' orders, or a list that was empty), taken before
-    /// admission when admission could change nothing about it: an uncharged,
-    /// coherent policy, the gate open (no fault injection, profiling or
-    /// charging scope anywhere), and this thread holding no reclaim-checked
-    /// lock and in no thread-only charging scope. Then the resolved context
-    /// would be the policy's own, no scope can alter a success above `low`,
-    /// and the attempt is the one step 1 makes (`pages.allocate` at `low`),
-    /// without building the context. Nil sends the request through admission
-    /// and the whole slow path, which makes the same attempt again.
+    /// Whether admission could change nothing about a request with `policy`
+    /// that succeeds above `low`: an uncharged, coherent policy, the gate
+    /// open (no fault injection, profiling or charging scope anywhere), and
+    /// this thread holding no reclaim-checked lock and in no thread-only
+    /// charging scope. Then the resolved context is the policy's own, and no
+    /// scope can alter a success at step 1, so step 1 can be tried before
+    /// the context is built (`attemptBeforeAdmission`).
+    @inline(__always)
+    private func admissionIsMoot(_ policy: AllocationPolicy) -> Bool {
+        let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
+        return policy.group == nil && policy.isCoherent
+            && slots.pointee.heldCheckedLocks | slots.pointee.threadChargingScopes == 0
+            && pages.freePagesHot.pointee.load(ordering: .relaxed) > pages.gate.pageThreshold.pointee.load(ordering: .relaxed)
+    }
+
+    /// Step 1 — the attempt above `low` that `serve` makes first — for a
+    /// request the inlined fast paths did not serve (an empty magazine, an
+    /// empty page list, a block above the lists), made before admission when
+    /// `admissionIsMoot`: the same attempt, without building a context.
+    /// Nil sends the request through admission and the whole slow path,
+    /// which makes the same attempt again. `route` is `.object` or `.pages`.
     /// Kernel analogue: `__alloc_pages` calling `get_page_from_freelist` at
     /// the low watermark before `__alloc_pages_slowpath`.
     @inline(__always)
-    private func blockAboveLow(order: Int, policy: AllocationPolicy) -> UnsafeMutableRawPointer? {
-        let slots: UnsafeMutablePointer<cmm_thread_slots> = cmm_thread_slots_get()
-        guard order >= 0 && order <= maxOrder && policy.group == nil && policy.isCoherent,
-              slots.pointee.heldCheckedLocks | slots.pointee.threadChargingScopes == 0,
-              pages.freePagesHot.pointee.load(ordering: .relaxed) > pages.gate.pageThreshold.pointee.load(ordering: .relaxed),
-              let p = pages.allocate(order: order, floor: pages.watermarks.low) else { return nil }
-        if policy.zeroed { p.initializeMemory(as: UInt8.self, repeating: 0, count: pageSize << order) }
+    private func attemptBeforeAdmission(_ route: Route, policy: AllocationPolicy, site: @autoclosure () -> CallSite)
+        -> UnsafeMutableRawPointer? {
+        guard admissionIsMoot(policy) else { return nil }
+        let p: UnsafeMutableRawPointer?
+        switch route {
+        case .object(let index): p = router.slab.allocate(index: index, floor: pages.watermarks.low, site: site())
+        case .pages(let order): p = pages.allocate(order: order, floor: pages.watermarks.low)
+        case .virtual, .automatic: return nil
+        }
+        guard let p else { return nil }
+        if policy.zeroed { p.initializeMemory(as: UInt8.self, repeating: 0, count: router.bytes(of: route)) }
         return p
     }
 
     /// A byte request the fast path did not serve, any size and placement.
     @usableFromInline
     func allocate(byteCount: Int, policy: AllocationPolicy, file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
-        // A contiguous block (`.contiguous`, or `.automatic`'s first step): step 1 before admission.
-        if byteCount > kmallocMaxSize && byteCount <= maxContiguousBytes && policy.placement != .virtual,
-           let p = blockAboveLow(order: PlacementRouter.order(forBytes: byteCount), policy: policy) {
-            return p
+        // A kmalloc object or a contiguous block (`.contiguous`, or `.automatic`'s first step): step 1 first.
+        if byteCount > 0 && byteCount <= maxContiguousBytes && policy.placement != .virtual {
+            let route: Route = byteCount <= kmallocMaxSize ? .object(index: SizeClass.index(forBytes: byteCount))
+                : .pages(order: PlacementRouter.order(forBytes: byteCount))
+            if let p = attemptBeforeAdmission(route, policy: policy, site: CallSite(file, line)) { return p }
         }
         let site = CallSite(file, line)
         if let reason = router.impossibility(byteCount: byteCount, placement: policy.placement) {
@@ -92,7 +108,10 @@ extension SlowPath {
     /// A page request the fast path did not serve.
     @usableFromInline
     func allocatePages(order: Int, policy: AllocationPolicy, file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
-        if let p = blockAboveLow(order: order, policy: policy) { return p }
+        if order >= 0 && order <= maxOrder,
+           let p = attemptBeforeAdmission(.pages(order: order), policy: policy, site: CallSite(file, line)) {
+            return p
+        }
         let site = CallSite(file, line)
         guard order >= 0 && order <= maxOrder else {
             pages.reportInvalid(InvalidRequest(operation: "allocatePages(order: \(order))",
@@ -107,7 +126,21 @@ extension SlowPath {
     @usableFromInline
     func allocateObject(index: Int, policy: AllocationPolicy, guarantee: Guarantee?,
                         file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
-        serve(.object(index: index), byteCount: router.slab.objectSize(index), policy: policy, guarantee: guarantee,
+        // A destroyed cache (its layout is checked-only from then on): one report and nil, which a
+        // guaranteed call turns into its trap; the retry loop would report every attempt.
+        if router.slab.layouts[index].checkedOnly != 0 {
+            let cache = router.slab.cache(index)
+            if cache.central.withLock({ $0.destroyed }) {
+                pages.reportInvalid(InvalidRequest(operation: "allocate from \(cache.name)", reason: "the cache was destroyed",
+                                                   site: CallSite(file, line)))
+                return nil
+            }
+        }
+        if guarantee == nil,
+           let p = attemptBeforeAdmission(.object(index: index), policy: policy, site: CallSite(file, line)) {
+            return p
+        }
+        return serve(.object(index: index), byteCount: router.slab.objectSize(index), policy: policy, guarantee: guarantee,
               site: CallSite(file, line))
     }
 
