@@ -37,7 +37,7 @@ per_iteration() { local a b; a=$(count "$1" "$2" "$n"); b=$(count "$1" "$2" $((2
 find_library() { ldconfig -p 2>/dev/null | awk -v lib="$1" '$1 == lib && !found { print $NF; found = 1 }'; }
 
 printf "%-32s %-10s %s\n" loop allocator instructions_per_iteration
-for loop in pair16 pair1k page0 page0_deallocate pair64k pair64 pair64_charged pair64_beside_token_charging pair64_beside_closure_charging; do
+for loop in pair16 pair1k page0 page0_deallocate pair64k pair64 pair64_charged pair64_beside_token_charging pair64_beside_closure_charging token; do
     printf "%-32s %-10s %s\n" "$loop" swift-mm "$(per_iteration "" "$loop")"
 done
 # A round of batch64 is 1000 objects allocated then freed in order: printed per object

@@ -43,7 +43,7 @@ public struct AllocationScopeToken: ~Copyable, Sendable {
     deinit {
         // Still entered on this thread: dropped without exit() (reported, removed).
         if let state = ThreadScopeState.current, state.pointee.serial == threadSerial,
-           !state.pointee.holdsToken(stamp: stamp) {
+           state.pointee.isAboveTop(stamp: stamp) || !state.pointee.holdsToken(stamp: stamp) {
             return
         }
         leave(dropped: true, exitFile: file, exitLine: line)

@@ -253,6 +253,17 @@ struct ThreadScopeState {
         return true
     }
 
+    /// Whether the token with `stamp` is above the top of this thread's stack
+    /// (exited, or entered on no stack of this thread): the check of every
+    /// token's end of life after a proper `exit()`, inlined into the token's
+    /// `deinit` so that the common case needs no search. Stamps grow with
+    /// every entry and removals keep the order, so a stamp above the top
+    /// stamp is on no position of the stack.
+    @inlinable @inline(__always)
+    func isAboveTop(stamp: UInt64) -> Bool {
+        tokenDepth == 0 || tokens[tokenDepth &- 1].stamp < stamp
+    }
+
     /// Whether the token with `stamp` is still entered on this thread. O(1)
     /// for a token at or above the top (the case of every token's end of
     /// life after a proper `exit()`), O(log depth) otherwise: stamps grow

@@ -13,7 +13,7 @@ import Foundation
 import Glibc
 import MM
 
-let loops = ["pair16", "pair1k", "page0", "page0_deallocate", "pair64k", "pair64", "pair64_charged", "batch64",
+let loops = ["pair16", "pair1k", "page0", "page0_deallocate", "pair64k", "pair64", "pair64_charged", "batch64", "token",
              "pair64_beside_token_charging", "pair64_beside_closure_charging", "malloc16", "malloc1k", "mallocbatch64"]
 let arguments = CommandLine.arguments
 guard arguments.count == 3, loops.contains(arguments[1]), let n = Int(arguments[2]), n >= 0 else {
@@ -31,6 +31,16 @@ func pairs(_ mm: MemorySystem, size: Int, _ n: Int) {
 @inline(never) func pairs64(_ mm: MemorySystem, _ n: Int) { pairs(mm, size: 64, n) }
 @inline(never) func pairs1k(_ mm: MemorySystem, _ n: Int) { pairs(mm, size: 1024, n) }
 @inline(never) func pairs64k(_ mm: MemorySystem, _ n: Int) { pairs(mm, size: 64 << 10, n) }
+
+/// A scope token entered and exited (`mmctl bench scopes`' `token_scope_ns`): what a
+/// transaction's `memalloc_nofs_save`/`restore` pair costs.
+@inline(never)
+func tokens(_ n: Int) {
+    for _ in 0..<n {
+        let token = AllocationScope.enter(.excluding(.filesystem))
+        token.exit()
+    }
+}
 
 @inline(never)
 func pagePairs(_ mm: MemorySystem, _ n: Int) {
@@ -132,6 +142,7 @@ case "pair64k": pairs64k(mm, n)
 case "pair64": pairs64(mm, n)
 case "pair64_charged": chargedPairs(mm, n)
 case "batch64": batches(mm, n)
+case "token": tokens(n)
 case "pair64_beside_token_charging": pairsBesideCharging(mm, n, token: true)
 case "pair64_beside_closure_charging": pairsBesideCharging(mm, n, token: false)
 case "malloc16": mallocPairs(size: 16, n)
