@@ -67,32 +67,40 @@ extension SlowPath {
     /// empty page list, a block above the lists), made before admission when
     /// `admissionIsMoot`: the same attempt, without building a context.
     /// Nil sends the request through admission and the whole slow path,
-    /// which makes the same attempt again. `route` is `.object` or `.pages`.
+    /// which makes the same attempt again. An `.automatic` route makes its
+    /// first step, a contiguous block; a `.virtual` one is left to `serve`.
     /// Kernel analogue: `__alloc_pages` calling `get_page_from_freelist` at
     /// the low watermark before `__alloc_pages_slowpath`.
     @inline(__always)
     private func attemptBeforeAdmission(_ route: Route, policy: AllocationPolicy, site: @autoclosure () -> CallSite)
         -> UnsafeMutableRawPointer? {
         guard admissionIsMoot(policy) else { return nil }
-        let p: UnsafeMutableRawPointer?
+        let p: UnsafeMutableRawPointer?, bytes: Int
         switch route {
-        case .object(let index): p = router.slab.allocate(index: index, floor: pages.watermarks.low, site: site())
-        case .pages(let order): p = pages.allocate(order: order, floor: pages.watermarks.low)
+        case .object(let index):
+            p = router.slab.allocate(index: index, floor: pages.watermarks.low, site: site())
+            bytes = router.slab.objectSize(index)
+        case .pages(let order):
+            p = pages.allocate(order: order, floor: pages.watermarks.low)
+            bytes = pageSize << order
+        case .automatic(let order, let byteCount) where byteCount <= maxContiguousBytes:  // its contiguous step
+            p = pages.allocate(order: order, floor: pages.watermarks.low)
+            bytes = pageSize << order
         case .virtual, .automatic: return nil
         }
         guard let p else { return nil }
-        if policy.zeroed { p.initializeMemory(as: UInt8.self, repeating: 0, count: router.bytes(of: route)) }
+        if policy.zeroed { p.initializeMemory(as: UInt8.self, repeating: 0, count: bytes) }
         return p
     }
 
     /// A byte request the fast path did not serve, any size and placement.
     @usableFromInline
     func allocate(byteCount: Int, policy: AllocationPolicy, file: StaticString, line: UInt) -> UnsafeMutableRawPointer? {
-        // A kmalloc object or a contiguous block (`.contiguous`, or `.automatic`'s first step): step 1 first.
-        if byteCount > 0 && byteCount <= maxContiguousBytes && policy.placement != .virtual {
-            let route: Route = byteCount <= kmallocMaxSize ? .object(index: SizeClass.index(forBytes: byteCount))
-                : .pages(order: PlacementRouter.order(forBytes: byteCount))
-            if let p = attemptBeforeAdmission(route, policy: policy, site: CallSite(file, line)) { return p }
+        // Uncharged: `attemptBeforeAdmission` goes on only when no group and no charging scope applies.
+        if byteCount > 0 && byteCount <= maxContiguousBytes,
+           let p = attemptBeforeAdmission(router.route(byteCount: byteCount, placement: policy.placement, charged: false),
+                                          policy: policy, site: CallSite(file, line)) {
+            return p
         }
         let site = CallSite(file, line)
         if let reason = router.impossibility(byteCount: byteCount, placement: policy.placement) {
